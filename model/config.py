@@ -166,8 +166,14 @@ class ModelConfig:
             raise ConfigError(f"{source}: needs compress_ratios (or layer_types) for its layers")
         if "mlp_layer_types" in d and "num_hash_layers" not in d:
             kw["num_hash_layers"] = sum(1 for t in d["mlp_layer_types"] if t == "hash_moe")
-        if "partial_rotary_factor" in d and "qk_rope_head_dim" not in d and d["partial_rotary_factor"]:
-            kw["qk_rope_head_dim"] = int(round(d["partial_rotary_factor"] * kw.get("head_dim", 512)))
+        if (
+            "partial_rotary_factor" in d
+            and "qk_rope_head_dim" not in d
+            and d["partial_rotary_factor"]
+        ):
+            kw["qk_rope_head_dim"] = int(
+                round(d["partial_rotary_factor"] * kw.get("head_dim", 512))
+            )
         _read_rope(d, kw)
         if "original_seq_len" in d:
             kw["original_max_position_embeddings"] = int(d["original_seq_len"])
@@ -321,7 +327,7 @@ def tiny_config(name: str = "tiny", **overrides: Any) -> ModelConfig:
             index_n_heads=2,
             index_head_dim=16,
             index_topk=4,
-            max_position_embeddings=65536,
+            max_position_embeddings=32768,
             original_max_position_embeddings=2048,
         ),
         "tiny-hca": dict(
@@ -345,7 +351,7 @@ def tiny_config(name: str = "tiny", **overrides: Any) -> ModelConfig:
             index_n_heads=2,
             index_head_dim=16,
             index_topk=4,
-            max_position_embeddings=65536,
+            max_position_embeddings=16384,
             original_max_position_embeddings=1024,
         ),
     }

@@ -1,0 +1,257 @@
+"""V4 attention: low-rank q, one shared K=V head, sliding window, CSA and HCA compression.
+
+Every layer attends over the union of its sliding window and (for compressed layers) compressed
+entries in one joint softmax with a per-head sink. Queries of all sequences in a step are flattened
+and given per-query index lists into one pool of key vectors, so prefill chunks and batched decode
+run through the same `kernels.sparse_attention` call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flashbeam import kernels
+
+from .cache import CompressorState, LayerState
+from .config import ModelConfig
+from .layers import RMSNorm, apply_rope, rms_normalize, rope_angles, rope_inv_freq
+
+
+class Compressor(nn.Module):
+    """Gated pooling of every `ratio` tokens into one entry of width `dim` (spec §4.5).
+
+    With ratio 4 the windows overlap: an entry pools the A halves of the previous window's tokens
+    and the B halves of its own (8 slots, softmax per channel).
+    """
+
+    def __init__(self, config: ModelConfig, ratio: int, dim: int) -> None:
+        super().__init__()
+        self.ratio, self.dim = ratio, dim
+        self.overlap = ratio == 4
+        width = (2 if self.overlap else 1) * dim
+        self.wkv = nn.Linear(config.hidden_size, width, bias=False)
+        self.wgate = nn.Linear(config.hidden_size, width, bias=False)
+        self.ape = nn.Parameter(torch.zeros(ratio, width))
+        self.norm = RMSNorm(dim, config.rms_norm_eps)
+        self.register_buffer("inv_freq", rope_inv_freq(config, compressed=True), persistent=False)
+
+    def empty_state(self, device: torch.device, dtype: torch.dtype) -> CompressorState:
+        width = self.wkv.out_features
+        empty = torch.zeros(0, width, device=device, dtype=torch.float32)
+        return CompressorState(torch.zeros(0, self.dim, device=device, dtype=dtype), empty, empty)
+
+    def forward(
+        self, x: torch.Tensor, starts: list[int], states: list[CompressorState]
+    ) -> list[CompressorState]:
+        """Append the tokens of x [B,S,D] (sequence b starting at starts[b]) to each state."""
+        # Projections and pooling run in fp32 (pitfall 11).
+        kv = F.linear(x.float(), self.wkv.weight.float())
+        gate = F.linear(x.float(), self.wgate.weight.float())
+        seq = x.shape[1]
+        new_states = []
+        for b, (start, state) in enumerate(zip(starts, states)):
+            slot = torch.arange(start, start + seq, device=x.device) % self.ratio
+            rows_kv = torch.cat((state.buf_kv, kv[b]))
+            rows_gate = torch.cat((state.buf_gate, gate[b] + self.ape.float()[slot]))
+            new_states.append(self._pool(start, state, rows_kv, rows_gate, x.dtype))
+        return new_states
+
+    def _pool(self, start, state, rows_kv, rows_gate, dtype) -> CompressorState:
+        r = self.ratio
+        n_windows = rows_kv.shape[0] // r
+        done = n_windows * r
+        if n_windows == 0:
+            return CompressorState(
+                state.entries, rows_kv, rows_gate, state.prev_kv, state.prev_gate
+            )
+        win_kv = rows_kv[:done].view(n_windows, r, -1)
+        win_gate = rows_gate[:done].view(n_windows, r, -1)
+        prev_kv, prev_gate = state.prev_kv, state.prev_gate
+        if self.overlap:
+            d = self.dim
+            if prev_kv is None:  # no earlier window: its slots get weight 0
+                prev_kv = win_kv.new_zeros(r, d)
+                prev_gate = win_gate.new_full((r, d), float("-inf"))
+            prior_kv = torch.cat((prev_kv[None], win_kv[:-1, :, :d]))
+            prior_gate = torch.cat((prev_gate[None], win_gate[:-1, :, :d]))
+            slots_kv = torch.cat((prior_kv, win_kv[:, :, d:]), dim=1)
+            slots_gate = torch.cat((prior_gate, win_gate[:, :, d:]), dim=1)
+            prev_kv, prev_gate = win_kv[-1, :, :d], win_gate[-1, :, :d]
+        else:
+            slots_kv, slots_gate = win_kv, win_gate
+        pooled = (slots_kv * slots_gate.softmax(dim=1)).sum(dim=1)
+        entries = self.norm(pooled.to(dtype))
+        first = start // r
+        positions = torch.arange(first, first + n_windows, device=entries.device) * r
+        cos, sin = rope_angles(positions, self.inv_freq)
+        entries = apply_rope(entries, cos, sin)
+        return CompressorState(
+            torch.cat((state.entries, entries)),
+            rows_kv[done:],
+            rows_gate[done:],
+            prev_kv,
+            prev_gate,
+        )
+
+
+class Indexer(nn.Module):
+    """Lightning indexer: scores compressed entries per query, keeps the top `index_topk`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.heads, self.dim, self.topk = (
+            config.index_n_heads,
+            config.index_head_dim,
+            config.index_topk,
+        )
+        self.wq_b = nn.Linear(config.q_lora_rank, self.heads * self.dim, bias=False)
+        self.weights_proj = nn.Linear(config.hidden_size, self.heads, bias=False)
+        self.compressor = Compressor(config, 4, self.dim)
+
+    def select(
+        self,
+        x: torch.Tensor,
+        qr: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        positions: torch.Tensor,
+        states: list[CompressorState],
+        width: int,
+    ) -> torch.Tensor:
+        """Top-`width` entry indices per query [B,S,width] (relative to each sequence; -1 = none)."""
+        bsz, seq, _ = x.shape
+        q = self.wq_b(qr).view(bsz, seq, self.heads, self.dim)
+        cos, sin = rope
+        q = apply_rope(q, cos.unsqueeze(2), sin.unsqueeze(2))
+        weights = self.weights_proj(x).float() * (self.dim**-0.5 * self.heads**-0.5)
+        counts = [s.entries.shape[0] for s in states]
+        offsets = torch.tensor([0] + counts[:-1], device=x.device).cumsum(0)
+        keys = torch.cat([s.entries for s in states])
+        start = offsets[:, None].expand(bsz, seq)
+        end = start + (positions + 1) // 4
+        idx, _ = kernels.indexer_topk(
+            q.reshape(bsz * seq, self.heads, self.dim),
+            weights.reshape(bsz * seq, self.heads),
+            keys,
+            start.reshape(-1),
+            end.reshape(-1),
+            width,
+        )
+        idx = idx.view(bsz, seq, width).long()
+        return torch.where(idx >= 0, idx - start.unsqueeze(-1), idx)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.config = config
+        self.ratio = config.compress_ratios[layer]
+        self.heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.window = config.sliding_window
+        d, q_rank = config.hidden_size, config.q_lora_rank
+        self.wq_a = nn.Linear(d, q_rank, bias=False)
+        self.q_norm = RMSNorm(q_rank, config.rms_norm_eps)
+        self.wq_b = nn.Linear(q_rank, self.heads * self.head_dim, bias=False)
+        self.wkv = nn.Linear(d, self.head_dim, bias=False)
+        self.kv_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        group_in = self.heads * self.head_dim // config.o_groups
+        self.wo_a = nn.Linear(group_in, config.o_groups * config.o_lora_rank, bias=False)
+        self.wo_b = nn.Linear(config.o_groups * config.o_lora_rank, d, bias=False)
+        self.attn_sink = nn.Parameter(torch.zeros(self.heads))
+        self.compressor = Compressor(config, self.ratio, self.head_dim) if self.ratio else None
+        self.indexer = Indexer(config) if self.ratio == 4 else None
+        self.register_buffer("inv_freq", rope_inv_freq(config, self.ratio > 0), persistent=False)
+
+    def empty_state(self, device: torch.device, dtype: torch.dtype) -> LayerState:
+        window = torch.zeros(0, self.head_dim, device=device, dtype=dtype)
+        comp = self.compressor.empty_state(device, dtype) if self.compressor else None
+        idx = self.indexer.compressor.empty_state(device, dtype) if self.indexer else None
+        return LayerState(window, comp, idx)
+
+    def forward(
+        self, x: torch.Tensor, starts: list[int], states: list[LayerState]
+    ) -> tuple[torch.Tensor, list[LayerState]]:
+        bsz, seq, _ = x.shape
+        eps = self.config.rms_norm_eps
+        positions = torch.tensor(starts, device=x.device)[:, None] + torch.arange(
+            seq, device=x.device
+        )
+        cos, sin = rope_angles(positions, self.inv_freq)
+        qr = self.q_norm(self.wq_a(x))
+        q = rms_normalize(self.wq_b(qr).view(bsz, seq, self.heads, self.head_dim), eps)
+        q = apply_rope(q, cos.unsqueeze(2), sin.unsqueeze(2))
+        kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)
+
+        comp = idx = [None] * bsz
+        if self.compressor is not None:
+            comp = self.compressor(x, starts, [s.compressor for s in states])
+        if self.indexer is not None:
+            idx = self.indexer.compressor(x, starts, [s.indexer for s in states])
+
+        windows = [torch.cat((s.window, kv[b])) for b, s in enumerate(states)]
+        entries = [c.entries for c in comp] if self.compressor is not None else []
+        pool, indices, entry_base = self._gather_plan(windows, entries, starts, positions)
+        if self.indexer is not None:
+            width = min(self.config.index_topk, max(e.shape[0] for e in entries))
+            if width > 0:
+                picked = self.indexer.select(x, qr, (cos, sin), positions, idx, width)
+                picked = torch.where(picked >= 0, picked + entry_base[:, None, None], picked)
+                indices = torch.cat((indices, picked), dim=-1)
+
+        out = kernels.sparse_attention(
+            q.reshape(bsz * seq, self.heads, self.head_dim),
+            pool,
+            indices.reshape(bsz * seq, -1).to(torch.int32),
+            self.attn_sink.float(),
+            self.head_dim**-0.5,
+        ).view(bsz, seq, self.heads, self.head_dim)
+        out = apply_rope(out, cos.unsqueeze(2), sin.unsqueeze(2), inverse=True)
+
+        keep = self.window - 1
+        new_states = [
+            LayerState(w[max(0, w.shape[0] - keep) :] if keep else w[:0], comp[b], idx[b])
+            for b, w in enumerate(windows)
+        ]
+        return self._project_out(out), new_states
+
+    def _gather_plan(self, windows, entries, starts, positions):
+        """One key pool for the whole step and each query's window (+ HCA entry) indices into it.
+
+        Pool layout per sequence b: its window rows (positions starts[b]-n_b .. end), then its
+        compressed entries (whose pool offsets are returned too). -1 marks a slot a query must
+        not see.
+        """
+        device = positions.device
+        pieces = [t for b, w in enumerate(windows) for t in (w, *(entries[b : b + 1]))]
+        pool = torch.cat(pieces)
+        sizes = [
+            w.shape[0] + (entries[b].shape[0] if entries else 0) for b, w in enumerate(windows)
+        ]
+        base = torch.tensor([0] + sizes[:-1], device=device).cumsum(0)
+        seq = positions.shape[1]
+        first_pos = torch.tensor(
+            [s - (w.shape[0] - seq) for s, w in zip(starts, windows)], device=device
+        )
+        key_pos = (
+            positions.unsqueeze(-1) - self.window + 1 + torch.arange(self.window, device=device)
+        )
+        win_idx = base[:, None, None] + key_pos - first_pos[:, None, None]
+        indices = torch.where(key_pos >= 0, win_idx, torch.full_like(win_idx, -1))
+        entry_base = base + torch.tensor([w.shape[0] for w in windows], device=device)
+        if self.ratio == 128:
+            count = max(e.shape[0] for e in entries)
+            w = torch.arange(count, device=device)
+            visible = w < ((positions + 1) // self.ratio).unsqueeze(-1)
+            ent_idx = entry_base[:, None, None] + w
+            indices = torch.cat((indices, torch.where(visible, ent_idx, -1)), dim=-1)
+        return pool, indices, entry_base
+
+    def _project_out(self, out: torch.Tensor) -> torch.Tensor:
+        """Grouped low-rank output projection: each head group through its own wo_a rows."""
+        bsz, seq = out.shape[:2]
+        groups = self.config.o_groups
+        grouped = out.reshape(bsz, seq, groups, -1)
+        wo_a = self.wo_a.weight.view(groups, self.config.o_lora_rank, -1)
+        z = torch.einsum("bsgi,gri->bsgr", grouped, wo_a)
+        return self.wo_b(z.flatten(2))

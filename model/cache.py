@@ -1,0 +1,79 @@
+"""Per-sequence decoding state of every layer, as immutable snapshots.
+
+The state after L tokens is everything later tokens need (spec §5): the sliding-window KV of the
+last `sliding_window - 1` positions, and for compressed layers the compressed entries, the raw
+projections of the partial window and, for the overlapping 4:1 compressors (CSA main and
+indexer), the A halves of the last complete window.
+
+Tensors here are never modified in place: a forward step returns new state objects. So a
+`SequenceState` *is* its own snapshot — keeping a reference is enough for exact prefix reuse,
+at any token position, with no copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class CompressorState:
+    """State of one compressor (ratio r, entry width d_c, c = 2 halves when overlapping)."""
+
+    entries: torch.Tensor  # [n_entries, d_c], activation dtype, normed and roped
+    buf_kv: torch.Tensor  # [L mod r, c*d_c] fp32 projections of the partial window
+    buf_gate: torch.Tensor  # [L mod r, c*d_c] fp32 gate logits (+ position bias)
+    prev_kv: torch.Tensor | None = None  # [r, d_c] fp32 A halves of the last complete window
+    prev_gate: torch.Tensor | None = None
+
+    @property
+    def nbytes(self) -> int:
+        tensors = (self.entries, self.buf_kv, self.buf_gate, self.prev_kv, self.prev_gate)
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+@dataclass(frozen=True)
+class LayerState:
+    window: torch.Tensor  # [min(L, sliding_window - 1), head_dim] roped KV of the latest positions
+    compressor: CompressorState | None = None
+    indexer: CompressorState | None = None
+
+    @property
+    def nbytes(self) -> int:
+        n = self.window.numel() * self.window.element_size()
+        for part in (self.compressor, self.indexer):
+            if part is not None:
+                n += part.nbytes
+        return n
+
+
+@dataclass(frozen=True)
+class SequenceState:
+    """Everything the network needs to continue a sequence after `length` tokens."""
+
+    length: int
+    layers: tuple[LayerState, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self.layers)
+
+    def to(self, device: torch.device | str) -> SequenceState:
+        def move(t):
+            return None if t is None else t.to(device)
+
+        def move_comp(c: CompressorState | None) -> CompressorState | None:
+            if c is None:
+                return None
+            return CompressorState(
+                *(move(t) for t in (c.entries, c.buf_kv, c.buf_gate)),
+                move(c.prev_kv),
+                move(c.prev_gate),
+            )
+
+        layers = tuple(
+            LayerState(move(s.window), move_comp(s.compressor), move_comp(s.indexer))
+            for s in self.layers
+        )
+        return SequenceState(self.length, layers)

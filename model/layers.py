@@ -1,0 +1,78 @@
+"""Small building blocks of the V4 network: RMS norms and partial interleaved RoPE (plain / YaRN)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """Weighted RMSNorm: fp32 math, fp32 weight, one cast back at the end (pitfall 1)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.square().mean(-1, keepdim=True) + self.eps)
+        return (self.weight.float() * h).to(x.dtype)
+
+
+def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Unweighted RMS normalisation over the last dim (per-head q, mHC stream vectors)."""
+    return x * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + eps).to(x.dtype)
+
+
+def rope_inv_freq(config: ModelConfig, compressed: bool) -> torch.Tensor:
+    """Per-pair angular frequencies: plain theta for sliding layers, theta'+YaRN for CSA/HCA.
+
+    YaRN blends each pair's frequency between the original and the one divided by the factor,
+    with no magnitude (mscale) correction (pitfall 4).
+    """
+    dim = config.qk_rope_head_dim
+    theta = config.compress_rope_theta if compressed else config.rope_theta
+    freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    if not compressed or config.rope_factor <= 1:
+        return freq.float()
+
+    def correction(rotations: float) -> float:
+        orig = config.original_max_position_embeddings
+        return dim * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low = max(math.floor(correction(config.beta_fast)), 0)
+    high = min(math.ceil(correction(config.beta_slow)), dim - 1)
+    span = (high - low) if high > low else 0.001
+    ramp = ((torch.arange(dim // 2, dtype=torch.float64) - low) / span).clamp(0, 1)
+    return (freq * (1 - ramp) + freq / config.rope_factor * ramp).float()
+
+
+def rope_angles(
+    positions: torch.Tensor, inv_freq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [..., rope_dim/2] in fp32 for integer positions of any shape."""
+    angles = positions.to(torch.float32).unsqueeze(-1) * inv_freq.to(positions.device)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False
+) -> torch.Tensor:
+    """Rotate the trailing 2*cos.shape[-1] dims of x as interleaved (even, odd) pairs, in fp32.
+
+    cos/sin broadcast against x without its last dim (e.g. [B,S,1,r/2] for x [B,S,H,d]).
+    `inverse` rotates by the negated angle (output de-rotation, pitfall 6).
+    """
+    rd = 2 * cos.shape[-1]
+    nope, rope = x[..., :-rd], x[..., -rd:]
+    pairs = rope.float().unflatten(-1, (-1, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    if inverse:
+        sin = -sin
+    rotated = torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
+    return torch.cat((nope, rotated.to(x.dtype)), dim=-1)

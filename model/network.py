@@ -1,0 +1,161 @@
+"""The DeepSeek-V4 network: mHC residual streams around attention and MoE blocks.
+
+Parameter names are the official checkpoint tensor names (`layers.3.attn.wq_a.weight`, ...), so a
+state dict loads from an official checkpoint with no renaming.
+
+Two ways in:
+- `model(input_ids)` -> logits [B,S,V] for whole sequences (fresh state);
+- `model.forward_step(input_ids, states)` -> (logits, new states): continue each sequence from its
+  `SequenceState` (prefill chunks of any length, or one decode token per sequence).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import Attention
+from .cache import SequenceState
+from .config import ModelConfig
+from .layers import RMSNorm, rms_normalize
+from .moe import MoE
+
+
+def hc_weights(
+    streams: torch.Tensor,
+    fn: torch.Tensor,
+    base: torch.Tensor,
+    scale: torch.Tensor,
+    config: ModelConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mHC mixing weights, all in fp32 (pitfall 2): (pre [..,N], post [..,N], comb [..,N,N]).
+
+    comb[j, k] mixes input stream j into output stream k; Sinkhorn makes it doubly stochastic
+    (columns first, then rows/columns `hc_sinkhorn_iters - 1` more times).
+    """
+    n, eps = config.hc_mult, config.hc_eps
+    flat = rms_normalize(streams.flatten(-2).float(), config.rms_norm_eps)
+    mix = F.linear(flat, fn.float())
+    base, scale = base.float(), scale.float()
+    pre = torch.sigmoid(mix[..., :n] * scale[0] + base[:n]) + eps
+    post = 2 * torch.sigmoid(mix[..., n : 2 * n] * scale[1] + base[n : 2 * n])
+    comb = mix[..., 2 * n :].unflatten(-1, (n, n)) * scale[2] + base[2 * n :].view(n, n)
+    comb = comb.softmax(dim=-1) + eps
+    comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
+    for _ in range(config.hc_sinkhorn_iters - 1):
+        comb = comb / (comb.sum(dim=-1, keepdim=True) + eps)
+        comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
+    return pre, post, comb
+
+
+def hc_collapse(streams: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    return (pre.unsqueeze(-1) * streams.float()).sum(dim=-2).to(streams.dtype)
+
+
+def hc_expand(
+    out: torch.Tensor, streams: torch.Tensor, post: torch.Tensor, comb: torch.Tensor
+) -> torch.Tensor:
+    """X'_k = post_k * F + sum_j comb[j,k] * X_j, in fp32, stored back in the stream dtype."""
+    mixed = torch.einsum("...jk,...jd->...kd", comb, streams.float())
+    return (post.unsqueeze(-1) * out.float().unsqueeze(-2) + mixed).to(streams.dtype)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.config = config
+        n, d = config.hc_mult, config.hidden_size
+        self.attn_norm = RMSNorm(d, config.rms_norm_eps)
+        self.ffn_norm = RMSNorm(d, config.rms_norm_eps)
+        self.attn = Attention(config, layer)
+        self.ffn = MoE(config, layer)
+        mix = (2 + n) * n
+        for part in ("attn", "ffn"):
+            self.register_parameter(f"hc_{part}_fn", nn.Parameter(torch.zeros(mix, n * d)))
+            self.register_parameter(f"hc_{part}_base", nn.Parameter(torch.zeros(mix)))
+            self.register_parameter(f"hc_{part}_scale", nn.Parameter(torch.ones(3)))
+
+    def forward(self, streams, ids, starts, states):
+        cfg = self.config
+        pre, post, comb = hc_weights(
+            streams, self.hc_attn_fn, self.hc_attn_base, self.hc_attn_scale, cfg
+        )
+        out, states = self.attn(self.attn_norm(hc_collapse(streams, pre)), starts, states)
+        streams = hc_expand(out, streams, post, comb)
+        pre, post, comb = hc_weights(
+            streams, self.hc_ffn_fn, self.hc_ffn_base, self.hc_ffn_scale, cfg
+        )
+        out = self.ffn(self.ffn_norm(hc_collapse(streams, pre)), ids)
+        return hc_expand(out, streams, post, comb), states
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        n, d = config.hc_mult, config.hidden_size
+        self.embed = nn.Embedding(config.vocab_size, d)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(d, config.rms_norm_eps)
+        self.head = nn.Linear(d, config.vocab_size, bias=False)
+        self.hc_head_fn = nn.Parameter(torch.zeros(n, n * d))
+        self.hc_head_base = nn.Parameter(torch.zeros(n))
+        self.hc_head_scale = nn.Parameter(torch.ones(1))
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+    def empty_state(self) -> SequenceState:
+        layers = tuple(block.attn.empty_state(self.device, self.dtype) for block in self.layers)
+        return SequenceState(0, layers)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits [B,S,V] for whole sequences starting at position 0."""
+        states = [self.empty_state() for _ in range(input_ids.shape[0])]
+        logits, _ = self.forward_step(input_ids, states)
+        return logits
+
+    def forward_step(
+        self, input_ids: torch.Tensor, states: list[SequenceState], last_only: bool = False
+    ) -> tuple[torch.Tensor, list[SequenceState]]:
+        """Continue sequence b from states[b] with input_ids[b] ([B,S], same S for all).
+
+        Returns logits ([B,S,V], or [B,1,V] with `last_only`) and the new states; the given states
+        are left untouched, so they remain valid snapshots.
+        """
+        if input_ids.dim() != 2 or input_ids.shape[0] != len(states):
+            raise ValueError(
+                f"input_ids must be [batch, seq] with one state per row; got shape "
+                f"{tuple(input_ids.shape)} and {len(states)} states"
+            )
+        starts = [s.length for s in states]
+        x = self.embed(input_ids)
+        streams = x.unsqueeze(-2).expand(*x.shape[:-1], self.config.hc_mult, x.shape[-1])
+        per_layer = [list(layer_states) for layer_states in zip(*(s.layers for s in states))]
+        new_layers = []
+        for block, layer_states in zip(self.layers, per_layer):
+            streams, layer_states = block(streams, input_ids, starts, layer_states)
+            new_layers.append(layer_states)
+        if last_only:
+            streams = streams[:, -1:]
+        logits = self.logits(streams)
+        seq = input_ids.shape[1]
+        new_states = [
+            SequenceState(start + seq, tuple(layer[b] for layer in new_layers))
+            for b, start in enumerate(starts)
+        ]
+        return logits, new_states
+
+    def logits(self, streams: torch.Tensor) -> torch.Tensor:
+        """Final hc head collapse, norm and the fp32 lm head (pitfall 22)."""
+        flat = rms_normalize(streams.flatten(-2).float(), self.config.rms_norm_eps)
+        mix = F.linear(flat, self.hc_head_fn.float())
+        pre = torch.sigmoid(mix * self.hc_head_scale.float() + self.hc_head_base.float())
+        hidden = self.norm(hc_collapse(streams, pre + self.config.hc_eps))
+        return F.linear(hidden.float(), self.head.weight.float())
