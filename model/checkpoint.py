@@ -1,0 +1,681 @@
+"""Checkpoint directories: config.json + safetensors shards, official or transformers names.
+
+Official layout (spec §6): tensor names without a `model.` prefix, dense linears optionally FP8
+e4m3 with `.scale` e8m0 block scales beside them, routed experts optionally FP4. Transformers
+layout (spec §6.4): `model.`-prefixed names and stacked experts, dense only when we write it.
+Loading detects the layout, maps everything to official names, checks every tensor against the
+config and dequantizes on the way in. No pickle anywhere: safetensors and JSON only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from flashbeam.model.config import ModelConfig
+from flashbeam.model.quant import (
+    QuantFormatError,
+    QuantizedWeight,
+    fp4_packed_shape,
+    fp4_scale_shape,
+    fp8_scale_shape,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from flashbeam.model.network import Transformer
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+DEFAULT_MAX_SHARD_BYTES = 4 << 30
+TINY_DIR = Path(__file__).parent / "tiny"
+
+FP8_QUANTIZATION_CONFIG = {
+    "quant_method": "fp8",
+    "fmt": "e4m3",
+    "scale_fmt": "ue8m0",
+    "weight_block_size": [128, 128],
+    "activation_scheme": "dynamic",
+}
+
+Layout = Literal["official", "hf"]
+Quantize = Literal["fp8", "fp8+fp4"] | None
+
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+_SCALE_DTYPES = {"F8_E8M0"} | _FLOAT_DTYPES
+_INDEX_DTYPES = {"I64", "I32"}
+_FP8_LINEAR = re.compile(
+    r"^layers\.\d+\.(attn\.(wq_a|wq_b|wkv|wo_a|wo_b)|attn\.indexer\.wq_b|ffn\.shared_experts\.w[123])"
+    r"\.weight$"
+)
+_EXPERT = re.compile(r"^layers\.(\d+)\.ffn\.experts\.(\d+)\.(w[123])\.weight$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded (or a model that cannot be saved) as asked."""
+
+
+# ---- the tensor inventory ------------------------------------------------------------------
+def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Official tensor name -> dense shape for every backbone tensor of `config` (spec §6.3)."""
+    c = config
+    D, N, H, d = c.hidden_size, c.hc_mult, c.num_attention_heads, c.head_dim
+    I, E, V = c.moe_intermediate_size, c.n_routed_experts, c.vocab_size
+    hc_rows = (2 + N) * N
+    out: dict[str, tuple[int, ...]] = {
+        "embed.weight": (V, D),
+        "head.weight": (V, D),
+        "norm.weight": (D,),
+        "hc_head_fn": (N, N * D),
+        "hc_head_base": (N,),
+        "hc_head_scale": (1,),
+    }
+    for L, ratio in enumerate(c.compress_ratios):
+        p = f"layers.{L}."
+        for part in ("attn", "ffn"):
+            out[f"{p}{part}_norm.weight"] = (D,)
+            out[f"{p}hc_{part}_fn"] = (hc_rows, N * D)
+            out[f"{p}hc_{part}_base"] = (hc_rows,)
+            out[f"{p}hc_{part}_scale"] = (3,)
+        a = p + "attn."
+        out[a + "attn_sink"] = (H,)
+        out[a + "wq_a.weight"] = (c.q_lora_rank, D)
+        out[a + "q_norm.weight"] = (c.q_lora_rank,)
+        out[a + "wq_b.weight"] = (H * d, c.q_lora_rank)
+        out[a + "wkv.weight"] = (d, D)
+        out[a + "kv_norm.weight"] = (d,)
+        out[a + "wo_a.weight"] = (c.o_groups * c.o_lora_rank, H * d // c.o_groups)
+        out[a + "wo_b.weight"] = (D, c.o_groups * c.o_lora_rank)
+        if ratio:
+            out.update(_compressor(a + "compressor.", ratio, d, D))
+        if ratio == 4:
+            di = c.index_head_dim
+            out[a + "indexer.wq_b.weight"] = (c.index_n_heads * di, c.q_lora_rank)
+            out[a + "indexer.weights_proj.weight"] = (c.index_n_heads, D)
+            out.update(_compressor(a + "indexer.compressor.", ratio, di, D))
+        f = p + "ffn."
+        out[f + "gate.weight"] = (E, D)
+        if c.is_hash_layer(L):
+            out[f + "gate.tid2eid"] = (V, c.num_experts_per_tok)
+        else:
+            out[f + "gate.bias"] = (E,)
+        for prefix in [f + "shared_experts."] + [f"{f}experts.{e}." for e in range(E)]:
+            out[prefix + "w1.weight"] = (I, D)
+            out[prefix + "w2.weight"] = (D, I)
+            out[prefix + "w3.weight"] = (I, D)
+    return out
+
+
+def _compressor(prefix: str, ratio: int, dim: int, D: int) -> dict[str, tuple[int, ...]]:
+    width = (2 if ratio == 4 else 1) * dim  # CSA windows overlap: two halves per entry
+    return {
+        prefix + "wkv.weight": (width, D),
+        prefix + "wgate.weight": (width, D),
+        prefix + "ape": (ratio, width),
+        prefix + "norm.weight": (dim,),
+    }
+
+
+def _keeps_fp32(name: str) -> bool:
+    """Tensors the official checkpoint stores in fp32 whatever the model dtype (spec §6.2)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf in ("attn_sink", "ape", "bias") or leaf.startswith("hc_")
+
+
+def _is_index(name: str) -> bool:
+    return name.endswith(".tid2eid")
+
+
+def _is_mtp(name: str) -> bool:
+    return name.startswith(("mtp.", "model.mtp."))
+
+
+# ---- official <-> transformers names (spec §6.4) ------------------------------------------
+_HF_GLOBAL = {
+    "embed.weight": "model.embed_tokens.weight",
+    "head.weight": "lm_head.weight",
+    "norm.weight": "model.norm.weight",
+    "hc_head_fn": "model.hc_head.hc_fn",
+    "hc_head_base": "model.hc_head.hc_base",
+    "hc_head_scale": "model.hc_head.hc_scale",
+}
+_HF_LAYER = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn.attn_sink": "self_attn.sinks",
+    "attn.wq_a.weight": "self_attn.q_a_proj.weight",
+    "attn.q_norm.weight": "self_attn.q_a_norm.weight",
+    "attn.wq_b.weight": "self_attn.q_b_proj.weight",
+    "attn.wkv.weight": "self_attn.kv_proj.weight",
+    "attn.kv_norm.weight": "self_attn.kv_norm.weight",
+    "attn.wo_a.weight": "self_attn.o_a_proj.weight",
+    "attn.wo_b.weight": "self_attn.o_b_proj.weight",
+    "attn.indexer.wq_b.weight": "self_attn.compressor.indexer.q_b_proj.weight",
+    "attn.indexer.weights_proj.weight": "self_attn.compressor.indexer.scorer.weights_proj.weight",
+    "ffn.gate.weight": "mlp.gate.weight",
+    "ffn.gate.bias": "mlp.gate.e_score_correction_bias",
+    "ffn.gate.tid2eid": "mlp.gate.tid2eid",
+    "ffn.shared_experts.w1.weight": "mlp.shared_experts.gate_proj.weight",
+    "ffn.shared_experts.w2.weight": "mlp.shared_experts.down_proj.weight",
+    "ffn.shared_experts.w3.weight": "mlp.shared_experts.up_proj.weight",
+}
+for _part in ("attn", "ffn"):
+    for _leaf in ("fn", "base", "scale"):
+        _HF_LAYER[f"hc_{_part}_{_leaf}"] = f"{_part}_hc.{_leaf}"
+for _src, _dst in (
+    ("attn.compressor.", "self_attn.compressor."),
+    ("attn.indexer.compressor.", "self_attn.compressor.indexer."),
+):
+    for _a, _b in (
+        ("wkv.weight", "kv_proj.weight"),
+        ("wgate.weight", "gate_proj.weight"),
+        ("norm.weight", "kv_norm.weight"),
+        ("ape", "position_bias"),
+    ):
+        _HF_LAYER[_src + _a] = _dst + _b
+_LAYER_NAME = re.compile(r"^layers\.(\d+)\.(.+)$")
+
+
+def official_to_hf(name: str) -> str:
+    """Official tensor name -> transformers name (routed experts are stacked, see below)."""
+    if name in _HF_GLOBAL:
+        return _HF_GLOBAL[name]
+    m = _LAYER_NAME.match(name)
+    if m and m.group(2) in _HF_LAYER:
+        return f"model.layers.{m.group(1)}.{_HF_LAYER[m.group(2)]}"
+    raise KeyError(f"{name!r} has no single transformers name")
+
+
+def _hf_experts(layer: int) -> tuple[str, str]:
+    p = f"model.layers.{layer}.mlp.experts."
+    return p + "gate_up_proj", p + "down_proj"  # [E, 2I, D] (w1 then w3), [E, D, I]
+
+
+# ---- reading -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoredTensor:
+    """One tensor as a safetensors file holds it (from the header; no data read)."""
+
+    name: str
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+
+    def where(self) -> str:
+        return f"tensor {self.name!r} in {self.file}"
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """One official tensor of the model and where its data sits.
+
+    `fmt` is "dense", "fp8" or "fp4"; quantized entries carry their `scale`. `pick` selects
+    one expert's rows from a transformers stacked-expert tensor: (expert, row start, row end).
+    """
+
+    name: str
+    weight: StoredTensor
+    fmt: Literal["dense", "fp8", "fp4"] = "dense"
+    scale: StoredTensor | None = None
+    pick: tuple[int, int, int] | None = None
+
+
+class CheckpointReader:
+    """Open shards of one checkpoint directory, validated against a config.
+
+    `entries` maps every official name to its `CheckpointEntry`; `read(name)` returns a dense
+    tensor or a `QuantizedWeight` exactly as stored, which `load_state_dict` dequantizes. A GPU
+    path can take the packed `QuantizedWeight`s as they are.
+    """
+
+    def __init__(self, directory: str | Path, config: ModelConfig) -> None:
+        self.directory = Path(directory)
+        self._stack = contextlib.ExitStack()
+        try:
+            self._handles: dict[Path, object] = {}
+            stored = self._open_shards()
+            self.layout: Layout = _detect_layout(stored)
+            self.entries = _match_entries(stored, config, self.layout, self.directory)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def read(self, name: str) -> torch.Tensor | QuantizedWeight:
+        e = self.entries[name]
+        w = self._read(e.weight, e.pick)
+        if e.fmt == "dense":
+            return w
+        return QuantizedWeight(e.fmt, w, self._read(e.scale, None))
+
+    def _read(self, t: StoredTensor, pick: tuple[int, int, int] | None) -> torch.Tensor:
+        f = self._handles[t.file]
+        try:
+            if pick is None:
+                return f.get_tensor(t.name)
+            e, r0, r1 = pick
+            return f.get_slice(t.name)[e : e + 1, r0:r1].squeeze(0).contiguous()
+        except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{t.where()}: cannot read its data ({err})") from None
+
+    def _open_shards(self) -> dict[str, StoredTensor]:
+        files = self._shard_files()
+        stored: dict[str, StoredTensor] = {}
+        for path, listed in files.items():
+            try:
+                f = self._stack.enter_context(safe_open(str(path), framework="pt"))
+                names = list(f.keys())
+                infos = {n: (f.get_slice(n).get_dtype(), f.get_slice(n).get_shape()) for n in names}
+            except (SafetensorError, OSError, RuntimeError) as err:
+                raise CheckpointError(
+                    f"shard {path} is truncated or corrupt ({err}); re-download or re-save it"
+                ) from None
+            self._handles[path] = f
+            for n in listed:
+                if n not in infos:
+                    raise CheckpointError(
+                        f"tensor {n!r}: {self.directory / INDEX_FILE} places it in {path}, "
+                        "which does not contain it"
+                    )
+            for n, (dt, shape) in infos.items():
+                if n in stored:
+                    raise CheckpointError(
+                        f"tensor {n!r} appears twice: in {stored[n].file} and in {path}"
+                    )
+                stored[n] = StoredTensor(n, path, dt, tuple(shape))
+        return stored
+
+    def _shard_files(self) -> dict[Path, list[str]]:
+        """Shard path -> tensor names the index places there (empty for a single file)."""
+        d = self.directory
+        if not d.is_dir():
+            raise CheckpointError(f"{d}: not a checkpoint directory (it does not exist)")
+        index = d / INDEX_FILE
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text()).get("weight_map")
+            except (json.JSONDecodeError, AttributeError):
+                weight_map = None
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(
+                    f"{index}: not a safetensors index (needs a JSON object with a 'weight_map')"
+                )
+            files: dict[Path, list[str]] = {}
+            for name, file in weight_map.items():
+                files.setdefault(d / file, []).append(name)
+            for path, names in files.items():
+                if not path.is_file():
+                    raise CheckpointError(
+                        f"shard {path} is listed in {index} (for {len(names)} tensors, e.g. "
+                        f"{names[0]!r}) but is missing"
+                    )
+            return files
+        if (d / SINGLE_FILE).is_file():
+            return {d / SINGLE_FILE: []}
+        raise CheckpointError(f"{d}: has neither {INDEX_FILE} nor {SINGLE_FILE}")
+
+
+def _detect_layout(stored: dict[str, StoredTensor]) -> Layout:
+    names = [n for n in stored if not _is_mtp(n)]
+    hf = any(n.startswith("model.") or n == "lm_head.weight" for n in names)
+    return "hf" if hf else "official"
+
+
+def _match_entries(
+    stored: dict[str, StoredTensor], config: ModelConfig, layout: Layout, directory: Path
+) -> dict[str, CheckpointEntry]:
+    """Map stored tensors to official names and check names, dtypes and shapes."""
+    expected = expected_tensors(config)
+    entries: dict[str, CheckpointEntry] = {}
+    claimed: set[str] = set()
+    if layout == "hf":
+        _match_hf_experts(stored, config, entries, claimed)
+        to_official = {official_to_hf(n): n for n in expected if not _EXPERT.match(n)}
+        to_official.update({"model." + n: n for n in expected})  # official names, prefixed
+    else:
+        to_official = {n: n for n in expected}
+    scale_suffix = ".weight_scale_inv" if layout == "hf" else ".scale"
+    for name, t in stored.items():
+        if name in claimed or _is_mtp(name):
+            continue
+        if name.endswith(scale_suffix):
+            weight_name = name[: -len(scale_suffix)] + ".weight"
+            if weight_name in stored and weight_name in to_official:
+                continue  # read together with its weight below
+        official = to_official.get(name)
+        if official is None:
+            raise CheckpointError(
+                f"unknown {t.where()}: not a tensor of this model ({config.num_hidden_layers} "
+                f"layers, compress_ratios {config.compress_ratios}, {layout} layout)"
+            )
+        scale_name = name[: -len(".weight")] + scale_suffix if name.endswith(".weight") else None
+        scale = stored.get(scale_name) if scale_name else None
+        entries[official] = _entry(official, t, scale, expected[official])
+    missing = [n for n in expected if n not in entries]
+    if missing:
+        shown = ", ".join(repr(_stored_name(n, layout)) for n in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise CheckpointError(f"missing tensor {shown}{more}: not found in any file of {directory}")
+    return entries
+
+
+def _stored_name(name: str, layout: Layout) -> str:
+    """The name official tensor `name` would have in a checkpoint of `layout`."""
+    m = _EXPERT.match(name)
+    if layout == "official":
+        return name
+    if m:
+        gate_up, down = _hf_experts(int(m.group(1)))
+        return f"{down if m.group(3) == 'w2' else gate_up} (expert {m.group(2)} of {name})"
+    return official_to_hf(name)
+
+
+def _entry(
+    name: str, t: StoredTensor, scale: StoredTensor | None, shape: tuple[int, ...]
+) -> CheckpointEntry:
+    """Check one stored tensor (and its scale) against its expected dense shape."""
+    if _is_index(name):
+        if t.dtype not in _INDEX_DTYPES:
+            raise CheckpointError(f"{t.where()} has unsupported dtype {t.dtype}; expected I64")
+        _check_shape(t, shape)
+        return CheckpointEntry(name, t)
+    if t.dtype in _FLOAT_DTYPES:
+        if scale is not None:
+            raise CheckpointError(
+                f"{scale.where()} is a quantization scale, but its weight is stored dense "
+                f"({t.dtype}); drop the scale or store the weight quantized"
+            )
+        _check_shape(t, shape)
+        return CheckpointEntry(name, t)
+    fmt = {"F8_E4M3": "fp8", "I8": "fp4", "U8": "fp4"}.get(t.dtype) if len(shape) == 2 else None
+    if fmt is None:
+        quantized = ", or F8_E4M3 / I8 (FP4) with a scale" if len(shape) == 2 else ""
+        raise CheckpointError(
+            f"{t.where()} has unsupported dtype {t.dtype}; expected {sorted(_FLOAT_DTYPES)}"
+            + quantized
+        )
+    if scale is None:
+        raise CheckpointError(f"{t.where()} is {fmt.upper()} ({t.dtype}) but has no scale tensor")
+    if scale.dtype not in _SCALE_DTYPES:
+        raise CheckpointError(
+            f"{scale.where()} has unsupported dtype {scale.dtype}; expected F8_E8M0"
+        )
+    if fmt == "fp8":
+        _check_shape(t, shape)
+        _check_shape(scale, fp8_scale_shape(shape))
+    else:
+        if shape[1] % 2:
+            raise CheckpointError(f"{t.where()}: FP4 needs an even input dim, config has {shape}")
+        _check_shape(t, fp4_packed_shape(shape), note=f" (FP4 packed, dense {list(shape)})")
+        _check_shape(scale, fp4_scale_shape(shape))
+    return CheckpointEntry(name, t, fmt, scale)
+
+
+def _check_shape(t: StoredTensor, shape: tuple[int, ...], note: str = "") -> None:
+    if tuple(t.shape) != tuple(shape):
+        raise CheckpointError(
+            f"{t.where()} has shape {list(t.shape)}, expected {list(shape)}{note} for this config"
+        )
+
+
+def _match_hf_experts(
+    stored: dict[str, StoredTensor],
+    config: ModelConfig,
+    entries: dict[str, CheckpointEntry],
+    claimed: set[str],
+) -> None:
+    """Transformers' stacked experts -> one entry per official expert weight."""
+    E, I, D = config.n_routed_experts, config.moe_intermediate_size, config.hidden_size
+    for L in range(config.num_hidden_layers):
+        gate_up, down = _hf_experts(L)
+        for hf_name, shape in ((gate_up, (E, 2 * I, D)), (down, (E, D, I))):
+            t = stored.get(hf_name)
+            if t is None:
+                continue  # reported as missing per expert
+            if t.dtype not in _FLOAT_DTYPES:
+                raise CheckpointError(
+                    f"{t.where()} has unsupported dtype {t.dtype}; stacked experts must be dense "
+                    f"({sorted(_FLOAT_DTYPES)})"
+                )
+            _check_shape(t, shape)
+            claimed.add(hf_name)
+            for e in range(E):
+                p = f"layers.{L}.ffn.experts.{e}."
+                picks = {"w1": (e, 0, I), "w3": (e, I, 2 * I)} if hf_name == gate_up else {}
+                picks = picks or {"w2": (e, 0, D)}
+                for w, pick in picks.items():
+                    entries[f"{p}{w}.weight"] = CheckpointEntry(f"{p}{w}.weight", t, pick=pick)
+
+
+def load_state_dict(
+    directory: str | Path,
+    config: ModelConfig,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Every backbone tensor of a checkpoint under its official name, dense.
+
+    Quantized weights are dequantized on CPU into `dtype`; dense floats become `dtype`, except
+    the tensors the official format keeps in fp32 (mHC, sinks, ape, gate bias), which stay at
+    least fp32. `mtp.*` tensors are ignored. Raises `CheckpointError` naming tensor and file.
+    """
+    out: dict[str, torch.Tensor] = {}
+    with CheckpointReader(directory, config) as reader:
+        for name, entry in reader.entries.items():
+            value = reader.read(name)
+            target = _load_dtype(name, dtype)
+            if isinstance(value, QuantizedWeight):
+                try:
+                    value = value.dequantize(target)
+                except QuantFormatError as err:
+                    raise CheckpointError(f"{entry.weight.where()}: {err}") from None
+            elif _is_index(name):
+                value = value.to(torch.int64)
+            else:
+                value = value.to(target)
+            out[name] = value.to(device)
+    return out
+
+
+def _load_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    if _keeps_fp32(name) and dtype.itemsize < 4:
+        return torch.float32
+    return dtype
+
+
+# ---- writing -------------------------------------------------------------------------------
+def save_checkpoint(
+    model: nn.Module,
+    directory: str | Path,
+    layout: Layout = "official",
+    quantize: Quantize = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write `model` (a `Transformer` with `.config`) as a loadable checkpoint directory.
+
+    `quantize`: None keeps every tensor dense; "fp8" stores the dense linears of the official
+    inventory (attention wq_a/wq_b/wkv/wo_a/wo_b, indexer wq_b, shared experts) and the routed
+    experts as FP8 with `.scale` beside them; "fp8+fp4" stores the routed experts as FP4
+    instead. `layout="hf"` writes transformers names (dense only). `dtype` casts dense floats
+    (not the fp32 ones: mHC, sinks, ape, gate bias). Files are one `model.safetensors` when
+    everything fits `max_shard_bytes`, otherwise an index plus `model-0000k-of-0000n` shards;
+    earlier model files in `directory` are replaced.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise CheckpointError("save_checkpoint needs a model with a ModelConfig `.config`")
+    if layout not in ("official", "hf"):
+        raise CheckpointError(f"layout {layout!r}: choose 'official' or 'hf'")
+    if quantize not in (None, "fp8", "fp8+fp4"):
+        raise CheckpointError(f"quantize {quantize!r}: choose None, 'fp8' or 'fp8+fp4'")
+    if layout == "hf" and quantize:
+        raise CheckpointError("the transformers layout is written dense only; use quantize=None")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _check_model_state(state, config)
+    groups = list(_official_groups(state, quantize, dtype))
+    if layout == "hf":
+        groups = list(_hf_groups(groups, config))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_shards(groups, directory, max_shard_bytes)
+    quant = dict(FP8_QUANTIZATION_CONFIG) if quantize else None
+    expert_dtype = {"fp8": "fp8", "fp8+fp4": "fp4"}.get(quantize or "")
+    saved = config.replace(quantization=quant, expert_dtype=expert_dtype)
+    (directory / CONFIG_FILE).write_text(json.dumps(saved.to_official_dict(), indent=2) + "\n")
+    return directory
+
+
+def _check_model_state(state: dict[str, torch.Tensor], config: ModelConfig) -> None:
+    expected = expected_tensors(config)
+    for name, t in state.items():
+        if name not in expected:
+            raise CheckpointError(f"model tensor {name!r} is not in the official inventory")
+        if tuple(t.shape) != expected[name]:
+            raise CheckpointError(
+                f"model tensor {name!r} has shape {list(t.shape)}, expected {list(expected[name])}"
+            )
+    missing = [n for n in expected if n not in state]
+    if missing:
+        raise CheckpointError(f"model has no tensor {missing[0]!r} ({len(missing)} missing)")
+
+
+def quantized_format(name: str, quantize: Quantize) -> Literal["fp8", "fp4"] | None:
+    """How `save_checkpoint(quantize=...)` stores official tensor `name` (None: as it is)."""
+    if quantize and _FP8_LINEAR.match(name):
+        return "fp8"
+    if quantize and _EXPERT.match(name):
+        return "fp4" if quantize == "fp8+fp4" else "fp8"
+    return None
+
+
+def _official_groups(
+    state: dict[str, torch.Tensor], quantize: Quantize, dtype: torch.dtype | None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Tensors to write under official names, a quantized weight grouped with its scale."""
+    for name, t in state.items():
+        fmt = quantized_format(name, quantize)
+        if fmt is not None:
+            try:
+                q = QuantizedWeight.quantize(t, fmt)
+            except QuantFormatError as err:
+                raise CheckpointError(f"cannot quantize {name!r} to {fmt}: {err}") from None
+            yield {name: q.weight, name[: -len(".weight")] + ".scale": q.scale}
+        elif t.is_floating_point() and dtype is not None and not _keeps_fp32(name):
+            yield {name: t.to(dtype)}
+        else:
+            yield {name: t}
+
+
+def _hf_groups(
+    groups: list[dict[str, torch.Tensor]], config: ModelConfig
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Rename to transformers names, stacking each layer's experts after its other tensors."""
+    experts: dict[int, dict[tuple[int, str], torch.Tensor]] = {}
+    for g in groups:
+        (name, t), *_ = g.items()
+        m = _EXPERT.match(name)
+        if m:
+            experts.setdefault(int(m.group(1)), {})[(int(m.group(2)), m.group(3))] = t
+        else:
+            yield {official_to_hf(name): t}
+    for L, ws in experts.items():
+        E = config.n_routed_experts
+        gate_up, down = _hf_experts(L)
+        stacked = [torch.cat([ws[(e, "w1")], ws[(e, "w3")]]) for e in range(E)]
+        yield {gate_up: torch.stack(stacked)}
+        yield {down: torch.stack([ws[(e, "w2")] for e in range(E)])}
+
+
+def _write_shards(
+    groups: list[dict[str, torch.Tensor]], directory: Path, max_shard_bytes: int
+) -> None:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    total = 0
+    for g in groups:
+        nbytes = sum(t.numel() * t.element_size() for t in g.values())
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1].update({k: v.contiguous() for k, v in g.items()})
+        size += nbytes
+        total += nbytes
+    for old in [directory / INDEX_FILE, directory / SINGLE_FILE]:
+        old.unlink(missing_ok=True)
+    for old in directory.glob("model-*-of-*.safetensors"):
+        old.unlink()
+    meta = {"format": "pt"}
+    if len(shards) == 1:
+        save_file(shards[0], str(directory / SINGLE_FILE), metadata=meta)
+        return
+    weight_map = {}
+    for k, shard in enumerate(shards, 1):
+        file = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(directory / file), metadata=meta)
+        weight_map.update({name: file for name in shard})
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+
+
+# ---- the model -----------------------------------------------------------------------------
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or "tiny" for the one embedded in the package."""
+    if str(path) == "tiny":
+        if not (TINY_DIR / CONFIG_FILE).is_file():
+            raise CheckpointError(
+                f"the embedded tiny checkpoint is missing: {TINY_DIR} has no {CONFIG_FILE}; "
+                "the package was built without it (write it with save_checkpoint)"
+            )
+        return TINY_DIR
+    return Path(path)
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Transformer:
+    """Load a checkpoint directory (official or transformers layout) into a `Transformer`.
+
+    Weights are dequantized into `dtype` (on every device for now; keeping FP8/FP4 packed for
+    GPU kernels would read `CheckpointReader` entries without dequantizing them).
+    """
+    from flashbeam.model.network import Transformer  # the network imports nothing from here
+
+    directory = resolve_checkpoint(path)
+    config = ModelConfig.from_file(directory / CONFIG_FILE)
+    state = load_state_dict(directory, config, dtype=dtype, device="cpu")
+    model = Transformer(config)
+    model.to(dtype)
+    _load_strict(model, state, directory)
+    return model.to(device).eval()
+
+
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], directory: Path) -> None:
+    own = model.state_dict()
+    unknown = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    if unknown or missing:
+        raise CheckpointError(
+            f"{directory}: checkpoint and network disagree: network lacks {unknown[:3]}, "
+            f"checkpoint lacks {missing[:3]}"
+        )
+    model.load_state_dict(state, strict=True)

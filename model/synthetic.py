@@ -1,0 +1,568 @@
+"""Synthetic training and sample data for the embedded default model, and field-level scoring.
+
+Two tasks, the ones the example jobs run:
+
+- extraction: typed fields from invoices, receipts and contracts (`synthetic_business`);
+- summarization: structured summaries of long multi-section reports, done map-reduce over chunks
+  (`synthetic_reports`).
+
+Everything is drawn from a `random.Random` built from a seed, so a seed gives the same data on any
+machine. Layout templates are split into a TRAIN and a HELD_OUT set; the committed sample data in
+`jobs/data/` uses held-out templates and a seed no training run uses.
+
+This module holds what both tasks share (the instruction strings, value formats, the compact JSON
+writer, `field_accuracy`) and the command line:
+
+    python -m flashbeam.model.synthetic sample-data --out jobs/data
+    python -m flashbeam.model.synthetic train-data --task extract --n 20000 --seed 1 --out x.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import random
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# ---- instructions (jobs and training use these exact strings) ----------------------------------
+
+EXTRACT_INSTRUCTION = (
+    "Extract the fields of this business document (an invoice, receipt or contract) as JSON with "
+    "the keys document_type, vendor, customer, document_number, issue_date, due_date, "
+    "total_amount, currency. Copy names and numbers as written; dates as YYYY-MM-DD; total_amount "
+    "as a number; currency as an ISO 4217 code; null when the document does not state a field."
+)
+REPORT_INSTRUCTION = (
+    "Summarize this report as JSON with the keys title, report_type, author, report_date, "
+    "section_count, people, figures, summary. people: the full names mentioned in the body; "
+    "figures: the counts reported, as name and value; summary: one sentence."
+)
+CHUNK_INSTRUCTION = (
+    "This is one part of a longer report. Summarize only this part as JSON with the keys title, "
+    "report_type, author, report_date, section_headings, people, figures, key_point; null or [] "
+    "for what this part does not contain."
+)
+REDUCE_INSTRUCTION = (
+    "These are the JSON summaries of the consecutive parts of one report. Merge them into the "
+    "summary of the whole report as JSON with the keys title, report_type, author, report_date, "
+    "section_count, people, figures, summary."
+)
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "jobs" / "schemas"
+DATA_DIR = Path(__file__).resolve().parent.parent / "jobs" / "data"
+
+SPLITS = ("train", "heldout")
+# Seeds of the committed sample data; training runs should use other seeds (any small integer).
+SAMPLE_SEED = 8_080_808
+# max_tokens that fit every target: extraction, and chunk / reduce / whole-report summaries.
+EXTRACT_MAX_TOKENS = 192
+SUMMARY_MAX_TOKENS = 384
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """A schema from jobs/schemas/ by name: "invoice", "report_summary", "report_chunk_summary"."""
+    return json.loads((SCHEMA_DIR / f"{name}.json").read_text())
+
+
+def messages_for(instruction: str, text: str) -> list[dict[str, str]]:
+    """The chat turns of one request: the instruction as system turn, the document as user turn."""
+    return [{"role": "system", "content": instruction}, {"role": "user", "content": text}]
+
+
+@dataclass
+class Example:
+    """One generated example: the chat turns, the compact target JSON and its parsed gold."""
+
+    id: str
+    task: str
+    template: str
+    messages: list[dict[str, str]]
+    target: str
+    gold: dict[str, Any]
+    text: str = ""
+
+    def to_train_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task": self.task,
+            "template": self.template,
+            "messages": self.messages,
+            "target": self.target,
+        }
+
+
+# ---- compact JSON with numbers as written --------------------------------------------------------
+
+
+class Num(float):
+    """A float that remembers how it was written ("1234.50"): targets copy the document's digits."""
+
+    raw: str
+
+    def __new__(cls, raw: str) -> Num:
+        obj = super().__new__(cls, raw)
+        obj.raw = raw
+        return obj
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON in insertion order; `Num` values keep their written form."""
+    if isinstance(obj, Num):
+        return obj.raw
+    if obj is None or isinstance(obj, (bool, str)):
+        return json.dumps(obj, ensure_ascii=False)
+    if isinstance(obj, int):
+        return str(obj)
+    if isinstance(obj, float):
+        return str(int(obj)) if obj.is_integer() and abs(obj) < 1e15 else repr(obj)
+    if isinstance(obj, Mapping):
+        return "{" + ",".join(f"{dumps(str(k))}:{dumps(v)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ",".join(dumps(v) for v in obj) + "]"
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(dumps(row) + "\n")
+            n += 1
+    return n
+
+
+# ---- dates ---------------------------------------------------------------------------------------
+
+MONTHS = [dt.date(2000, m, 1).strftime("%B") for m in range(1, 13)]
+WEEKDAYS = [dt.date(2024, 1, d).strftime("%A") for d in range(1, 8)]  # 2024-01-01 is a Monday
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+# Every style names the order of its fields unambiguously: slashes are always month/day/year,
+# dots always day.month.year, so the ISO date in the gold can be read back from the text.
+DATE_STYLES: dict[str, Any] = {
+    "iso": lambda d: d.isoformat(),
+    "us_slash": lambda d: f"{d.month:02d}/{d.day:02d}/{d.year}",
+    "us_slash_short": lambda d: f"{d.month}/{d.day}/{d.year}",
+    "us_slash_yy": lambda d: f"{d.month:02d}/{d.day:02d}/{d.year % 100:02d}",
+    "eu_dot": lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",
+    "long_us": lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",
+    "long_eu": lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",
+    "abbr_us": lambda d: f"{MONTHS[d.month - 1][:3]} {d.day}, {d.year}",
+    "abbr_eu": lambda d: f"{d.day} {MONTHS[d.month - 1][:3]} {d.year}",
+    "dash_abbr": lambda d: f"{d.day:02d}-{MONTHS[d.month - 1][:3]}-{d.year}",
+    "upper_abbr": lambda d: f"{d.day:02d} {MONTHS[d.month - 1][:3].upper()} {d.year}",
+    "ordinal_eu": lambda d: f"{_ordinal(d.day)} {MONTHS[d.month - 1]} {d.year}",
+    "ordinal_us": lambda d: f"{MONTHS[d.month - 1]} {_ordinal(d.day)}, {d.year}",
+    "weekday_us": lambda d: f"{WEEKDAYS[d.weekday()]}, {MONTHS[d.month - 1]} {d.day}, {d.year}",
+}
+DOC_DATE_STYLES = [s for s in DATE_STYLES if s not in ("us_slash_yy", "upper_abbr")]
+
+
+def format_date(d: dt.date, style: str) -> str:
+    return DATE_STYLES[style](d)
+
+
+def date_surface_forms(d: dt.date) -> set[str]:
+    """Every way the generators may write `d`."""
+    return {fmt(d) for fmt in DATE_STYLES.values()}
+
+
+def random_date(rng: random.Random, start: int = 2021, end: int = 2026) -> dt.date:
+    first = dt.date(start, 1, 1).toordinal()
+    return dt.date.fromordinal(rng.randint(first, dt.date(end, 12, 31).toordinal()))
+
+
+# ---- money ---------------------------------------------------------------------------------------
+
+# Symbols that name one currency only; "$" alone is always USD.
+CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CAD": "C$", "AUD": "A$"}
+CURRENCY_SYMBOLS["INR"] = "₹"
+CURRENCY_WEIGHTS = {
+    "USD": 30,
+    "EUR": 24,
+    "GBP": 12,
+    "CAD": 6,
+    "AUD": 6,
+    "CHF": 6,
+    "JPY": 5,
+    "SEK": 5,
+    "INR": 6,
+}
+CURRENCIES = list(CURRENCY_WEIGHTS)
+ZERO_DECIMAL = {"JPY"}
+
+
+def _group(units: int, sep: str) -> str:
+    s = str(units)
+    head = len(s) % 3 or 3
+    return sep.join([s[:head]] + [s[i : i + 3] for i in range(head, len(s), 3)])
+
+
+def _digits(cents: int, currency: str, group: str, point: str, trim: bool) -> tuple[str, str]:
+    """(written amount, the same amount as a JSON number) for one grouping/decimal convention."""
+    units, frac = divmod(cents, 100)
+    if currency in ZERO_DECIMAL:
+        return _group(units, group), str(units)
+    if trim and frac == 0:
+        return _group(units, group), str(units)
+    if trim and frac % 10 == 0:
+        return f"{_group(units, group)}{point}{frac // 10}", f"{units}.{frac // 10}"
+    return f"{_group(units, group)}{point}{frac:02d}", f"{units}.{frac:02d}"
+
+
+# style -> (grouping, decimal point, layout); layout: sym_pre, code_pre, code_post, sym_post.
+MONEY_STYLES: dict[str, tuple[str, str, str]] = {
+    "sym_us": (",", ".", "sym_pre"),
+    "code_pre_us": (",", ".", "code_pre"),
+    "code_pre_plain": ("", ".", "code_pre"),
+    "code_post_us": (",", ".", "code_post"),
+    "eu_code_post": (".", ",", "code_post"),
+    "eu_code_pre": (".", ",", "code_pre"),
+    "eu_sym_post": (".", ",", "sym_post"),
+    "space_code_post": (" ", ",", "code_post"),
+    "swiss": ("'", ".", "code_pre"),
+}
+
+
+def money_styles_for(currency: str) -> list[str]:
+    styles = []
+    for name, (_, point, layout) in MONEY_STYLES.items():
+        if layout.startswith("sym") and currency not in CURRENCY_SYMBOLS:
+            continue
+        if currency in ZERO_DECIMAL and point == ",":
+            continue  # "123.400 JPY" would read as a decimal
+        if name == "swiss" and currency != "CHF":
+            continue
+        styles.append(name)
+    return styles
+
+
+def format_money(cents: int, currency: str, style: str, trim: bool = False) -> tuple[str, Num]:
+    """("1.234,50 EUR", Num("1234.50")). `trim` drops zero cents ("USD 1234.5", "$1,200")."""
+    group, point, layout = MONEY_STYLES[style]
+    # A trimmed comma decimal ("1.234,5") or bare European thousands ("1.234") would be ambiguous.
+    trim = trim and point == "."
+    text, raw = _digits(cents, currency, group, point, trim)
+    if layout == "sym_pre":
+        written = f"{CURRENCY_SYMBOLS[currency]}{text}"
+    elif layout == "sym_post":
+        written = f"{text} {CURRENCY_SYMBOLS[currency]}"
+    elif layout == "code_pre":
+        written = f"{currency} {text}"
+    else:
+        written = f"{text} {currency}"
+    return written, Num(raw)
+
+
+def money_surface_forms(cents: int, currency: str) -> set[str]:
+    """Every way the generators may write this amount (with its currency)."""
+    return {
+        format_money(cents, currency, style, trim)[0]
+        for style in money_styles_for(currency)
+        for trim in (False, True)
+    }
+
+
+def weighted_choice(rng: random.Random, weights: Mapping[str, float]) -> str:
+    keys = list(weights)
+    return rng.choices(keys, weights=[weights[k] for k in keys])[0]
+
+
+# ---- small text helpers --------------------------------------------------------------------------
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def typo(word: str, rng: random.Random) -> str:
+    """One keyboard slip in a label (swap, drop or double a letter); values are never touched."""
+    idx = [i for i, c in enumerate(word) if c.isalpha()]
+    if len(idx) < 4:
+        return word
+    i = rng.choice(idx[1:-1])
+    op = rng.randrange(3)
+    if op == 0 and word[i + 1].isalpha():
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    if op == 1:
+        return word[:i] + word[i + 1 :]
+    return word[:i] + word[i] + word[i:]
+
+
+# ---- scoring -------------------------------------------------------------------------------------
+
+
+def _as_records(rows: Any) -> dict[str, Any]:
+    if isinstance(rows, Mapping):
+        return dict(rows)
+    out = {}
+    for row in rows:
+        if not isinstance(row, Mapping) or "id" not in row:
+            raise ValueError("rows given as a list need an 'id' key each; or pass {id: record}")
+        out[str(row["id"])] = {k: v for k, v in row.items() if k != "id"}
+    return out
+
+
+def _canon(value: Any) -> Any:
+    """Hashable form; numbers as floats, so 1234.50 == 1234.5, but true != 1."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _canon(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_canon(v) for v in value)
+    return repr(value)
+
+
+def _same(pred: Any, gold: Any, how: str) -> bool:
+    if how == "set":
+        if not isinstance(pred, list) or not isinstance(gold, list):
+            return _canon(pred) == _canon(gold)
+        return sorted(map(repr, map(_canon, pred))) == sorted(map(repr, map(_canon, gold)))
+    p, g = _canon(pred), _canon(gold)
+    if isinstance(p, float) and isinstance(g, float):
+        return math.isclose(p, g, rel_tol=1e-9, abs_tol=1e-9)
+    return p == g
+
+
+def _set_f1(pred: Any, gold: Any) -> float:
+    p = {repr(_canon(v)) for v in pred} if isinstance(pred, list) else set()
+    g = {repr(_canon(v)) for v in gold} if isinstance(gold, list) else set()
+    if not p and not g:
+        return 1.0
+    hit = len(p & g)
+    return 0.0 if hit == 0 else 2 * hit / (len(p) + len(g))
+
+
+def field_accuracy(
+    predictions: Any, gold: Any, schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Field-level exact match of predictions against gold.
+
+    `predictions` and `gold` are `{id: record}` maps or lists of records with an "id" key; a
+    prediction may be a JSON string, and a missing, unparsable or non-object one counts every field
+    wrong. Values match exactly, except: numbers compare as numbers (1234.50 == 1234.5); a schema
+    property marked `"x-match": "set"` compares as a set (order-free), with its mean F1 reported
+    too; `"x-match": "ignore"` is not scored (free text such as a summary). Without a schema the
+    fields are the gold records' keys.
+    """
+    gold_by_id = _as_records(gold)
+    pred_by_id = _as_records(predictions)
+    props = dict((schema or {}).get("properties", {}))
+    if props:
+        fields = list(props)
+    else:
+        fields = list(dict.fromkeys(k for rec in gold_by_id.values() for k in rec))
+    how = {f: props.get(f, {}).get("x-match", "exact") for f in fields}
+    scored = [f for f in fields if how[f] != "ignore"]
+    hits = dict.fromkeys(scored, 0)
+    f1 = {f: 0.0 for f in scored if how[f] == "set"}
+    missing = exact_records = 0
+    for rid, g in gold_by_id.items():
+        p = pred_by_id.get(rid)
+        if isinstance(p, str):
+            try:
+                p = json.loads(p)
+            except json.JSONDecodeError:
+                p = None
+        if not isinstance(p, Mapping):
+            missing += 1
+            p = None
+        all_ok = p is not None
+        for f in scored:
+            ok = p is not None and f in p and _same(p[f], g.get(f), how[f])
+            hits[f] += ok
+            all_ok &= ok
+            if f in f1 and p is not None:
+                f1[f] += _set_f1(p.get(f), g.get(f))
+        exact_records += all_ok
+    n = len(gold_by_id)
+    total = n * len(scored)
+    return {
+        "field_accuracy": sum(hits.values()) / total if total else 0.0,
+        "per_field": {f: hits[f] / n if n else 0.0 for f in scored},
+        "set_f1": {f: v / n if n else 0.0 for f, v in f1.items()},
+        "records": n,
+        "exact_records": exact_records / n if n else 0.0,
+        "missing": missing,
+        "extra": len(set(pred_by_id) - set(gold_by_id)),
+    }
+
+
+# ---- generation entry points ---------------------------------------------------------------------
+
+TASKS = ("extract", "summarize", "report", "chunk", "reduce")
+
+
+def item_rng(seed: int, task: str, split: str, i: int) -> random.Random:
+    """The random stream of item i: independent of n, so a prefix of a run is a smaller run."""
+    return random.Random(f"flashbeam-synthetic/{task}/{split}/{seed}/{i}")
+
+
+def generate(task: str, n: int, seed: int, templates: str = "train") -> list[Example]:
+    """n examples of a task from one seed, using the "train" or "heldout" layout templates.
+
+    Tasks: "extract" (a document -> its fields), "report" (a whole report -> its summary),
+    "chunk" (one part of a report -> a partial summary), "reduce" (partial summaries -> the
+    summary), and "summarize": the map-reduce training mix, every chunk of each report followed
+    by its reduce example.
+    """
+    from flashbeam.model import synthetic_business as biz
+    from flashbeam.model import synthetic_reports as rep
+
+    if templates not in SPLITS:
+        raise ValueError(f"templates must be one of {SPLITS}, not {templates!r}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    out: list[Example] = []
+    i = 0
+    while len(out) < n:
+        rng = item_rng(seed, task, templates, i)
+        if task == "extract":
+            batch = [biz.extraction_example(rng, split=templates)]
+        elif task == "report":
+            batch = [rep.report_summary_example(rng, split=templates)]
+        elif task == "chunk":
+            batch = [rng.choice(rep.chunk_examples(rng, split=templates))]
+        elif task == "reduce":
+            batch = [rep.reduce_example(rng, split=templates)]
+        else:
+            batch = rep.map_reduce_examples(rng, split=templates)
+        for j, ex in enumerate(batch):
+            ex.id = f"{task}-{templates}-{seed}-{i}" + (f"-{j}" if len(batch) > 1 else "")
+        out.extend(batch)
+        i += 1
+    return out[:n]
+
+
+_REEXPORTS = {
+    "extraction_example": "synthetic_business",
+    "business_doc": "synthetic_business",
+    "report_summary_example": "synthetic_reports",
+    "chunk_examples": "synthetic_reports",
+    "reduce_example": "synthetic_reports",
+    "map_reduce_examples": "synthetic_reports",
+    "merge_partials": "synthetic_reports",
+    "chunk_report": "synthetic_reports",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Re-export the task generators (imported lazily: they import this module's helpers)."""
+    if name not in _REEXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"flashbeam.model.{_REEXPORTS[name]}"), name)
+
+
+# ---- the example jobs' sample data --------------------------------------------------------------
+
+
+def sample_data() -> dict[str, list[dict[str, Any]]]:
+    """The rows of every sample file in jobs/data/, from held-out layouts and `SAMPLE_SEED`."""
+    from flashbeam.model import synthetic_business as biz
+    from flashbeam.model import synthetic_reports as rep
+
+    files: dict[str, list[dict[str, Any]]] = {}
+    layouts = biz.templates_for("heldout")
+    docs, gold = [], []
+    for i in range(24):
+        rng = item_rng(SAMPLE_SEED, "extract", "heldout", i)
+        text, fields, _, _ = biz.business_doc(rng, "heldout", layouts[i % len(layouts)])
+        docs.append({"id": f"doc-{i + 1:03d}", "text": text})
+        gold.append({"id": f"doc-{i + 1:03d}", **fields})
+    files["business_docs.jsonl"], files["business_docs.gold.jsonl"] = docs, gold
+
+    report_layouts = [lay for lay in rep.LAYOUTS if lay.split == "heldout"]
+    reports, report_gold = [], []
+    for i, kind in enumerate(["quarterly", "incident", "project", "incident"]):
+        rng = item_rng(SAMPLE_SEED, "report", "heldout", i)
+        r = rep.make_report(rng, "heldout", report_layouts[i % len(report_layouts)], kind)
+        reports.append({"id": f"report-{i + 1}", "text": r.text})
+        report_gold.append({"id": f"report-{i + 1}", **r.gold()})
+    files["reports.jsonl"], files["reports.gold.jsonl"] = reports, report_gold
+
+    schema = load_schema("invoice")
+    formats: list[dict[str, Any] | None] = [
+        {
+            "type": "json_schema",
+            "json_schema": {"name": "business_document", "strict": True, "schema": schema},
+        },
+        {"type": "json_object"},
+        None,
+    ]
+    requests, request_gold = [], []
+    for i in range(8):
+        rng = item_rng(SAMPLE_SEED, "chat", "heldout", i)
+        text, fields, _, _ = biz.business_doc(rng, "heldout", layouts[(i + 3) % len(layouts)])
+        body: dict[str, Any] = {
+            "model": "tiny",
+            "messages": messages_for(EXTRACT_INSTRUCTION, text),
+            "max_tokens": EXTRACT_MAX_TOKENS,
+        }
+        if formats[i % 3] is not None:
+            body["response_format"] = formats[i % 3]
+        cid = f"request-{i + 1}"
+        requests.append(
+            {"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": body}
+        )
+        request_gold.append({"id": cid, **fields})
+    files["chat_requests.jsonl"], files["chat_requests.gold.jsonl"] = requests, request_gold
+    return files
+
+
+def write_sample_data(out: Path) -> dict[str, int]:
+    return {str(out / name): write_jsonl(out / name, rows) for name, rows in sample_data().items()}
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flashbeam.model.synthetic", description=__doc__
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sample-data", help="write the example jobs' sample inputs and gold")
+    s.add_argument("--out", type=Path, default=DATA_DIR)
+    t = sub.add_parser("train-data", help="write training examples as JSONL")
+    t.add_argument("--task", choices=TASKS, required=True)
+    t.add_argument("--n", type=int, required=True)
+    t.add_argument("--seed", type=int, required=True)
+    t.add_argument("--templates", choices=SPLITS, default="train")
+    t.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "sample-data":
+        for path, count in write_sample_data(args.out).items():
+            print(f"{path}: {count} rows")
+        return 0
+    if args.seed == SAMPLE_SEED:
+        print(f"seed {SAMPLE_SEED} is the sample data's; pick another", file=sys.stderr)
+        return 2
+    rows = (ex.to_train_row() for ex in generate(args.task, args.n, args.seed, args.templates))
+    print(f"{args.out}: {write_jsonl(args.out, rows)} examples")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the package's copy of this module, so its classes are the ones the generators use.
+    from flashbeam.model.synthetic import main as _main
+
+    sys.exit(_main())

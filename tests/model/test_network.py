@@ -1,0 +1,165 @@
+"""The network: config reading, incremental decoding, chunked prefill and state snapshots."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from flashbeam.model import ModelConfig, tiny_config
+from flashbeam.model.config import ConfigError
+from flashbeam.model.random_init import random_model
+
+OFFICIAL = Path(__file__).parents[3] / "shared" / "reference" / "official"
+PRESETS = ["tiny", "tiny-csa", "tiny-hca"]
+
+
+def _ids(config, batch, seq, seed=1):
+    return torch.randint(16, config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def _run_chunks(model, ids, splits):
+    states = [model.empty_state() for _ in range(ids.shape[0])]
+    out, pos = [], 0
+    for size in splits:
+        logits, states = model.forward_step(ids[:, pos : pos + size], states)
+        out.append(logits)
+        pos += size
+    return torch.cat(out, dim=1), states
+
+
+def test_official_config_describes_flash():
+    config = ModelConfig.from_file(OFFICIAL / "config.json")
+    assert config.num_hidden_layers == 43
+    kinds = config.layer_kinds
+    assert kinds[:3] == ["sliding", "sliding", "csa"]
+    assert kinds.count("csa") == 21 and kinds.count("hca") == 20 and kinds.count("sliding") == 2
+    assert all(kinds[i] == "hca" for i in range(3, 43, 2))
+    assert config.mtp_compress_ratios == [0]
+    assert config.num_hash_layers == 3 and config.qk_rope_head_dim == 64
+    assert config.rope_factor == 16 and config.original_max_position_embeddings == 65536
+    assert config.quantization["weight_block_size"] == [128, 128]
+
+
+def test_runtime_and_transformers_configs_read_the_same():
+    official = ModelConfig.from_file(OFFICIAL / "config.json")
+    runtime = ModelConfig.from_dict(json.loads((OFFICIAL / "inference_config.json").read_text()))
+    assert runtime.hidden_size == official.hidden_size == 4096
+    assert runtime.compress_ratios == official.compress_ratios
+    assert runtime.sliding_window == 128 and runtime.expert_dtype == "fp4"
+    hf_style = {
+        **{k: v for k, v in official.to_official_dict().items() if k != "compress_ratios"},
+        "layer_types": [
+            {0: "sliding_attention", 4: "compressed_sparse_attention",
+             128: "heavily_compressed_attention"}[r]
+            for r in official.compress_ratios
+        ],
+    }
+    assert ModelConfig.from_dict(hf_style).compress_ratios == official.compress_ratios
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"compress_ratios": [0, 4, 64, 4]}, "allowed values are 0, 4 and 128"),
+        ({"compress_ratios": [0, 4]}, "one ratio per layer"),
+        ({"scoring_func": "softmax"}, "scoring_func"),
+    ],
+)
+def test_bad_configs_are_rejected(change, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config("tiny", **change)
+
+
+def test_missing_config_file_names_the_path(tmp_path):
+    with pytest.raises(ConfigError, match="no config.json"):
+        ModelConfig.from_file(tmp_path)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_chunked_prefill_and_decode_match_full_forward(preset):
+    config = tiny_config(preset)
+    model = random_model(config, seed=0)
+    ids = _ids(config, 2, 300)
+    with torch.no_grad():
+        full = model(ids)
+        for splits in ([300], [1] * 20 + [280], [5, 7, 13, 1, 1, 16, 18, 239], [128, 128, 44]):
+            got, states = _run_chunks(model, ids, splits)
+            assert (got - full).abs().max().item() <= 1e-5, splits
+            assert [s.length for s in states] == [300, 300]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_ragged_batched_decode_matches_single_sequences(preset):
+    config = tiny_config(preset)
+    model = random_model(config, seed=0)
+    ids = _ids(config, 2, 200)
+    with torch.no_grad():
+        full = model(ids)
+        _, (a,) = model.forward_step(ids[:1, :150], [model.empty_state()])
+        _, (b,) = model.forward_step(ids[1:, :37], [model.empty_state()])
+        step = torch.stack([ids[0, 150:151], ids[1, 37:38]])
+        logits, _ = model.forward_step(step, [a, b])
+    assert (logits[0, 0] - full[0, 150]).abs().max().item() <= 1e-5
+    assert (logits[1, 0] - full[1, 37]).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("cut", [1, 3, 64, 130, 131])
+def test_snapshot_restore_continue_reproduces(cut):
+    config = tiny_config("tiny")
+    model = random_model(config, seed=0)
+    ids = _ids(config, 1, 260)
+    with torch.no_grad():
+        full = model(ids)
+        _, (snapshot,) = model.forward_step(ids[:, :cut], [model.empty_state()])
+        # Continue twice from the same snapshot: it must not have been changed by the first use.
+        for _ in range(2):
+            state = snapshot
+            outs = []
+            for pos in range(cut, 260, 37):
+                logits, (state,) = model.forward_step(ids[:, pos : pos + 37], [state])
+                outs.append(logits)
+            assert (torch.cat(outs, 1) - full[:, cut:]).abs().max().item() <= 1e-5
+    assert snapshot.length == cut and snapshot.nbytes > 0
+
+
+def test_state_holds_the_partial_buffers_and_overlap_rows():
+    config = tiny_config("tiny")  # layers: sliding, CSA, HCA, CSA
+    model = random_model(config, seed=0)
+    with torch.no_grad():
+        _, (state,) = model.forward_step(_ids(config, 1, 135), [model.empty_state()])
+    sliding, csa, hca, _ = state.layers
+    assert sliding.window.shape[0] == config.sliding_window - 1 and sliding.compressor is None
+    assert csa.compressor.entries.shape[0] == 135 // 4 and csa.compressor.buf_kv.shape[0] == 3
+    assert csa.compressor.prev_kv.shape == (4, config.head_dim)
+    assert csa.indexer.entries.shape == (135 // 4, config.index_head_dim)
+    assert hca.compressor.entries.shape[0] == 1 and hca.compressor.buf_kv.shape[0] == 7
+
+
+def test_forward_step_rejects_mismatched_states():
+    model = random_model(tiny_config("tiny"), seed=0)
+    with pytest.raises(ValueError, match="one state per row"):
+        model.forward_step(torch.zeros(2, 3, dtype=torch.long), [model.empty_state()])
+
+
+@pytest.mark.slow
+def test_32k_prompt_prefills_in_chunks_with_bounded_memory():
+    script = """
+import resource, torch
+from flashbeam.model import tiny_config
+from flashbeam.model.random_init import random_model
+torch.set_num_threads(2)
+model = random_model(tiny_config("tiny"), seed=0)
+ids = torch.randint(16, 512, (1, 32768), generator=torch.Generator().manual_seed(0))
+state = model.empty_state()
+with torch.inference_mode():
+    for pos in range(0, 32768, 2048):
+        logits, (state,) = model.forward_step(ids[:, pos:pos + 2048], [state], last_only=True)
+assert state.length == 32768 and torch.isfinite(logits).all()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    peak_mib = int(out.stdout.strip().splitlines()[-1])
+    assert peak_mib < 3 * 1024, f"peak RSS {peak_mib} MiB"

@@ -1,0 +1,383 @@
+"""The synthetic data generator: reproducible, split by template, gold that the text supports."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import random
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from flashbeam.model import synthetic as S
+from flashbeam.model import synthetic_business as biz
+from flashbeam.model import synthetic_reports as rep
+
+Validator = jsonschema.Draft202012Validator
+
+
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    schema = S.load_schema(name)
+    Validator.check_schema(schema)
+    return Validator(schema, format_checker=Validator.FORMAT_CHECKER)
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[biz.Rendered]:
+    out = []
+    for split, n in (("train", 400), ("heldout", 150)):
+        for i in range(n):
+            out.append(biz.business_doc(S.item_rng(11, "test", split, i), split))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reports() -> list[rep.Report]:
+    return [rep.make_report(random.Random(i), ("train", "heldout")[i % 2]) for i in range(12)]
+
+
+# ---- reproducibility and splits ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", S.TASKS)
+def test_same_seed_same_examples(task):
+    a = S.generate(task, 6, seed=3)
+    b = S.generate(task, 6, seed=3)
+    assert [(e.id, e.messages, e.target) for e in a] == [(e.id, e.messages, e.target) for e in b]
+    other = S.generate(task, 6, seed=4)
+    assert [e.target for e in a] != [e.target for e in other]
+
+
+def test_a_prefix_of_a_run_is_a_smaller_run():
+    assert [e.target for e in S.generate("extract", 5, 9)] == [
+        e.target for e in S.generate("extract", 20, 9)[:5]
+    ]
+
+
+def test_heldout_templates_are_disjoint_from_train_and_cover_every_kind():
+    train = {t.name for t in biz.templates_for("train")}
+    held = {t.name for t in biz.templates_for("heldout")}
+    assert train and held and not train & held
+    for kind in biz.KINDS:
+        assert biz.templates_for("train", kind) and biz.templates_for("heldout", kind)
+    layouts = {lay.split: set() for lay in rep.LAYOUTS}
+    for lay in rep.LAYOUTS:
+        layouts[lay.split].add(lay.name)
+    assert layouts["train"] and layouts["heldout"] and not layouts["train"] & layouts["heldout"]
+
+
+def test_generate_uses_only_the_requested_split():
+    held = {t.name for t in biz.templates_for("heldout")} | {
+        lay.name for lay in rep.LAYOUTS if lay.split == "heldout"
+    }
+    for task in ("extract", "summarize"):
+        for split in S.SPLITS:
+            used = {e.template for e in S.generate(task, 30, 1, templates=split)}
+            assert (used <= held) if split == "heldout" else not (used & held)
+    with pytest.raises(ValueError, match="templates must be"):
+        S.generate("extract", 1, 1, templates="test")
+
+
+def test_heldout_documents_do_not_repeat_train_layouts(docs):
+    """The layout skeleton (line breaks and punctuation, values and words dropped) of a held-out
+    document is rarely that of a train document."""
+
+    def skeleton(text: str) -> str:
+        return re.sub(r"[^\n|:#*=-]", "", text)[:60]
+
+    train_names = {t.name for t in biz.templates_for("train")}
+    train = {skeleton(d.text) for d in docs if d.template in train_names}
+    held = [skeleton(d.text) for d in docs if d.template not in train_names]
+    assert held and sum(s in train for s in held) < len(held) * 0.2
+
+
+# ---- extraction gold -----------------------------------------------------------------------------
+
+MONTH = {m[:3].lower(): i for i, m in enumerate(S.MONTHS, 1)}
+DATE_PATTERNS = [  # an independent reader of every date style the generator writes
+    (r"\b(\d{4})-(\d{2})-(\d{2})\b", "ymd"),
+    (r"\b(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})\b", "mdy"),
+    (r"\b(\d{2})\.(\d{2})\.(\d{4})\b", "dmy"),
+    (r"\b([A-Z][a-z]{2})[a-z]* (\d{1,2})(?:st|nd|rd|th)?, (\d{4})\b", "Mdy"),
+    (r"\b(\d{1,2})(?:st|nd|rd|th)?[ -]([A-Za-z]{3})[a-z]*[ -](\d{4})\b", "dMy"),
+]
+
+
+def dates_in(text: str) -> set[dt.date]:
+    found = set()
+    for pattern, order in DATE_PATTERNS:
+        for m in re.finditer(pattern, text):
+            parts = dict(zip(order, m.groups()))
+            month = parts["m"] if "m" in parts else MONTH.get(parts["M"][:3].lower())
+            if month is None:
+                continue
+            year = int(parts["y"]) + (2000 if len(parts["y"]) == 2 else 0)
+            with contextlib.suppress(ValueError):  # not a date after all
+                found.add(dt.date(year, int(month), int(parts["d"])))
+    return found
+
+
+def test_every_gold_validates_against_the_schema_with_formats(docs):
+    v = _validator("invoice")
+    for d in docs:
+        v.validate(d.gold)
+        assert list(d.gold) == list(biz.FIELDS)
+        assert (d.gold["total_amount"] is None) == (d.gold["currency"] is None)
+        if d.gold["document_type"] == "receipt":
+            assert d.gold["due_date"] is None
+
+
+def test_target_is_the_compact_gold_in_fixed_key_order():
+    for ex in S.generate("extract", 50, 2):
+        assert json.loads(ex.target) == json.loads(json.dumps(ex.gold))
+        assert list(json.loads(ex.target)) == list(biz.FIELDS)
+        assert ex.target == S.dumps(ex.gold) and '": ' not in ex.target
+        assert ex.messages == [
+            {"role": "system", "content": S.EXTRACT_INSTRUCTION},
+            {"role": "user", "content": ex.text},
+        ]
+
+
+def test_documents_state_their_gold_values(docs):
+    for text, gold, name, doc in docs:
+        assert gold["vendor"] in text, name
+        for key in ("customer", "document_number"):
+            assert gold[key] is None or gold[key] in text, (name, key)
+        found = dates_in(text)
+        assert dt.date.fromisoformat(gold["issue_date"]) in found, name
+        if gold["due_date"]:
+            assert dt.date.fromisoformat(gold["due_date"]) in found, name
+        if gold["total_amount"] is not None:
+            cents = round(gold["total_amount"] * 100)
+            assert cents == doc.total
+            written = S.money_surface_forms(cents, gold["currency"])
+            assert any(w in text for w in written), (name, written)
+
+
+def test_missing_fields_are_really_absent(docs):
+    seen = set()
+    for text, gold, name, doc in docs:
+        dropped = doc.extra["dropped"]
+        for key, value in dropped.items():
+            seen.add((gold["document_type"], key))
+            if value is None:
+                continue
+            if key == "total":
+                assert gold["total_amount"] is None
+                assert not any(w in text for w in S.money_surface_forms(value, doc.currency))
+            elif key == "due":
+                assert gold["due_date"] is None
+                assert value not in dates_in(text), name
+            else:
+                assert gold[{"customer": "customer", "number": "document_number"}[key]] is None
+                assert value not in text, (name, key)
+        if gold["due_date"] is None:  # no other date than the issue date (or a delivery date)
+            issue = dt.date.fromisoformat(gold["issue_date"])
+            assert all(0 <= (issue - d).days <= 3 for d in dates_in(text)), name
+    assert {("invoice", "due"), ("receipt", "customer"), ("contract", "total")} <= seen
+
+
+def test_documents_vary_and_have_the_intended_length(docs):
+    words = [S.word_count(d.text) for d in docs]
+    assert min(words) >= 130 and max(words) <= 420
+    assert len({d.text for d in docs}) == len(docs)
+    styles = {S.format_date(dt.date(2024, 3, 5), s) for s in S.DOC_DATE_STYLES}
+    assert len(styles) == len(S.DOC_DATE_STYLES)
+    for cur in S.CURRENCIES:
+        assert len(S.money_surface_forms(123450, cur)) >= 3
+
+
+@pytest.mark.parametrize(
+    ("cents", "cur", "style", "trim", "written", "raw"),
+    [
+        (123450, "USD", "sym_us", False, "$1,234.50", "1234.50"),
+        (123450, "EUR", "eu_code_post", False, "1.234,50 EUR", "1234.50"),
+        (123450, "USD", "code_pre_plain", True, "USD 1234.5", "1234.5"),
+        (120000, "USD", "sym_us", True, "$1,200", "1200"),
+        (120000, "EUR", "eu_sym_post", True, "1.200,00 €", "1200.00"),
+        (12345600, "JPY", "code_pre_us", False, "JPY 123,456", "123456"),
+        (123450, "CHF", "swiss", False, "CHF 1'234.50", "1234.50"),
+        (123450, "SEK", "space_code_post", False, "1 234,50 SEK", "1234.50"),
+    ],
+)
+def test_money_formats(cents, cur, style, trim, written, raw):
+    text, num = S.format_money(cents, cur, style, trim)
+    assert (text, num.raw, float(num)) == (written, raw, cents / 100)
+    assert S.dumps({"total_amount": num}) == '{"total_amount":' + raw + "}"
+
+
+# ---- reports -------------------------------------------------------------------------------------
+
+
+def test_report_gold_validates_and_is_stated_in_the_text(reports):
+    v, vc = _validator("report_summary"), _validator("report_chunk_summary")
+    for r in reports:
+        gold = r.gold()
+        v.validate(gold)
+        assert 1500 <= S.word_count(r.text) <= 3200
+        for key in ("title", "author"):
+            assert r.text.count(gold[key]) == 1
+        header = r.text[: r.text.index(r.heading_lines[0])]
+        assert dates_in(header) == {dt.date.fromisoformat(gold["report_date"])}
+        assert gold["section_count"] == len(r.headings) >= 5
+        assert all(line in r.text for line in r.heading_lines)
+        assert gold["people"] and all(p in r.text for p in gold["people"])
+        assert r.author not in gold["people"]
+        assert 3 <= len(gold["figures"]) <= 5
+        for f, fig in zip(
+            gold["figures"], sorted(r.figures, key=lambda f: r.text.index(f.written))
+        ):
+            assert f == {"name": fig.name, "value": fig.value}
+            assert re.search(rf"\b{fig.value:,}\b|\b{fig.value}\b", fig.written)
+        assert gold["summary"] in r.text
+        for chunk in rep.chunk_report(r.text, 300):
+            vc.validate(rep.partial_summary(r, chunk))
+
+
+def test_partial_summaries_of_any_chunking_merge_to_the_gold(reports):
+    for r in reports:
+        for budget in (150, 230, 400, 10_000):
+            chunks = rep.chunk_report(r.text, budget)
+            assert all(S.word_count(c) <= budget + 25 for c in chunks)
+            assert re.sub(r"\s+", " ", " ".join(chunks)) == re.sub(r"\s+", " ", r.text.strip())
+            partials = [rep.partial_summary(r, c) for c in chunks]
+            assert rep.merge_partials(partials) == r.gold()
+            assert sum(len(p["section_headings"]) for p in partials) == len(r.headings)
+
+
+def test_map_reduce_examples_chain():
+    examples = rep.map_reduce_examples(random.Random(5))
+    chunks = [e for e in examples if e.task == "chunk"]
+    reduces = [e for e in examples if e.task == "reduce"]
+    assert len(chunks) >= 4 and len(reduces) == 2
+    assert reduces[0].messages[1]["content"] == "\n".join(e.target for e in chunks)
+    assert reduces[0].target == reduces[1].target
+    assert all(e.messages[0]["content"] == S.CHUNK_INSTRUCTION for e in chunks)
+    assert reduces[0].messages[0]["content"] == S.REDUCE_INSTRUCTION
+
+
+# ---- field accuracy ------------------------------------------------------------------------------
+
+
+def test_field_accuracy_exact_match_with_numbers_as_numbers():
+    schema = S.load_schema("invoice")
+    gold = [
+        {"id": "a", "vendor": "Acme", "total_amount": 1234.5, "currency": "USD", "due_date": None},
+        {
+            "id": "b",
+            "vendor": "Beta",
+            "total_amount": 10,
+            "currency": None,
+            "due_date": "2024-01-02",
+        },
+    ]
+    preds = {
+        "a": '{"vendor":"Acme","total_amount":1234.50,"currency":"USD","due_date":null}',
+        "b": {"vendor": "beta", "total_amount": 10.0, "currency": None, "due_date": "2024-01-02"},
+    }
+    acc = S.field_accuracy(preds, gold)
+    assert acc["per_field"] == {
+        "vendor": 0.5,
+        "total_amount": 1.0,
+        "currency": 1.0,
+        "due_date": 1.0,
+    }
+    assert acc["field_accuracy"] == 7 / 8 and acc["exact_records"] == 0.5
+    # With the schema, its fields are the ones scored: absent keys count wrong.
+    with_schema = S.field_accuracy(preds, gold, schema)
+    assert set(with_schema["per_field"]) == set(biz.FIELDS)
+    assert with_schema["per_field"]["document_type"] == 0.0
+
+
+def test_field_accuracy_missing_unparsable_and_wrong_types():
+    gold = {"a": {"n": 1, "flag": True}, "b": {"n": 2, "flag": False}, "c": {"n": 3, "flag": None}}
+    preds = {"a": {"n": True, "flag": 1}, "b": "{not json", "z": {"n": 1}}
+    acc = S.field_accuracy(preds, gold)
+    assert acc["field_accuracy"] == 0.0
+    assert acc["missing"] == 2 and acc["extra"] == 1 and acc["records"] == 3
+
+
+def test_field_accuracy_sets_and_ignored_fields():
+    schema = S.load_schema("report_summary")
+    gold = {
+        "title": "T",
+        "people": ["A B", "C D"],
+        "figures": [{"name": "x", "value": 3}],
+        "summary": "one sentence",
+    }
+    pred = {
+        "title": "T",
+        "people": ["C D", "A B"],
+        "figures": [{"value": 3.0, "name": "x"}],
+        "summary": "something else",
+    }
+    acc = S.field_accuracy({"r": pred}, {"r": gold}, schema)
+    assert "summary" not in acc["per_field"]
+    assert acc["per_field"]["people"] == acc["per_field"]["figures"] == 1.0
+    half = S.field_accuracy({"r": {**pred, "people": ["A B"]}}, {"r": gold}, schema)
+    assert half["per_field"]["people"] == 0.0 and half["set_f1"]["people"] == pytest.approx(2 / 3)
+    assert S.field_accuracy({"r": gold}, {"r": gold})["field_accuracy"] == 1.0
+
+
+# ---- sample data and command line ----------------------------------------------------------------
+
+
+def test_committed_sample_data_is_what_the_generator_writes(tmp_path):
+    S.write_sample_data(tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(p.name for p in S.DATA_DIR.iterdir() if p.suffix == ".jsonl")
+    for name in names:
+        assert (tmp_path / name).read_bytes() == (S.DATA_DIR / name).read_bytes(), name
+
+
+def test_sample_data_is_heldout_valid_and_in_the_job_formats():
+    rows = {
+        p.name: [json.loads(x) for x in p.read_text().splitlines()]
+        for p in Path(S.DATA_DIR).glob("*.jsonl")
+    }
+    docs, gold = rows["business_docs.jsonl"], rows["business_docs.gold.jsonl"]
+    assert [d["id"] for d in docs] == [g["id"] for g in gold] and len(docs) >= 20
+    assert all(set(d) == {"id", "text"} for d in docs)
+    v = _validator("invoice")
+    for g in gold + rows["chat_requests.gold.jsonl"]:
+        v.validate({k: x for k, x in g.items() if k != "id"})
+    for g in rows["reports.gold.jsonl"]:
+        _validator("report_summary").validate({k: x for k, x in g.items() if k != "id"})
+    assert {g["document_type"] for g in gold} == set(biz.KINDS)
+    for req in rows["chat_requests.jsonl"]:
+        assert set(req) == {"custom_id", "method", "url", "body"}
+        assert req["method"] == "POST" and req["url"] == "/v1/chat/completions"
+        assert req["body"]["messages"][0]["content"] == S.EXTRACT_INSTRUCTION
+    train_texts = {
+        d.text for d in (biz.business_doc(S.item_rng(0, "extract", "train", i)) for i in range(50))
+    }
+    assert not train_texts & {d["text"] for d in docs}
+
+
+def test_train_data_command(tmp_path, capsys):
+    out = tmp_path / "x.jsonl"
+    assert (
+        S.main(["train-data", "--task", "summarize", "--n", "7", "--seed", "2", "--out", str(out)])
+        == 0
+    )
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 7 and {"messages", "target", "task", "template", "id"} <= set(rows[0])
+    assert (
+        S.main(
+            [
+                "train-data",
+                "--task",
+                "extract",
+                "--n",
+                "1",
+                "--seed",
+                str(S.SAMPLE_SEED),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
