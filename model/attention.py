@@ -18,6 +18,11 @@ from .cache import CompressorState, LayerState
 from .config import ModelConfig
 from .layers import RMSNorm, apply_rope, rms_normalize, rope_angles, rope_inv_freq
 
+# With autograd on (training), whole fresh sequences up to this length use one dense masked
+# matmul, which is fast to differentiate. Inference always takes the per-query index-list path,
+# so prefill, decode and cache hits share one numerical path.
+DENSE_MAX_TOKENS = 2048
+
 
 class Compressor(nn.Module):
     """Gated pooling of every `ratio` tokens into one entry of width `dim` (spec §4.5).
@@ -119,7 +124,7 @@ class Indexer(nn.Module):
         states: list[CompressorState],
         width: int,
     ) -> torch.Tensor:
-        """Top-`width` entry indices per query [B,S,width] (relative to each sequence; -1 = none)."""
+        """Top-`width` entry indices per query [B,S,width], relative to each sequence (-1: none)."""
         bsz, seq, _ = x.shape
         q = self.wq_b(qr).view(bsz, seq, self.heads, self.dim)
         cos, sin = rope
@@ -191,21 +196,15 @@ class Attention(nn.Module):
 
         windows = [torch.cat((s.window, kv[b])) for b, s in enumerate(states)]
         entries = [c.entries for c in comp] if self.compressor is not None else []
-        pool, indices, entry_base = self._gather_plan(windows, entries, starts, positions)
+        picked = None
         if self.indexer is not None:
             width = min(self.config.index_topk, max(e.shape[0] for e in entries))
             if width > 0:
                 picked = self.indexer.select(x, qr, (cos, sin), positions, idx, width)
-                picked = torch.where(picked >= 0, picked + entry_base[:, None, None], picked)
-                indices = torch.cat((indices, picked), dim=-1)
-
-        out = kernels.sparse_attention(
-            q.reshape(bsz * seq, self.heads, self.head_dim),
-            pool,
-            indices.reshape(bsz * seq, -1).to(torch.int32),
-            self.attn_sink.float(),
-            self.head_dim**-0.5,
-        ).view(bsz, seq, self.heads, self.head_dim)
+        if torch.is_grad_enabled() and not any(starts) and seq <= DENSE_MAX_TOKENS:
+            out = self._dense_attention(q, kv, entries, positions, picked)
+        else:
+            out = self._sparse_attention(q, windows, entries, starts, positions, picked)
         out = apply_rope(out, cos.unsqueeze(2), sin.unsqueeze(2), inverse=True)
 
         keep = self.window - 1
@@ -214,6 +213,50 @@ class Attention(nn.Module):
             for b, w in enumerate(windows)
         ]
         return self._project_out(out), new_states
+
+    def _sparse_attention(self, q, windows, entries, starts, positions, picked):
+        """Each query attends to its own index list into one pool of key vectors."""
+        bsz, seq = q.shape[:2]
+        pool, indices, entry_base = self._gather_plan(windows, entries, starts, positions)
+        if picked is not None:
+            picked = torch.where(picked >= 0, picked + entry_base[:, None, None], picked)
+            indices = torch.cat((indices, picked), dim=-1)
+        out = kernels.sparse_attention(
+            q.reshape(bsz * seq, self.heads, self.head_dim),
+            pool,
+            indices.reshape(bsz * seq, -1).to(torch.int32),
+            self.attn_sink.float(),
+            self.head_dim**-0.5,
+        )
+        return out.view(bsz, seq, self.heads, self.head_dim)
+
+    def _dense_attention(self, q, kv, entries, positions, picked):
+        """Fresh sequences of one length (a whole-sequence forward, training): the same joint
+        softmax as the sparse path, as one masked matmul over window keys + all entries."""
+        seq = q.shape[1]
+        pos = positions[0]
+        visible = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - self.window)
+        keys = kv
+        mask = visible.expand(q.shape[0], seq, seq)
+        if entries:
+            stacked = torch.stack(entries)
+            count = stacked.shape[1]
+            if picked is not None:  # CSA: the indexer's picks
+                chosen = torch.zeros(
+                    *picked.shape[:2], count + 1, dtype=torch.bool, device=q.device
+                )
+                chosen.scatter_(-1, torch.where(picked >= 0, picked, count), True)
+                entry_mask = chosen[..., :count]
+            else:  # HCA: every completed entry
+                w = torch.arange(count, device=q.device)
+                entry_mask = (w < ((pos + 1) // self.ratio)[:, None]).expand(q.shape[0], -1, -1)
+            keys = torch.cat((kv, stacked), dim=1)
+            mask = torch.cat((mask, entry_mask), dim=-1)
+        logits = torch.einsum("bshd,btd->bsht", q.float(), keys.float()) * self.head_dim**-0.5
+        logits = logits.masked_fill(~mask.unsqueeze(2), float("-inf"))
+        sink = self.attn_sink.float().view(1, 1, -1, 1).expand(*logits.shape[:3], 1)
+        probs = torch.cat((logits, sink), dim=-1).softmax(dim=-1)[..., :-1]
+        return torch.einsum("bsht,btd->bshd", probs, keys.float()).to(q.dtype)
 
     def _gather_plan(self, windows, entries, starts, positions):
         """One key pool for the whole step and each query's window (+ HCA entry) indices into it.

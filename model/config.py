@@ -1,4 +1,4 @@
-"""ModelConfig: the V4-Flash hyper-parameters, read from official, runtime or transformers configs."""
+"""ModelConfig: V4-Flash hyper-parameters from official, runtime or transformers configs."""
 
 from __future__ import annotations
 
@@ -156,7 +156,9 @@ class ModelConfig:
             try:
                 ratios = [RATIO_BY_HF_LAYER_TYPE[t] for t in d["layer_types"]]
             except KeyError as e:
-                raise ConfigError(f"{source}: unknown layer type {e.args[0]!r} in layer_types")
+                raise ConfigError(
+                    f"{source}: unknown layer type {e.args[0]!r} in layer_types"
+                ) from None
         if ratios is not None:
             ratios = [int(r) for r in ratios]
             kw["compress_ratios"] = ratios[:n_layers]

@@ -1,4 +1,4 @@
-"""Small building blocks of the V4 network: RMS norms and partial interleaved RoPE (plain / YaRN)."""
+"""Building blocks of the V4 network: RMS norms and partial interleaved RoPE (plain / YaRN)."""
 
 from __future__ import annotations
 

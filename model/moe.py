@@ -1,4 +1,4 @@
-"""Mixture of experts: sqrt-softplus router (learned top-k or token-id hash), clamped SwiGLU experts."""
+"""Mixture of experts: sqrt-softplus router (learned top-k or token-id hash), clamped SwiGLU."""
 
 from __future__ import annotations
 

@@ -57,7 +57,8 @@ def hc_expand(
     out: torch.Tensor, streams: torch.Tensor, post: torch.Tensor, comb: torch.Tensor
 ) -> torch.Tensor:
     """X'_k = post_k * F + sum_j comb[j,k] * X_j, in fp32, stored back in the stream dtype."""
-    mixed = torch.einsum("...jk,...jd->...kd", comb, streams.float())
+    # Sum over input streams j of comb[j, k] * X_j; N is tiny (4), so broadcasting beats einsum.
+    mixed = (comb.unsqueeze(-1) * streams.float().unsqueeze(-2)).sum(dim=-3)
     return (post.unsqueeze(-1) * out.float().unsqueeze(-2) + mixed).to(streams.dtype)
 
 

@@ -29,13 +29,9 @@ def init_weights(model: Transformer, seed: int = 0, std: float | None = None) ->
     with torch.no_grad():
         for name, p in model.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
-            if name.endswith("norm.weight"):
+            if name.endswith("norm.weight") or leaf.endswith("_scale"):
                 p.fill_(1.0)
-            elif leaf.endswith("_scale"):
-                p.fill_(1.0)
-            elif leaf.endswith("_base") or leaf in ("bias", "attn_sink"):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-            elif leaf == "ape":
+            elif leaf.endswith("_base") or leaf in ("bias", "attn_sink") or leaf == "ape":
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
             else:
                 scale = std if std is not None else 1 / math.sqrt(p.shape[-1])

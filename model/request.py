@@ -33,6 +33,7 @@ class Request:
     stop: list[str] | str | None = None
     thinking: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
+    ignore_eos: bool = False  # keep generating through EOS (benchmarks want fixed lengths)
 
     @property
     def thinking_enabled(self) -> bool:

@@ -194,6 +194,11 @@ class IncrementalDetokenizer:
         return self._tokenizer.decode(self._ids[start:end], skip_special_tokens=self._skip)
 
 
+# Long merged tokens (runs of spaces or dashes in boilerplate) buy little and make grammar
+# engines slow or crash on them, so learned tokens stay short.
+MAX_TOKEN_CHARS = 16
+
+
 def train_tokenizer(
     texts: Iterable[str], vocab_size: int, extra_special_tokens: Iterable[str] = ()
 ) -> Tokenizer:
@@ -217,6 +222,7 @@ def train_tokenizer(
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
+        max_token_length=MAX_TOKEN_CHARS,
     )
     backend.train_from_iterator(texts, trainer=trainer)
     return Tokenizer(backend, source="<trained>")

@@ -17,7 +17,9 @@ PRESETS = ["tiny", "tiny-csa", "tiny-hca"]
 
 
 def _ids(config, batch, seq, seed=1):
-    return torch.randint(16, config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        16, config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def _run_chunks(model, ids, splits):
@@ -52,8 +54,11 @@ def test_runtime_and_transformers_configs_read_the_same():
     hf_style = {
         **{k: v for k, v in official.to_official_dict().items() if k != "compress_ratios"},
         "layer_types": [
-            {0: "sliding_attention", 4: "compressed_sparse_attention",
-             128: "heavily_compressed_attention"}[r]
+            {
+                0: "sliding_attention",
+                4: "compressed_sparse_attention",
+                128: "heavily_compressed_attention",
+            }[r]
             for r in official.compress_ratios
         ],
     }
@@ -163,3 +168,16 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     peak_mib = int(out.stdout.strip().splitlines()[-1])
     assert peak_mib < 3 * 1024, f"peak RSS {peak_mib} MiB"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_training_path_matches_inference_path(preset):
+    """With autograd on, fresh sequences use the dense masked attention; same math."""
+    config = tiny_config(preset)
+    model = random_model(config, seed=0)
+    ids = _ids(config, 2, 260)
+    with torch.no_grad():
+        sparse = model(ids)
+    dense = model(ids)
+    assert dense.requires_grad
+    assert (dense.detach() - sparse).abs().max().item() <= 1e-4

@@ -1,0 +1,7 @@
+"""`python -m flashbeam`."""
+
+import sys
+
+from flashbeam.cli import main
+
+sys.exit(main())

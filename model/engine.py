@@ -1,0 +1,361 @@
+"""The Engine: batched generation with continuous batching, chunked prefill and exact prefix reuse.
+
+One `generate` call takes a whole batch of requests. Each step of the loop:
+1. admits waiting sequences (in prefix-sharing order) up to `max_batch_size`, restoring the
+   longest cached prefix state for each;
+2. runs one decode token for every sequence that is generating, then spends the rest of the
+   `max_batch_tokens` budget on prefill chunks, so a long prompt never stalls the others;
+3. samples (grammar-masked where a response_format asks for it), checks stops, finishes.
+
+Prefill chunks end exactly at the positions where another request in the batch diverges, and the
+state there goes into the prefix cache; since per-sequence state is immutable, a snapshot costs
+no copy and restoring it reproduces recomputation exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .chat import ChatFormatError, encode_messages, parse_completion
+from .checkpoint import load_model, resolve_checkpoint
+from .grammar import GrammarCompiler, GrammarError, GrammarState, apply_bitmask_, fill_bitmasks
+from .network import Transformer
+from .prefix_cache import PrefixCache
+from .request import Request, Result, Usage
+from .sampling import SamplingParams, make_generator, sample_next
+from .scheduling import plan_prefix_reuse
+from .sequence import Sequence
+from .tokenizer import Tokenizer
+
+
+@dataclass
+class EngineProgress:
+    """Counters passed to the `progress` callback after every step."""
+
+    finished: int
+    total: int
+    prompt_tokens: int
+    cached_tokens: int
+    generated_tokens: int
+    errors: int
+    elapsed_s: float
+
+
+class Engine:
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        max_batch_tokens: int = 2048,
+        max_batch_size: int = 64,
+        cache_bytes: int = 1 << 30,
+        snapshot_interval: int = 1024,
+        name: str = "model",
+    ) -> None:
+        if max_batch_tokens < 1 or max_batch_size < 1:
+            raise ValueError("max_batch_tokens and max_batch_size must be >= 1")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.snapshot_interval = snapshot_interval
+        self.cache = PrefixCache(cache_bytes)
+        self.name = name
+        self.context = model.config.max_position_embeddings
+        self._grammars: GrammarCompiler | None = None
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path = "tiny",
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **options,
+    ) -> Engine:
+        """Load a checkpoint directory (or "tiny", the embedded default) with its tokenizer."""
+        directory = resolve_checkpoint(path)
+        model = load_model(directory, device=device, dtype=dtype)
+        tokenizer = Tokenizer.from_file(directory)
+        return cls(model, tokenizer, name=str(path), **options)
+
+    @property
+    def grammars(self) -> GrammarCompiler:
+        if self._grammars is None:
+            json = self.tokenizer.backend.to_str()
+            self._grammars = GrammarCompiler(
+                json, self.tokenizer.eos_id, self.model.config.vocab_size
+            )
+        return self._grammars
+
+    # ---- public ------------------------------------------------------------------------------
+    def generate(
+        self, requests: list[Request], progress: Callable[[EngineProgress], None] | None = None
+    ) -> list[Result]:
+        """Run every request to completion; results come back in request order.
+
+        A request that cannot run (bad messages, prompt too long, schema the grammar engine
+        rejects, a failure inside the model) gets `finish_reason="error"`; the rest proceed.
+        """
+        started = time.perf_counter()
+        seqs = [self._prepare(i, r) for i, r in enumerate(requests)]
+        live = [s for s in seqs if not s.finished]
+        waiting = self._plan(live)
+        running: list[Sequence] = []
+        with torch.inference_mode():
+            while waiting or running:
+                waiting = self._admit_ready(waiting, running)
+                self._step(running)
+                for seq in running:
+                    if seq.finished:
+                        self._release(seq)
+                running = [s for s in running if not s.finished]
+                if progress is not None:
+                    progress(self._progress(seqs, started))
+        return [self._result(s) for s in seqs]
+
+    # ---- preparation ---------------------------------------------------------------------------
+    def _prepare(self, index: int, request: Request) -> Sequence:
+        seq = Sequence(index, request, [], 0, [], make_generator(request.seed, request.id))
+        try:
+            seq.prompt = self._prompt_ids(request)
+            if not seq.prompt:
+                raise ValueError("the prompt is empty")
+            if len(seq.prompt) >= self.context:
+                raise ValueError(
+                    f"prompt has {len(seq.prompt)} tokens but the model's context is "
+                    f"{self.context}; shorten the input or split it into chunks"
+                )
+            if request.max_tokens < 1:
+                raise ValueError(f"max_tokens must be >= 1, got {request.max_tokens}")
+            seq.max_tokens = min(request.max_tokens, self.context - len(seq.prompt))
+            seq.detokenizer = self.tokenizer.incremental_decoder()
+            if request.response_format and request.response_format.get("type") != "text":
+                compiled = self.grammars.compile(request.response_format)
+                seq.grammar = GrammarState(
+                    compiled, thinking=request.thinking_enabled, max_tokens=seq.max_tokens
+                )
+        except (ChatFormatError, GrammarError, ValueError, TypeError) as e:
+            seq.finish("error", f"request {request.id!r}: {e}")
+        return seq
+
+    def _prompt_ids(self, request: Request) -> list[int]:
+        if request.prompt_token_ids is not None:
+            bad = [t for t in request.prompt_token_ids if not 0 <= t < self.model.config.vocab_size]
+            if bad:
+                raise ValueError(f"prompt_token_ids contains ids outside the vocabulary: {bad[:5]}")
+            return list(request.prompt_token_ids)
+        if request.messages is None:
+            raise ValueError("give either messages or prompt_token_ids")
+        text = encode_messages(request.messages, thinking=request.thinking_enabled)
+        return self.tokenizer.encode(text)
+
+    def _plan(self, seqs: list[Sequence]) -> list[Sequence]:
+        """Admission order (shared prefixes adjacent) and snapshot positions: where prompts in
+        this batch diverge, every `snapshot_interval` tokens (for later batches), and one token
+        before the end (a repeat of the same prompt, e.g. a retry, reuses all but one token)."""
+        plan = plan_prefix_reuse([s.prompt for s in seqs])
+        for seq, restore, branch in zip(seqs, plan.restore_lengths, plan.branch_points):
+            n = len(seq.prompt)
+            regular = range(self.snapshot_interval, n - 1, self.snapshot_interval)
+            seq.snapshot_points = sorted({*branch, *regular, n - 1} - {0})
+            seq.restore_length = restore
+        return [seqs[i] for i in plan.order]
+
+    # ---- admission / release -------------------------------------------------------------------
+    def _admit_ready(self, waiting: list[Sequence], running: list[Sequence]) -> list[Sequence]:
+        """Admit waiting sequences in order while there is room, except those whose shared prefix
+        a running sequence is still computing: they wait for its snapshot instead of redoing it.
+        Producers run ahead of their consumers in the order, so no one waits forever."""
+        still: list[Sequence] = []
+        for i, seq in enumerate(waiting):
+            if len(running) >= self.max_batch_size:
+                return still + waiting[i:]
+            if self._prefix_in_progress(seq, running):
+                still.append(seq)
+                continue
+            self._admit(seq)
+            running.append(seq)
+        return still
+
+    def _prefix_in_progress(self, seq: Sequence, running: list[Sequence]) -> bool:
+        need = seq.restore_length
+        if need == 0:
+            return False
+        shared = seq.prompt[:need]
+        return any(
+            r.prefilling and r.computed < need and r.prompt[:need] == shared for r in running
+        )
+
+    def _admit(self, seq: Sequence) -> None:
+        match = self.cache.match(seq.prompt, max_length=len(seq.prompt) - 1)
+        if match.snapshot is not None:
+            seq.state, seq.computed, seq.cache_hit = match.snapshot, match.length, match.length
+            seq.pinned = match.handle
+            self.cache.pin(match.handle)
+        else:
+            seq.state = self.model.empty_state()
+
+    def _release(self, seq: Sequence) -> None:
+        if seq.pinned is not None:
+            self.cache.unpin(seq.pinned)
+            seq.pinned = None
+
+    # ---- one step ------------------------------------------------------------------------------
+    def _step(self, running: list[Sequence]) -> None:
+        decoding = [s for s in running if not s.prefilling and not s.finished]
+        budget = max(self.max_batch_tokens - len(decoding), 0)
+        chunks: list[tuple[Sequence, int]] = []
+        for seq in running:
+            if seq.prefilling and not seq.finished and budget > 0:
+                size = self._chunk_size(seq, budget)
+                chunks.append((seq, size))
+                budget -= size
+        if decoding:
+            self._decode(decoding)
+        by_size: dict[int, list[Sequence]] = {}
+        for seq, size in chunks:
+            by_size.setdefault(size, []).append(seq)
+        for size, group in by_size.items():
+            self._prefill(group, size)
+
+    def _chunk_size(self, seq: Sequence, budget: int) -> int:
+        end = len(seq.prompt)
+        point = seq.next_snapshot_point()
+        if point is not None:
+            end = point
+        return min(end - seq.computed, budget)
+
+    def _prefill(self, group: list[Sequence], size: int) -> None:
+        ids = torch.tensor(
+            [s.prompt[s.computed : s.computed + size] for s in group], device=self.model.device
+        )
+        outcome = self._forward(group, ids)
+        for seq, _ in outcome:
+            seq.computed += size
+            if seq.computed in seq.snapshot_points:
+                self.cache.insert(seq.prompt[: seq.computed], seq.state)
+        self._emit([(seq, logits) for seq, logits in outcome if not seq.prefilling])
+
+    def _decode(self, group: list[Sequence]) -> None:
+        ids = torch.tensor([[s.last_token] for s in group], device=self.model.device)
+        self._emit(self._forward(group, ids))
+
+    def _forward(self, group: list[Sequence], ids: torch.Tensor):
+        """Run the model for `group`; on failure retry one by one so only the culprit fails."""
+        try:
+            logits, states = self.model.forward_step(ids, [s.state for s in group], last_only=True)
+        except Exception:
+            if len(group) == 1:
+                raise
+            done = []
+            for i, seq in enumerate(group):
+                try:
+                    done.extend(self._forward([seq], ids[i : i + 1]))
+                except Exception as e:  # noqa: BLE001 - a model failure ends this request only
+                    seq.finish("error", f"request {seq.request.id!r}: model failure: {e}")
+            return done
+        for seq, state in zip(group, states):
+            seq.state = state
+        return [(seq, logits[i, -1]) for i, seq in enumerate(group)]
+
+    # ---- sampling and stopping -----------------------------------------------------------------
+    def _emit(self, outcome: list[tuple[Sequence, torch.Tensor]]) -> None:
+        """Sample one token for each (sequence, next-token logits) pair, as one batch."""
+        if not outcome:
+            return
+        seqs = [seq for seq, _ in outcome]
+        logits = torch.stack([lg for _, lg in outcome]).float()
+        try:
+            self._mask_with_grammars(seqs, logits)
+            params = [
+                SamplingParams(
+                    s.request.temperature, s.request.top_p, s.request.top_k, s.request.seed
+                )
+                for s in seqs
+            ]
+            tokens = sample_next(logits, params, [s.generator for s in seqs]).tolist()
+        except Exception as e:  # noqa: BLE001 - isolate the request that failed
+            if len(outcome) == 1:
+                seqs[0].finish("error", f"request {seqs[0].request.id!r}: {e}")
+            else:
+                for pair in outcome:
+                    self._emit([pair])
+            return
+        for seq, token in zip(seqs, tokens):
+            try:
+                self._accept(seq, token)
+            except Exception as e:  # noqa: BLE001 - a grammar failure ends this request only
+                seq.finish("error", f"request {seq.request.id!r}: {e}")
+
+    def _mask_with_grammars(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
+        rows = [i for i, s in enumerate(seqs) if s.grammar is not None]
+        if not rows:
+            return
+        words = (logits.shape[-1] + 31) // 32
+        bitmask = torch.empty(len(rows), words, dtype=torch.int32)
+        fill_bitmasks([seqs[i].grammar for i in rows], bitmask)
+        sub = logits[rows]
+        apply_bitmask_(sub, bitmask)
+        logits[rows] = sub
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        if seq.grammar is not None:
+            # Near the end of the budget the grammar may swap in a token of its closing plan.
+            token = seq.grammar.advance(token)
+            if seq.grammar.error:
+                seq.finish("error", f"request {seq.request.id!r}: {seq.grammar.error}")
+                return
+        if token == self.tokenizer.eos_id and not seq.request.ignore_eos:
+            self._finish_text(seq, "stop")
+            return
+        seq.output.append(token)
+        seq.text += seq.detokenizer.add(token)
+        if self._hit_stop_string(seq):
+            seq.finish("stop")
+        elif seq.grammar is not None and seq.grammar.is_finished:
+            self._finish_text(seq, "stop")
+        elif len(seq.output) >= seq.max_tokens:
+            self._finish_text(seq, "length")
+
+    def _finish_text(self, seq: Sequence, reason) -> None:
+        seq.text += seq.detokenizer.flush()
+        self._hit_stop_string(seq)
+        seq.finish(reason)
+
+    def _hit_stop_string(self, seq: Sequence) -> bool:
+        for stop in seq.request.stop_strings:
+            at = seq.text.find(stop)
+            if stop and at >= 0:
+                seq.text = seq.text[:at]
+                return True
+        return False
+
+    # ---- results -------------------------------------------------------------------------------
+    def _result(self, seq: Sequence) -> Result:
+        hit = seq.cache_hit
+        usage = Usage(len(seq.prompt), hit, len(seq.prompt) - hit, len(seq.output))
+        result = Result(seq.request.id, token_ids=list(seq.output), usage=usage)
+        result.finish_reason = seq.finish_reason or "error"
+        result.error = seq.error
+        if seq.finish_reason == "error":
+            return result
+        parsed = parse_completion(seq.text, thinking=seq.request.thinking_enabled)
+        result.text, result.reasoning_content = parsed.content, parsed.reasoning_content
+        return result
+
+    def _progress(self, seqs: list[Sequence], started: float) -> EngineProgress:
+        done = [s for s in seqs if s.finished]
+        return EngineProgress(
+            finished=len(done),
+            total=len(seqs),
+            prompt_tokens=sum(s.computed for s in seqs),
+            cached_tokens=sum(s.cache_hit for s in seqs),
+            generated_tokens=sum(len(s.output) for s in seqs),
+            errors=sum(1 for s in done if s.finish_reason == "error"),
+            elapsed_s=time.perf_counter() - started,
+        )

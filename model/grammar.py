@@ -1,0 +1,400 @@
+"""Grammar-constrained decoding with llguidance: compile `response_format`, mask logits per step.
+
+The engine's sampling step uses three things from here:
+
+    compiler = GrammarCompiler(tokenizer_json, eos_id, vocab_size=model_vocab)   # once per engine
+    state = GrammarState(compiler.compile(request.response_format), thinking=..., max_tokens=...)
+    fill_bitmasks(states, bitmask); apply_bitmask_(logits, bitmask)
+    token = state.advance(sampled_token)        # may steer to a shorter closing token, see below
+
+Budget steering. A weak or verbose model that runs out of `max_tokens` mid-object leaves
+truncated JSON. Each state keeps a *closing plan* (model/steering.py): tokens that take the current
+prefix to a complete, grammar-accepted output. Once the remaining budget comes within reach of the
+plan (the "window"), each sampled token is checked: it is kept only if a plan from the state after
+it still fits the remaining budget; otherwise the next plan token is committed instead and the
+state follows its plan to the end (its mask becomes one-hot). "A plan that fits exists" then holds
+at every step, so the output ends complete whenever the plan found at the start fits `max_tokens`
+(`CompiledGrammar.min_tokens`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import llguidance
+import llguidance.torch as llg_torch
+import numpy as np
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+
+# In place: disallowed logits (and padding past the mask) -> -inf; Triton on CUDA, torch otherwise.
+from flashbeam.kernels import apply_token_bitmask_ as apply_bitmask_
+from flashbeam.model.steering import JsonDepth, PlanVocab, closing_plan, sample_strings
+
+__all__ = [
+    "CompiledGrammar",
+    "GrammarCompiler",
+    "GrammarError",
+    "GrammarState",
+    "allocate_bitmask",
+    "apply_bitmask_",
+    "canonical_hash",
+    "fill_bitmasks",
+    "subschemas",
+]
+
+THINK_END = "</think>"
+# llguidance options: no free whitespace (a weak model can emit it forever) and readable separators.
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+_PLAN_LIMIT = 4096  # longest closing plan searched for at compile time
+# Outside the window (remaining budget > plan + _SLACK) the plan is refreshed every
+# _REPLAN_EVERY tokens; the slack covers how much the plan can grow in between.
+_REPLAN_EVERY = 8
+_SLACK = 48
+
+
+class GrammarError(ValueError):
+    """A response_format that cannot be compiled for constrained decoding."""
+
+
+class _Vocab:
+    """What every grammar of one tokenizer shares: the llguidance tokenizer and special ids."""
+
+    def __init__(self, tokenizer: str | HFTokenizer, eos_id: int, vocab_size: int | None):
+        hf = HFTokenizer.from_str(tokenizer) if isinstance(tokenizer, str) else tokenizer
+        self.n_tokens = hf.get_vocab_size(with_added_tokens=True)
+        self.n_vocab = vocab_size or self.n_tokens
+        if self.n_vocab < self.n_tokens:
+            raise ValueError(f"vocab_size {self.n_vocab} < tokenizer vocabulary {self.n_tokens}")
+        self.eos_id = eos_id
+        self.think_end_id = hf.token_to_id(THINK_END)
+        try:
+            self.lltok = llguidance.LLTokenizer(hf.to_str(), n_vocab=self.n_vocab, eos_token=eos_id)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # llguidance panics (a BaseException) on some vocabularies
+            raise ValueError(f"llguidance cannot use this tokenizer: {e}") from None
+        self.words = (self.n_vocab + 31) // 32
+        # Thinking rows: any real token but EOS (the answer must follow); padding rows never.
+        allowed = np.zeros(self.words * 32, dtype=bool)
+        allowed[: self.n_tokens] = True
+        allowed[eos_id] = False
+        self.free_row = torch.from_numpy(_pack_bits(allowed))
+        self.plan = PlanVocab(self.lltok, self.n_tokens, eos_id)
+
+    def one_hot(self, token: int) -> torch.Tensor:
+        row = torch.zeros(self.words, dtype=torch.int32)
+        bit = 1 << (token % 32)
+        row[token // 32] = bit - (1 << 32) if bit >= 1 << 31 else bit
+        return row
+
+
+def _pack_bits(allowed: np.ndarray) -> np.ndarray:
+    return np.packbits(allowed, bitorder="little").view(np.int32)
+
+
+def canonical_hash(obj: Any) -> str:
+    """sha256 of the sorted-keys, compact JSON form: equal schemas share one compiled grammar."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CompiledGrammar:
+    """One compiled response_format; shared by every sequence that uses the same schema."""
+
+    key: str
+    name: str
+    grammar: str
+    warnings: tuple[str, ...]
+    vocab: _Vocab = field(repr=False)
+    matcher: Any = field(repr=False)  # fresh llguidance.LLMatcher; sequences deep-copy it
+    start_plan: tuple[int, ...] = field(repr=False)
+    samples: tuple[bytes, ...] = field(repr=False)  # string contents for closing plans
+
+    @property
+    def min_tokens(self) -> int:
+        """Tokens of the shortest complete output found (0 when none was found)."""
+        return len(self.start_plan)
+
+
+class GrammarCompiler:
+    """Compiles response formats for one tokenizer, caching by canonical schema hash.
+
+    `tokenizer` is a tokenizer.json string or a `tokenizers.Tokenizer`; `vocab_size` is the model's
+    logits width when it pads the vocabulary (padding ids are never allowed). `lenient=True`
+    ignores schema keywords llguidance does not implement (the output is still validated later).
+    """
+
+    def __init__(
+        self,
+        tokenizer: str | HFTokenizer,
+        eos_id: int,
+        vocab_size: int | None = None,
+        *,
+        lenient: bool = False,
+    ):
+        self.vocab = _Vocab(tokenizer, eos_id, vocab_size)
+        self.lenient = lenient
+        self._cache: dict[str, CompiledGrammar] = {}
+
+    def compile(self, response_format: dict[str, Any]) -> CompiledGrammar:
+        name, schema = _schema_of(response_format)
+        key = canonical_hash(schema)
+        if key not in self._cache:
+            self._cache[key] = self._compile(name, schema, key)
+        return self._cache[key]
+
+    def _compile(self, name: str, schema: Any, key: str) -> CompiledGrammar:
+        options = dict(JSON_OPTIONS, coerce_one_of=True, lenient=self.lenient)
+        warnings = []
+        if _has_keyword(schema, "oneOf"):
+            warnings.append("oneOf is constrained as anyOf; validation checks exclusivity")
+        while True:
+            try:
+                grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=options)
+            except ValueError as e:
+                raise GrammarError(f'schema "{name}" is not a JSON object: {e}') from e
+            matcher = llguidance.LLMatcher(self.vocab.lltok, grammar, log_level=0)
+            error = matcher.get_error() if matcher.is_error() else ""
+            fmt = error.removeprefix("Unknown format: ").strip()
+            if fmt == error or not _has_format(schema, fmt):
+                break
+            # An unknown format is an annotation (JSON Schema 2020-12): generate plain strings.
+            warnings.append(f'format "{fmt}" is not constrained; validation checks it')
+            schema = _drop_format(schema, fmt)
+        if error:
+            raise GrammarError(
+                f'schema "{name}" cannot be used for constrained decoding: {error.strip()}. '
+                "Simplify the schema, or run unconstrained with validation and retries."
+            )
+        samples = sample_strings(schema, subschemas)
+        plan = closing_plan(matcher, JsonDepth(), self.vocab.plan, _PLAN_LIMIT, samples) or []
+        return CompiledGrammar(
+            key, name, grammar, tuple(warnings), self.vocab, matcher, tuple(plan), samples
+        )
+
+
+def _schema_of(response_format: dict[str, Any]) -> tuple[str, Any]:
+    kind = (response_format or {}).get("type")
+    if kind == "json_object":
+        return "json_object", {"type": "object"}
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        if "schema" not in spec:
+            raise GrammarError("response_format json_schema needs a 'schema'")
+        return spec.get("name", "schema"), spec["schema"]
+    raise GrammarError(
+        f"response_format type {kind!r} is not supported; use 'json_schema' or 'json_object'"
+    )
+
+
+# Keywords whose values are schemas, a list of schemas, or a name -> schema map.
+_SUB_SCHEMA = {"additionalProperties", "additionalItems", "contains", "not", "if", "then", "else",
+               "propertyNames", "unevaluatedItems", "unevaluatedProperties", "items"}  # fmt: skip
+_SCHEMA_LIST = {"allOf", "anyOf", "oneOf", "prefixItems", "items"}
+_SCHEMA_MAP = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
+               "dependencies"}  # fmt: skip
+
+
+def subschemas(schema: dict) -> Iterator[tuple[tuple[str | int, ...], dict]]:
+    """The direct subschemas of a schema object, each with its path below it."""
+    for k, v in schema.items():
+        if k in _SUB_SCHEMA and isinstance(v, dict):
+            yield (k,), v
+        elif k in _SCHEMA_LIST and isinstance(v, list):
+            yield from (((k, i), s) for i, s in enumerate(v) if isinstance(s, dict))
+        elif k in _SCHEMA_MAP and isinstance(v, dict):
+            yield from (((k, n), s) for n, s in v.items() if isinstance(s, dict))
+
+
+def _has_keyword(schema: Any, keyword: str) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    return keyword in schema or any(_has_keyword(s, keyword) for _, s in subschemas(schema))
+
+
+def _has_format(schema: Any, fmt: str) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    return schema.get("format") == fmt or any(_has_format(s, fmt) for _, s in subschemas(schema))
+
+
+def _drop_format(schema: Any, fmt: str) -> Any:
+    """A copy of `schema` without `"format": fmt` in any (sub)schema; data keywords untouched."""
+    schema = copy.deepcopy(schema)
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if node.get("format") == fmt:
+            del node["format"]
+        stack.extend(s for _, s in subschemas(node))
+    return schema
+
+
+class GrammarState:
+    """One sequence's position in its grammar.
+
+    With `thinking=True` tokens are free (except EOS) until `</think>`, then the grammar applies.
+    `max_tokens` (all generated tokens, thinking included) turns on budget steering.
+    """
+
+    def __init__(
+        self, compiled: CompiledGrammar, *, thinking: bool = False, max_tokens: int | None = None
+    ):
+        self.compiled = compiled
+        self.vocab = compiled.vocab
+        self.matcher = compiled.matcher.deep_copy()
+        if thinking and self.vocab.think_end_id is None:
+            raise GrammarError(f"thinking needs a {THINK_END} token, and the tokenizer has none")
+        self.thinking = thinking
+        self.max_tokens = max_tokens
+        self.n_tokens = 0
+        self.closing = False  # out of budget for anything but the plan: follow it to the end
+        self._scan = JsonDepth()
+        # The closing plan from the current state; stale after a token we did not check.
+        self._plan = [self.vocab.think_end_id] * self.thinking + list(compiled.start_plan)
+        self._plan_fresh = bool(compiled.start_plan)
+        self._steering = max_tokens is not None and bool(compiled.start_plan)
+        self._since_plan = 0
+
+    @property
+    def is_finished(self) -> bool:
+        """The output is complete: the grammar accepted and nothing but EOS may follow."""
+        return not self.thinking and self.matcher.is_stopped() and not self.matcher.is_error()
+
+    @property
+    def error(self) -> str | None:
+        if not self.matcher.is_error():
+            return None
+        return self.matcher.get_error() or "token rejected by the grammar"
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.max_tokens is None else self.max_tokens - self.n_tokens
+
+    def advance(self, token: int) -> int:
+        """Commit the sampled token and return the token actually committed: the sampled one, or
+        the next closing-plan token when keeping the sampled one would leave no room to finish."""
+        if self._steering and not self.is_finished:
+            token = self._steer(token)
+            if self._plan and self._plan[0] == token:
+                self._plan.pop(0)
+            else:
+                self._plan_fresh = False
+        self.n_tokens += 1
+        if self.thinking:
+            self.thinking = token != self.vocab.think_end_id
+            return token
+        self.matcher.consume_token(token)
+        self._scan.feed(self.vocab.lltok.decode_bytes([token]))
+        return token
+
+    def _steer(self, token: int) -> int:
+        if not self._plan:
+            return token
+        if self.closing:
+            return self._plan[0]
+        remaining = self.remaining
+        self._since_plan += 1
+        stale_in_window = remaining <= len(self._plan) + _SLACK
+        if not self._plan_fresh and (stale_in_window or self._since_plan >= _REPLAN_EVERY):
+            self._refresh(remaining)
+            if not self._steering:
+                return token
+        if remaining > len(self._plan) + _SLACK or token == self._plan[0]:
+            return token
+        # In the window: keep the token only if some plan still fits after it.
+        if len(self._plan) < remaining and self._completes(token, self._plan):
+            after = self._plan
+        else:
+            after = self._plan_after(token, remaining - 1)
+        if after is None:
+            self.closing = True
+            return self._plan[0]
+        self._plan = [token, *after]
+        return token
+
+    def _refresh(self, remaining: int) -> None:
+        """Make the plan fresh for the current state: keep it if it still finishes, else replan;
+        when nothing fits the budget any more, stop steering."""
+        if len(self._plan) > remaining or not self._completes(None, self._plan):
+            plan = self._plan_from(self.matcher, self._scan, remaining)
+            if plan is None:
+                self._steering, self._plan = False, []
+                return
+            self._plan = plan
+        self._plan_fresh, self._since_plan = True, 0
+
+    def _completes(self, token: int | None, plan: list[int]) -> bool:
+        """Whether `plan` finishes the output from this state, after `token` if given."""
+        if self.thinking:
+            return plan[:1] == [self.vocab.think_end_id] and token != self.vocab.eos_id
+        m = self.matcher.deep_copy()
+        if token is not None and not m.consume_token(token):
+            return False
+        return m.consume_tokens(plan) and m.is_stopped() and not m.is_error()
+
+    def _plan_after(self, token: int, limit: int) -> list[int] | None:
+        if self.thinking:  # a thinking token leaves the grammar where it was
+            return None if token == self.vocab.eos_id else self._plan_from(None, None, limit)
+        m = self.matcher.deep_copy()
+        if not m.consume_token(token):
+            return None
+        return self._plan_from(
+            m, self._scan.copy().feed(self.vocab.lltok.decode_bytes([token])), limit
+        )
+
+    def _plan_from(self, matcher, scan: JsonDepth, limit: int) -> list[int] | None:
+        if self.thinking:
+            plan = [self.vocab.think_end_id, *self.compiled.start_plan]
+            return plan if len(plan) <= limit else None
+        return closing_plan(matcher, scan, self.vocab.plan, limit, self.compiled.samples)
+
+    def mask_row(self) -> torch.Tensor | None:
+        """This step's row when llguidance need not compute it (thinking or closing), else None."""
+        if self.closing and self._plan:
+            return self.vocab.one_hot(self._plan[0])
+        if self.thinking:
+            return self.vocab.free_row
+        return None
+
+
+@cache
+def _executor() -> llguidance.LLExecutor:
+    return llguidance.LLExecutor()
+
+
+def allocate_bitmask(batch: int, vocab_size: int) -> torch.Tensor:
+    """An int32 [batch, ceil(vocab_size / 32)] CPU tensor (pinned when CUDA is there)."""
+    return llg_torch.allocate_token_bitmask(batch, vocab_size)
+
+
+def fill_bitmasks(states: list[GrammarState | None], bitmask: torch.Tensor) -> None:
+    """Write next-token masks for a batch into `bitmask` (int32 [B, ceil(V/32)], CPU, contiguous):
+    bit `t % 32` of word `t // 32` set means token t is allowed. Rows of None states allow all.
+    Grammar rows are computed by llguidance in parallel threads, outside the GIL."""
+    if bitmask.dtype != torch.int32 or bitmask.device.type != "cpu" or not bitmask.is_contiguous():
+        raise ValueError("bitmask must be a contiguous int32 CPU tensor")
+    pairs = []
+    for i, state in enumerate(states):
+        if state is None:
+            bitmask[i] = -1
+            continue
+        if bitmask.shape[1] != state.vocab.words:
+            raise ValueError(
+                f"bitmask has {bitmask.shape[1]} words, grammar needs {state.vocab.words}"
+            )
+        row = state.mask_row()
+        if row is None:
+            pairs.append((state.matcher, i))
+        else:
+            bitmask[i] = row
+    if pairs:
+        llg_torch.fill_next_token_bitmask_par(_executor(), pairs, bitmask)

@@ -1,0 +1,149 @@
+"""Generate, validate, retry: every request ends as a ValidatedResult, valid or with its reasons.
+
+Each round sends all of the round's failures to the engine in one `generate` call. A retry gets a
+new seed and the next temperature of the schedule; an output cut at `max_tokens` gets a larger
+budget (capped); with `feedback` the failed output and the validator's messages are appended to
+the chat as a correction turn. Engine errors (`finish_reason="error"`) are not retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from flashbeam.model.request import Request, Result
+from flashbeam.schemas.loading import response_format_for
+from flashbeam.schemas.validate import SchemaValidator
+
+
+class Generates(Protocol):
+    def generate(self, requests: list[Request]) -> list[Result]: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How failed outputs are retried.
+
+    Attempt 1 uses the request as given; attempt k >= 2 uses temperature
+    `max(request.temperature, retry_temperatures[min(k - 2, len - 1)])` and a seed derived from
+    the request's seed (or id) and k. `constrained=False` leaves requests without a
+    `response_format` unconstrained (validation and retries still apply).
+    """
+
+    max_attempts: int = 3
+    retry_temperatures: tuple[float, ...] = (0.7, 1.0)
+    length_growth: float = 2.0
+    max_tokens_cap: int = 8192
+    feedback: bool = False
+    constrained: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if not self.retry_temperatures or self.length_growth < 1:
+            raise ValueError("retry_temperatures must not be empty and length_growth must be >= 1")
+
+
+@dataclass
+class ValidatedResult:
+    """The outcome of one request after validation and retries."""
+
+    id: str
+    valid: bool
+    attempts: int
+    errors: list[str] = field(default_factory=list)  # the last validator messages; [] when valid
+    value: Any = None  # the parsed JSON value of the final output (None when it did not parse)
+    result: Result | None = None  # the engine's final Result
+
+
+def generate_validated(
+    engine: Generates,
+    requests: Sequence[Request],
+    schema: Any,
+    policy: RetryPolicy | None = None,
+) -> list[ValidatedResult]:
+    """Run `requests` on `engine`, validate each output against `schema` (any source
+    `load_schema` accepts) and retry failures; one ValidatedResult per request, in order."""
+    policy = policy or RetryPolicy()
+    validator = SchemaValidator(schema)
+    response_format = response_format_for(validator.schema)
+    current = [
+        dataclasses.replace(r, response_format=response_format)
+        if policy.constrained and r.response_format is None
+        else r
+        for r in requests
+    ]
+    outcomes: list[ValidatedResult | None] = [None] * len(current)
+    pending = list(range(len(current)))
+    attempt = 0
+    while pending and attempt < policy.max_attempts:
+        attempt += 1
+        batch = [current[i] for i in pending]
+        results = engine.generate(batch)
+        _check_results(batch, results)
+        retry = []
+        for i, result in zip(pending, results):
+            outcomes[i] = _evaluate(validator, result, attempt)
+            if not outcomes[i].valid and result.finish_reason != "error":
+                retry.append(i)
+        for i in retry:
+            current[i] = _next_request(requests[i], current[i], outcomes[i], attempt + 1, policy)
+        pending = retry
+    return outcomes  # type: ignore[return-value]
+
+
+def _check_results(batch: list[Request], results: list[Result]) -> None:
+    if len(results) != len(batch) or any(q.id != r.id for q, r in zip(batch, results)):
+        raise RuntimeError(
+            f"engine returned {len(results)} results for {len(batch)} requests, or out of order"
+        )
+
+
+def _evaluate(validator: SchemaValidator, result: Result, attempt: int) -> ValidatedResult:
+    if result.finish_reason == "error":
+        errors = [f"engine error: {result.error or 'unknown'}"]
+        return ValidatedResult(result.id, False, attempt, errors, None, result)
+    value, errors = validator.check(result.text)
+    if result.finish_reason == "length":
+        errors.insert(0, f"output stopped at the token limit ({len(result.token_ids)} tokens)")
+    return ValidatedResult(result.id, not errors, attempt, errors, value, result)
+
+
+def _next_request(
+    original: Request, last: Request, outcome: ValidatedResult, attempt: int, policy: RetryPolicy
+) -> Request:
+    temperature = policy.retry_temperatures[min(attempt - 2, len(policy.retry_temperatures) - 1)]
+    changes: dict[str, Any] = {
+        "seed": retry_seed(original, attempt),
+        "temperature": max(original.temperature, temperature),
+    }
+    if outcome.result is not None and outcome.result.finish_reason == "length":
+        grown = math.ceil(last.max_tokens * policy.length_growth)
+        changes["max_tokens"] = max(last.max_tokens, min(policy.max_tokens_cap, grown))
+    if policy.feedback and original.messages is not None:
+        changes["messages"] = [*original.messages, *_feedback_turns(outcome)]
+    return dataclasses.replace(last, **changes)
+
+
+def retry_seed(request: Request, attempt: int) -> int:
+    """A reproducible seed for `attempt` of `request`, distinct per attempt."""
+    base = request.seed if request.seed is not None else zlib.crc32(request.id.encode())
+    digest = hashlib.sha256(f"{base}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _feedback_turns(outcome: ValidatedResult) -> list[dict[str, str]]:
+    problems = "\n".join(f"- {e}" for e in outcome.errors)
+    return [
+        {"role": "assistant", "content": outcome.result.text if outcome.result else ""},
+        {
+            "role": "user",
+            "content": "That reply does not match the required JSON schema:\n"
+            f"{problems}\nReply again with only the corrected JSON.",
+        },
+    ]

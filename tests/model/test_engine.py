@@ -1,0 +1,184 @@
+"""Engine.generate: continuous batching, chunked prefill, exact prefix reuse, sampling, failures."""
+
+import pytest
+import torch
+
+from flashbeam.model import Engine, Request, tiny_config
+from flashbeam.model.random_init import write_random_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_random_checkpoint(tmp_path_factory.mktemp("tiny"), tiny_config("tiny"), seed=0)
+
+
+def make_engine(checkpoint, **options):
+    return Engine.load(checkpoint, **options)
+
+
+def tokens(n, seed):
+    return torch.randint(16, 500, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def doc_questions(docs=2, questions=3, doc_len=150, q_len=5):
+    """Document first, question last; interleaved so the engine must reorder them."""
+    ds = [tokens(doc_len + d, seed=100 + d) for d in range(docs)]
+    return [
+        Request(
+            id=f"d{d}q{q}", prompt_token_ids=ds[d] + tokens(q_len, seed=10 * d + q), max_tokens=6
+        )
+        for q in range(questions)
+        for d in range(docs)
+    ]
+
+
+def test_results_come_back_in_request_order_with_usage(checkpoint):
+    engine = make_engine(checkpoint)
+    reqs = [
+        Request(id=f"r{i}", prompt_token_ids=tokens(20 + 7 * i, i), max_tokens=4 + i)
+        for i in range(5)
+    ]
+    results = engine.generate(reqs)
+    assert [r.id for r in results] == [r.id for r in reqs]
+    for req, res in zip(reqs, results):
+        assert res.finish_reason in ("stop", "length")
+        assert res.usage.prompt_tokens == len(req.prompt_token_ids)
+        assert (
+            res.usage.prompt_cache_hit_tokens + res.usage.prompt_cache_miss_tokens
+            == res.usage.prompt_tokens
+        )
+        assert res.usage.completion_tokens == len(res.token_ids) <= req.max_tokens
+        if res.finish_reason == "length":
+            assert len(res.token_ids) == req.max_tokens
+
+
+def test_shared_prefixes_hit_the_cache_and_match_recomputation(checkpoint):
+    reqs = doc_questions()
+    cached = make_engine(checkpoint).generate(reqs)
+    uncached = make_engine(checkpoint, cache_bytes=0).generate(reqs)
+    assert [r.token_ids for r in cached] == [r.token_ids for r in uncached]
+    hits = {r.id: r.usage.prompt_cache_hit_tokens for r in cached}
+    # Documents of 150 and 151 tokens: the shared prefix ends mid compression window.
+    for d, doc_len in ((0, 150), (1, 151)):
+        assert sorted(hits[f"d{d}q{q}"] for q in range(3)) == [0, doc_len, doc_len]
+    assert all(r.usage.prompt_cache_hit_tokens == 0 for r in uncached)
+
+
+def test_a_repeated_prompt_reuses_all_but_its_last_token(checkpoint):
+    engine = make_engine(checkpoint)
+    req = Request(id="a", prompt_token_ids=tokens(90, 7), max_tokens=5)
+    first = engine.generate([req])[0]
+    again = engine.generate([req])[0]
+    assert again.usage.prompt_cache_hit_tokens == 89
+    assert again.token_ids == first.token_ids
+
+
+def test_small_cache_budget_evicts_but_stays_exact(checkpoint):
+    engine = make_engine(checkpoint, cache_bytes=60_000)
+    reqs = doc_questions(docs=3, questions=2)
+    results = engine.generate(reqs)
+    assert engine.cache.used_bytes <= 60_000
+    assert engine.cache.num_pinned == 0
+    reference = make_engine(checkpoint, cache_bytes=0).generate(reqs)
+    assert [r.token_ids for r in results] == [r.token_ids for r in reference]
+
+
+def test_chunked_prefill_and_small_batches_give_the_same_tokens(checkpoint):
+    reqs = [
+        Request(id=f"r{i}", prompt_token_ids=tokens(40 + 61 * i, 30 + i), max_tokens=6)
+        for i in range(6)
+    ]
+    roomy = make_engine(checkpoint, cache_bytes=0).generate(reqs)
+    tight = make_engine(checkpoint, cache_bytes=0, max_batch_tokens=16, max_batch_size=2).generate(
+        reqs
+    )
+    alone = [make_engine(checkpoint, cache_bytes=0).generate([r])[0] for r in reqs]
+    assert (
+        [r.token_ids for r in roomy] == [r.token_ids for r in tight] == [r.token_ids for r in alone]
+    )
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(checkpoint):
+    engine = make_engine(checkpoint)
+    sampled = Request(
+        id="s",
+        prompt_token_ids=tokens(30, 3),
+        max_tokens=8,
+        temperature=1.0,
+        top_p=0.9,
+        top_k=50,
+        seed=1234,
+    )
+    others = [
+        Request(
+            id=f"o{i}",
+            prompt_token_ids=tokens(25 + i, 50 + i),
+            max_tokens=8,
+            temperature=0.7,
+            seed=i,
+        )
+        for i in range(4)
+    ]
+    alone = engine.generate([sampled])[0]
+    batched = engine.generate(others[:2] + [sampled] + others[2:])[2]
+    assert alone.token_ids == batched.token_ids
+    other_seed = engine.generate([Request(**{**sampled.__dict__, "seed": 99})])[0]
+    assert other_seed.token_ids != alone.token_ids
+
+
+def test_stop_strings_cut_the_text(checkpoint):
+    engine = make_engine(checkpoint)
+    base = Request(id="x", prompt_token_ids=tokens(20, 4), max_tokens=12, ignore_eos=True)
+    full = engine.generate([base])[0]
+    stop = full.text[len(full.text) // 2 :][:3]
+    assert stop
+    cut = engine.generate([Request(**{**base.__dict__, "stop": [stop]})])[0]
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.find(stop)]
+    assert stop not in cut.text
+
+
+def test_bad_requests_fail_alone(checkpoint):
+    engine = make_engine(checkpoint)
+    context = engine.model.config.max_position_embeddings
+    reqs = [
+        Request(id="ok", prompt_token_ids=tokens(10, 1), max_tokens=3),
+        Request(id="long", prompt_token_ids=[20] * context),
+        Request(id="role", messages=[{"role": "robot", "content": "hi"}]),
+        Request(id="vocab", prompt_token_ids=[10**6]),
+        Request(id="none"),
+        Request(id="zero", prompt_token_ids=[5, 6], max_tokens=0),
+    ]
+    results = {r.id: r for r in engine.generate(reqs)}
+    assert results["ok"].finish_reason in ("stop", "length") and results["ok"].error is None
+    assert "context" in results["long"].error and "shorten" in results["long"].error
+    assert "robot" in results["role"].error
+    assert "outside the vocabulary" in results["vocab"].error
+    assert "messages or prompt_token_ids" in results["none"].error
+    assert "max_tokens" in results["zero"].error
+    assert all(results[k].finish_reason == "error" for k in results if k != "ok")
+
+
+def test_messages_use_the_v4_chat_format_and_thinking_mode(checkpoint):
+    engine = make_engine(checkpoint)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    chat = engine.generate([Request(id="c", messages=messages, max_tokens=4)])[0]
+    think = engine.generate(
+        [Request(id="t", messages=messages, max_tokens=4, thinking={"type": "enabled"})]
+    )[0]
+    tok = engine.tokenizer
+    chat_prompt = tok.encode("<｜begin▁of▁sentence｜>Be brief.<｜User｜>Hi<｜Assistant｜></think>")
+    assert chat.usage.prompt_tokens == len(chat_prompt)
+    assert think.usage.prompt_tokens == len(chat_prompt)  # <think> instead of </think>
+    if (
+        tok.think_end_id not in think.token_ids
+    ):  # the reasoning never closed: all of it is reasoning
+        assert think.text == "" and think.reasoning_content is not None
+
+
+def test_progress_reports_every_request(checkpoint):
+    seen = []
+    reqs = doc_questions(docs=1, questions=2)
+    make_engine(checkpoint).generate(reqs, progress=seen.append)
+    assert seen[-1].finished == seen[-1].total == 2
+    assert seen[-1].cached_tokens > 0 and seen[-1].generated_tokens > 0
