@@ -83,10 +83,39 @@ def indexer_topk_reference(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain torch, fp32 scores; queries run in blocks so the gathered keys stay bounded."""
     _check(q, weights, keys, key_start, key_end, k)
-    n, hi, di = q.shape
+    n = q.shape[0]
     count = (key_end.long() - key_start.long()).clamp(min=0)
     w = int(count.max()) if n else 0
     scores = torch.full((n, w), float("-inf"), device=q.device)
+    starts, runs = torch.unique_consecutive(key_start.long(), return_counts=True)
+    if n and len(runs) * 8 <= n:  # long runs of queries over one key range (prefill): GEMMs
+        _score_runs(q, weights, keys, starts.tolist(), runs.tolist(), count, scores)
+    else:
+        _score_gathered(q, weights, keys, key_start, count, scores)
+    return select_topk(scores, key_start, count, k)
+
+
+def _score_runs(q, weights, keys, starts, runs, count, scores) -> None:
+    """Queries sharing a key range (one sequence's prefill chunk) score it with one matmul."""
+    row = 0
+    for start, run in zip(starts, runs):
+        width = int(count[row : row + run].max())
+        if width:
+            block = keys[start : start + width].float()
+            step = max(1, _SCORE_BUDGET_BYTES // max(1, width * q.shape[1] * 4))
+            for s in range(row, row + run, step):
+                e = min(row + run, s + step)
+                logits = torch.einsum("nhd,wd->nhw", q[s:e].float(), block).relu_()
+                score = torch.einsum("nhw,nh->nw", logits, weights[s:e].float())
+                visible = torch.arange(width, device=q.device)[None, :] < count[s:e, None]
+                scores[s:e, :width] = score.masked_fill(~visible, float("-inf"))
+        row += run
+
+
+def _score_gathered(q, weights, keys, key_start, count, scores) -> None:
+    """Queries with their own key ranges (batched decode): gather each query's keys."""
+    n, hi, di = q.shape
+    w = scores.shape[1]
     cols = torch.arange(w, device=q.device)
     step = max(1, _SCORE_BUDGET_BYTES // max(1, w * (di + hi) * 4))
     for s in range(0, n, step):
@@ -96,7 +125,6 @@ def indexer_topk_reference(
         logits = torch.einsum("nhd,nwd->nhw", q[s:e].float(), keys[rows].float())
         score = torch.einsum("nhw,nh->nw", logits.relu(), weights[s:e].float())
         scores[s:e] = score.masked_fill(~visible, float("-inf"))
-    return select_topk(scores, key_start, count, k)
 
 
 def indexer_topk_triton(

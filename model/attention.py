@@ -50,55 +50,87 @@ class Compressor(nn.Module):
     def forward(
         self, x: torch.Tensor, starts: list[int], states: list[CompressorState]
     ) -> list[CompressorState]:
-        """Append the tokens of x [B,S,D] (sequence b starting at starts[b]) to each state."""
-        # Projections and pooling run in fp32 (pitfall 11).
-        kv = F.linear(x.float(), self.wkv.weight.float())
-        gate = F.linear(x.float(), self.wgate.weight.float())
-        seq = x.shape[1]
-        new_states = []
-        for b, (start, state) in enumerate(zip(starts, states)):
-            slot = torch.arange(start, start + seq, device=x.device) % self.ratio
-            rows_kv = torch.cat((state.buf_kv, kv[b]))
-            rows_gate = torch.cat((state.buf_gate, gate[b] + self.ape.float()[slot]))
-            new_states.append(self._pool(start, state, rows_kv, rows_gate, x.dtype))
-        return new_states
+        """Append the tokens of x [B,S,D] (sequence b starting at starts[b]) to each state.
 
-    def _pool(self, start, state, rows_kv, rows_gate, dtype) -> CompressorState:
-        r = self.ratio
-        n_windows = rows_kv.shape[0] // r
-        done = n_windows * r
-        if n_windows == 0:
-            return CompressorState(
-                state.entries, rows_kv, rows_gate, state.prev_kv, state.prev_gate
-            )
-        win_kv = rows_kv[:done].view(n_windows, r, -1)
-        win_gate = rows_gate[:done].view(n_windows, r, -1)
-        prev_kv, prev_gate = state.prev_kv, state.prev_gate
+        Per sequence only the bookkeeping runs (buffer rows, which windows complete); the pooling
+        of every window completed in this step, over all sequences, is one batched computation.
+        """
+        r, seq = self.ratio, x.shape[1]
+        # Projections and pooling run in fp32 (pitfall 11); the position bias by slot in window.
+        kv = F.linear(x.float(), self.wkv.weight.float())
+        slot = (
+            torch.tensor(starts, device=x.device)[:, None] + torch.arange(seq, device=x.device)
+        ) % r
+        gate = F.linear(x.float(), self.wgate.weight.float()) + self.ape.float()[slot]
+        windows_kv, windows_gate, prior_kv, prior_gate, firsts, counts = [], [], [], [], [], []
+        rest = []
+        for b, (start, state) in enumerate(zip(starts, states)):
+            rows_kv = torch.cat((state.buf_kv, kv[b]))
+            rows_gate = torch.cat((state.buf_gate, gate[b]))
+            n = rows_kv.shape[0] // r
+            done = n * r
+            rest.append((rows_kv[done:], rows_gate[done:]))
+            counts.append(n)
+            if n == 0:
+                continue
+            firsts.append(torch.arange(start // r, start // r + n, device=x.device))
+            windows_kv.append(rows_kv[:done].view(n, r, -1))
+            windows_gate.append(rows_gate[:done].view(n, r, -1))
+            if self.overlap:
+                pk, pg = self._prior(state, windows_kv[-1], windows_gate[-1])
+                prior_kv.append(pk)
+                prior_gate.append(pg)
+        if not firsts:
+            return [
+                CompressorState(s.entries, kv_rest, gate_rest, s.prev_kv, s.prev_gate)
+                for s, (kv_rest, gate_rest) in zip(states, rest)
+            ]
+        win_kv, win_gate = torch.cat(windows_kv), torch.cat(windows_gate)
         if self.overlap:
             d = self.dim
-            if prev_kv is None:  # no earlier window: its slots get weight 0
-                prev_kv = win_kv.new_zeros(r, d)
-                prev_gate = win_gate.new_full((r, d), float("-inf"))
-            prior_kv = torch.cat((prev_kv[None], win_kv[:-1, :, :d]))
-            prior_gate = torch.cat((prev_gate[None], win_gate[:-1, :, :d]))
-            slots_kv = torch.cat((prior_kv, win_kv[:, :, d:]), dim=1)
-            slots_gate = torch.cat((prior_gate, win_gate[:, :, d:]), dim=1)
-            prev_kv, prev_gate = win_kv[-1, :, :d], win_gate[-1, :, :d]
+            slots_kv = torch.cat((torch.cat(prior_kv), win_kv[..., d:]), dim=1)
+            slots_gate = torch.cat((torch.cat(prior_gate), win_gate[..., d:]), dim=1)
         else:
             slots_kv, slots_gate = win_kv, win_gate
         pooled = (slots_kv * slots_gate.softmax(dim=1)).sum(dim=1)
-        entries = self.norm(pooled.to(dtype))
-        first = start // r
-        positions = torch.arange(first, first + n_windows, device=entries.device) * r
-        cos, sin = rope_angles(positions, self.inv_freq)
-        entries = apply_rope(entries, cos, sin)
-        return CompressorState(
-            torch.cat((state.entries, entries)),
-            rows_kv[done:],
-            rows_gate[done:],
-            prev_kv,
-            prev_gate,
+        entries = self.norm(pooled.to(x.dtype))
+        cos, sin = rope_angles(torch.cat(firsts) * r, self.inv_freq)
+        entries = apply_rope(entries, cos, sin).split(counts)
+        return [
+            self._advance(s, new, kv_rest, gate_rest, wk, wg)
+            for s, new, (kv_rest, gate_rest), wk, wg in zip(
+                states, entries, rest, *self._last_windows(counts, win_kv, win_gate)
+            )
+        ]
+
+    def _prior(self, state, win_kv, win_gate):
+        """The A halves each new window pools first: the previous window's (-inf if none)."""
+        r, d = self.ratio, self.dim
+        prev_kv, prev_gate = state.prev_kv, state.prev_gate
+        if prev_kv is None:  # no earlier window: its slots get weight 0
+            prev_kv = win_kv.new_zeros(r, d)
+            prev_gate = win_gate.new_full((r, d), float("-inf"))
+        return (
+            torch.cat((prev_kv[None], win_kv[:-1, :, :d])),
+            torch.cat((prev_gate[None], win_gate[:-1, :, :d])),
         )
+
+    def _last_windows(self, counts, win_kv, win_gate):
+        """Per sequence, the A halves of its last window completed in this step (or None)."""
+        d, ends, kvs, gates = self.dim, 0, [], []
+        for n in counts:
+            ends += n
+            last = ends - 1 if n and self.overlap else None
+            kvs.append(None if last is None else win_kv[last, :, :d])
+            gates.append(None if last is None else win_gate[last, :, :d])
+        return kvs, gates
+
+    @staticmethod
+    def _advance(state, new, kv_rest, gate_rest, last_kv, last_gate) -> CompressorState:
+        entries = torch.cat((state.entries, new)) if new.shape[0] else state.entries
+        if last_kv is None:
+            last_kv, last_gate = state.prev_kv, state.prev_gate
+        return CompressorState(entries, kv_rest, gate_rest, last_kv, last_gate)
 
 
 class Indexer(nn.Module):

@@ -8,6 +8,9 @@ from torch import nn
 
 from .config import ModelConfig
 
+# Up to this many tokens (decode steps), routing runs as dense matmuls over all experts.
+DENSE_ROUTING_TOKENS = 256
+
 
 class Gate(nn.Module):
     """Router. Scores are sqrt(softplus(x·Wᵀ)) in fp32 (pitfall 16); the selection bias only picks
@@ -70,10 +73,32 @@ class MoE(nn.Module):
         shape = x.shape
         flat, ids = x.reshape(-1, shape[-1]), ids.reshape(-1)
         chosen, weights = self.gate(flat, ids)
-        routed = torch.zeros(flat.shape, dtype=torch.float32, device=x.device)
+        if flat.shape[0] <= DENSE_ROUTING_TOKENS:
+            routed = self._all_experts(flat, chosen, weights)
+        else:
+            routed = self._grouped_experts(flat, chosen, weights)
+        # Routed sum in fp32, plus the shared expert, one cast at the end (pitfall 20).
+        return (routed + self.shared_experts(flat).float()).to(x.dtype).view(shape)
+
+    def _grouped_experts(self, flat, chosen, weights) -> torch.Tensor:
+        """Each expert runs once on the tokens routed to it."""
+        routed = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
         for e in torch.unique(chosen).tolist():
             token, slot = torch.nonzero(chosen == e, as_tuple=True)
             out = self.experts[e](flat[token], weights[token, slot])
             routed.index_add_(0, token, out.float())
-        # Routed sum in fp32, plus the shared expert, one cast at the end (pitfall 20).
-        return (routed + self.shared_experts(flat).float()).to(x.dtype).view(shape)
+        return routed
+
+    def _all_experts(self, flat, chosen, weights) -> torch.Tensor:
+        """A few tokens (decode): every expert on every token in three batched matmuls, with
+        zero weight where the token is not routed; cheaper than a Python loop over experts."""
+        first = self.experts[0]
+        w1 = torch.stack([e.w1.weight for e in self.experts])
+        w3 = torch.stack([e.w3.weight for e in self.experts])
+        w2 = torch.stack([e.w2.weight for e in self.experts])
+        route = torch.zeros(flat.shape[0], len(self.experts), device=flat.device)
+        route.scatter_add_(1, chosen, weights)
+        gate = torch.einsum("td,eid->tei", flat, w1).float().clamp(max=first.limit)
+        up = torch.einsum("td,eid->tei", flat, w3).float().clamp(-first.limit, first.limit)
+        h = F.silu(gate) * up * route.unsqueeze(-1)
+        return torch.einsum("tei,edi->td", h.to(flat.dtype), w2).float()

@@ -1,0 +1,193 @@
+"""`flashbeam bench pipeline`: framework overhead and the effect of prefix grouping.
+
+Workload: `documents` synthetic documents of about `doc_tokens` tokens, `questions` questions
+each (a prefix-heavy job: every question repeats its document), free-text answers of
+`max_tokens` tokens, on a random-weight tiny checkpoint. Three timed runs, each on a fresh
+engine (empty prefix cache):
+
+- engine: the pipeline's own requests (same prompts) in one `Engine.generate` call;
+- pipeline: the whole job through the DirectRunner, prefix grouping on;
+- ungrouped: the same job with grouping off (requests scattered over engine calls).
+
+`requests_per_call` below the job's request count and a prefix cache (`cache_bytes`, default
+4 MiB: the states of a few documents of the tiny model) that cannot hold every document model a
+worker that sees far more documents than fit its memory: there, a document's questions are
+served from the cache reliably only when they reach the engine together. Wall times include
+Beam's start-up and writing the Parquet files.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flashbeam.model.config import tiny_config
+from flashbeam.model.random_init import write_random_checkpoint
+
+from .config import (
+    ChunkingConfig,
+    EngineConfig,
+    GroupingConfig,
+    InputConfig,
+    OutputConfig,
+    PipelineConfig,
+    TaskConfig,
+)
+from .handler import engine_for, release_engines
+from .prompts import document_requests
+from .readers import read_file
+from .records import Document
+from .run import run_pipeline
+from .sharding import shard_document, tokenizer_for
+
+_WORDS = (
+    "invoice", "payment", "contract", "vendor", "customer", "total", "amount", "due", "date",
+    "shipment", "order", "report", "revenue", "quarter", "staffing", "incident", "roadmap",
+    "project", "budget", "forecast", "signed", "agreed", "term", "service", "delivery",
+    "account", "balance", "tax", "discount", "item", "quantity", "price", "currency", "team",
+)  # fmt: skip
+
+
+def bench_pipeline(
+    documents: int = 16,
+    questions: int = 4,
+    doc_tokens: int = 2048,
+    max_tokens: int = 16,
+    requests_per_call: int = 16,
+    cache_bytes: int = 4 << 20,
+    preset: str = "tiny",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Docs/s and tokens/s of the pipeline vs the engine alone, and grouping on vs off."""
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        checkpoint = str(write_random_checkpoint(root / "ckpt", tiny_config(preset), seed=0))
+        engine = EngineConfig(
+            model=checkpoint,
+            max_batch_size=requests_per_call,
+            cache_bytes=cache_bytes,
+            torch_threads=threads,
+        )
+        _write_documents(root / "docs.jsonl", documents, doc_tokens, tokenizer_for(checkpoint))
+        task = TaskConfig(
+            kind="generate",
+            instructions="Answer the question about the document in one sentence.",
+            questions=tuple(
+                f"Question {q + 1}: what does the document say?" for q in range(questions)
+            ),  # fmt: skip
+            max_tokens=max_tokens,
+            chunking=ChunkingConfig(max_tokens=None),
+        )
+
+        def config(name: str, grouped: bool) -> PipelineConfig:
+            out = root / name
+            return PipelineConfig(
+                input=InputConfig(str(root / "docs.jsonl")),
+                output=OutputConfig(str(out / "results"), str(out / "errors")),
+                task=task,
+                engine=engine,
+                grouping=GroupingConfig(
+                    enabled=grouped,
+                    max_group_requests=requests_per_call,
+                    requests_per_call=requests_per_call,
+                ),
+            )
+
+        _warm_up(engine)
+        direct = _run_engine_only(root / "docs.jsonl", task, engine)
+        grouped = _run_pipeline(config("grouped", True))
+        ungrouped = _run_pipeline(config("ungrouped", False))
+    return {
+        "benchmark": "pipeline",
+        "workload": {
+            "documents": documents,
+            "questions": questions,
+            "doc_tokens": doc_tokens,
+            "max_tokens": max_tokens,
+            "requests_per_call": requests_per_call,
+            "cache_bytes": cache_bytes,
+            "preset": preset,
+            "runner": "DirectRunner",
+            "threads": torch.get_num_threads(),
+        },
+        "engine": direct,
+        "pipeline": grouped,
+        "ungrouped": ungrouped,
+        "pipeline_vs_engine": grouped["docs_per_s"] / direct["docs_per_s"],
+        "grouping_speedup": ungrouped["wall_s"] / grouped["wall_s"],
+        "cache_hit_ratio": grouped["cache_hit_ratio"],
+        "cache_hit_ratio_ungrouped": ungrouped["cache_hit_ratio"],
+    }
+
+
+def _write_documents(path: Path, n: int, tokens: int, tokenizer) -> None:
+    rng = random.Random(0)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            words = [f"Document {i}."]
+            while len(tokenizer.encode(" ".join(words))) < tokens:
+                words.extend(rng.choice(_WORDS) for _ in range(32))
+            text = " ".join(words)
+            offsets = tokenizer.backend.encode(text, add_special_tokens=False).offsets
+            f.write(json.dumps({"text": text[: offsets[tokens - 1][1]]}) + "\n")
+
+
+def _warm_up(engine: EngineConfig) -> None:
+    """One small pipeline-free generate, so no measured run pays torch's first-call costs."""
+    from flashbeam.model.request import Request
+
+    engine_for(engine).generate([Request(id="w", messages=[{"role": "user", "content": "hi"}],
+                                         max_tokens=2)])  # fmt: skip
+    release_engines()
+
+
+def _run_engine_only(path: Path, task: TaskConfig, engine: EngineConfig) -> dict[str, Any]:
+    config = InputConfig(str(path))
+    docs = [r for r in read_file(str(path), config, "") if isinstance(r, Document)]
+    tokenizer = tokenizer_for(engine.model)
+    requests = [
+        p.request
+        for doc in docs
+        for chunk in shard_document(doc, tokenizer, None, 0)
+        for p in document_requests(chunk, task)
+    ]
+    shared = engine_for(engine)
+    started = time.perf_counter()
+    results = shared.generate(requests)
+    wall = time.perf_counter() - started
+    release_engines()
+    prompt = sum(r.usage.prompt_tokens for r in results)
+    cached = sum(r.usage.prompt_cache_hit_tokens for r in results)
+    completion = sum(r.usage.completion_tokens for r in results)
+    return _rates(len(docs), wall, prompt, cached, completion)
+
+
+def _run_pipeline(config: PipelineConfig) -> dict[str, Any]:
+    report = run_pipeline(config, [])
+    release_engines()
+    m = report.metrics
+    documents = m.records_in
+    return _rates(documents, report.duration_s, m.prompt_tokens, m.cached_tokens,
+                  m.completion_tokens)  # fmt: skip
+
+
+def _rates(docs: int, wall: float, prompt: int, cached: int, completion: int) -> dict[str, Any]:
+    return {
+        "wall_s": wall,
+        "docs_per_s": docs / wall,
+        "tokens_per_s": (prompt + completion) / wall,  # prompt tokens count, cached or not
+        "computed_tokens_per_s": (prompt - cached + completion) / wall,
+        "completion_tokens_per_s": completion / wall,
+        "prompt_tokens": prompt,
+        "cached_tokens": cached,
+        "completion_tokens": completion,
+        "cache_hit_ratio": cached / prompt if prompt else 0.0,
+    }

@@ -1,0 +1,180 @@
+"""The typed configuration of one pipeline: what to read, what to ask, which engine, where to write.
+
+A job spec (YAML, issue 6) is validated into these dataclasses; the Beam transforms take them as
+plain values, so they pickle to workers unchanged. Every field has a working default except the
+input and output locations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flashbeam.schemas import RetryPolicy, load_schema
+
+InputFormat = Literal["jsonl", "parquet", "text", "openai_batch"]
+TaskKind = Literal["extract", "summarize", "classify", "generate"]
+MergeRule = Literal["first_non_null", "last_non_null", "most_common", "concat_unique", "min", "max"]
+MERGE_RULES: tuple[str, ...] = MergeRule.__args__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """`path` is a file or glob (local or any Beam filesystem: gs://, s3://, hdfs://).
+
+    JSONL and Parquet take the document from `text_field` and the id from `id_field` (when
+    None, the id is `<path relative to the glob's base>:<line or row>`); text files are one
+    document each (id: the relative path); OpenAI batch lines use `custom_id`.
+    """
+
+    path: str
+    format: InputFormat = "jsonl"
+    text_field: str = "text"
+    id_field: str | None = None
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    """Documents over `max_tokens` tokens are split into chunks of at most `max_tokens` tokens
+    that overlap by `overlap_tokens`; `max_tokens=None` sends every document whole."""
+
+    max_tokens: int | None = 4096
+    overlap_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 16:
+            raise ValueError(f"chunking.max_tokens must be >= 16 or None, got {self.max_tokens}")
+        limit = self.max_tokens // 2 if self.max_tokens else None
+        if self.overlap_tokens < 0 or (limit is not None and self.overlap_tokens > limit):
+            raise ValueError(
+                f"chunking.overlap_tokens must be between 0 and half of max_tokens ({limit}), "
+                f"got {self.overlap_tokens}"
+            )
+
+
+@dataclass(frozen=True)
+class ReduceConfig:
+    """How the outputs of a chunked document's parts become one output.
+
+    `mode="prompt"` asks the model again with `instructions` over the parts' outputs (summaries
+    summarized again, for up to `rounds` levels); `mode="merge"` merges the parts' JSON objects
+    field by field: `rules` maps a top-level property to a rule, `default_rule` covers the rest
+    (None: arrays `concat_unique`, everything else `most_common`). `on_part_error="fail"` turns a
+    document with any failed part into an error row; `"skip"` reduces the parts that succeeded
+    and records the number of failed parts in the row.
+    """
+
+    mode: Literal["auto", "prompt", "merge"] = "auto"
+    instructions: str | None = None
+    rules: dict[str, MergeRule] = field(default_factory=dict)
+    default_rule: MergeRule | None = None
+    rounds: int = 3
+    on_part_error: Literal["fail", "skip"] = "fail"
+
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.rules.items() if v not in MERGE_RULES}
+        if bad or (self.default_rule is not None and self.default_rule not in MERGE_RULES):
+            raise ValueError(
+                f"reduce rules {bad or self.default_rule} are not merge rules; use one of "
+                f"{', '.join(MERGE_RULES)}"
+            )
+        if self.rounds < 1:
+            raise ValueError(f"reduce.rounds must be >= 1, got {self.rounds}")
+
+    def mode_for(self, kind: TaskKind, has_schema: bool) -> Literal["prompt", "merge"]:
+        """The mode in effect: merging needs JSON outputs, so free text is always reduced by
+        prompt; "auto" merges extractions and classifications and prompts the rest."""
+        if not has_schema:
+            return "prompt"
+        if self.mode != "auto":
+            return self.mode
+        return "merge" if kind in ("extract", "classify") else "prompt"
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What to ask about each document.
+
+    The prompt is `instructions` (system, with the JSON Schema attached when `schema_in_prompt`),
+    then the document rendered by `document_template` (`{document}`, `{id}`, `{part}`,
+    `{parts}`), then one request per entry of `questions` (None: the kind's default question).
+    `schema` is anything `flashbeam.schemas.load_schema` accepts; None means free text.
+    """
+
+    kind: TaskKind = "extract"
+    schema: Any = None
+    instructions: str | None = None
+    document_template: str = "{document}"
+    questions: tuple[str, ...] | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+    thinking: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    schema_in_prompt: bool = True
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)
+
+    def __post_init__(self) -> None:
+        if self.schema is not None and not isinstance(self.schema, dict):
+            object.__setattr__(self, "schema", load_schema(self.schema))
+        elif self.schema is not None:
+            load_schema(self.schema)  # raises SchemaError naming the problem
+        if self.questions is not None:
+            object.__setattr__(self, "questions", tuple(self.questions))
+            if not self.questions:
+                raise ValueError("task.questions is empty; leave it out for the default question")
+        if self.max_tokens < 1:
+            raise ValueError(f"task.max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The engine each worker process loads once (see `pipelines.handler.engine_for`).
+
+    `torch_threads` caps intra-op threads; set 1 when several worker processes share few cores.
+    """
+
+    model: str = "tiny"
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_batch_tokens: int = 2048
+    max_batch_size: int = 64
+    cache_bytes: int = 1 << 30
+    torch_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class GroupingConfig:
+    """Requests are keyed by the fingerprint of their `block_tokens`-aligned shared prompt
+    prefix; a key's requests go to one worker in groups of at most `max_group_requests`, and
+    one engine call takes about `requests_per_call` requests (whole groups).
+    `enabled=False` scatters requests instead (the benchmark's baseline)."""
+
+    enabled: bool = True
+    block_tokens: int = 128
+    max_group_requests: int = 64
+    requests_per_call: int = 64
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Result and error Parquet files are written as `<results>-SSSSS-of-NNNNN.parquet` and
+    `<errors>-...`. `metadata_prefix` is put before the metadata column names (id, valid, ...)
+    when they would collide with the schema's properties."""
+
+    results: str
+    errors: str
+    num_shards: int = 0
+    row_group_bytes: int = 64 << 20
+    record_batch_rows: int = 1000
+    codec: str = "snappy"
+    metadata_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    input: InputConfig
+    output: OutputConfig
+    task: TaskConfig = field(default_factory=TaskConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)

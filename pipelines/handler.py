@@ -1,0 +1,146 @@
+"""Beam ModelHandlers over the Engine, one engine per worker process.
+
+`engine_for(config)` loads the engine the first time a process asks for it and hands the same
+`SharedEngine` to every later caller, every thread and every RunInference step of the pipeline
+(map and reduce rounds share one copy of the weights). Calls into it are serialized: the
+engine batches internally and its prefix cache is not thread-safe.
+
+- `EngineModelHandler`: `Request` in, `Result` out; use it with Beam's own `RunInference`:
+
+      results = requests | RunInference(EngineModelHandler(EngineConfig(model="/ckpt")))
+
+- `PromptGroupHandler`: groups of `PromptRequest`s that share a prefix in, their validated
+  `RequestOutcome`s out; one engine call takes whole groups. `RunEngine` uses it.
+
+`EngineConfig.share_across_processes` is not offered: on a GPU worker run one SDK process per
+GPU instead (see RUNNERS.md), so the one process holds the one engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from apache_beam.ml.inference.base import ModelHandler
+
+from flashbeam.model.engine import Engine
+from flashbeam.model.request import Request, Result
+
+from .config import EngineConfig, TaskConfig
+from .metrics import NAMESPACE
+from .records import PromptRequest, RequestOutcome
+from .validate import run_prompts
+
+_engines: dict[EngineConfig, SharedEngine] = {}
+_engines_lock = threading.Lock()
+
+
+class SharedEngine:
+    """One process's engine; `generate` calls from several threads run one at a time."""
+
+    def __init__(self, engine: Engine, name: str):
+        self.engine = engine
+        self.name = name
+        self._lock = threading.Lock()
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    def generate(self, requests: list[Request], progress=None) -> list[Result]:
+        with self._lock:
+            return self.engine.generate(requests, progress)
+
+
+def engine_for(config: EngineConfig) -> SharedEngine:
+    """The process's engine for `config`, loaded on first use."""
+    with _engines_lock:
+        if config not in _engines:
+            if config.torch_threads:
+                torch.set_num_threads(config.torch_threads)
+            dtype = getattr(torch, config.dtype, None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(
+                    f"engine.dtype {config.dtype!r} is not a torch dtype; use float32, "
+                    "bfloat16 or float16"
+                )
+            engine = Engine.load(
+                config.model,
+                device=config.device,
+                dtype=dtype,
+                max_batch_tokens=config.max_batch_tokens,
+                max_batch_size=config.max_batch_size,
+                cache_bytes=config.cache_bytes,
+            )
+            _engines[config] = SharedEngine(engine, config.model)
+        return _engines[config]
+
+
+def release_engines() -> None:
+    """Forget this process's engines (the next `engine_for` loads afresh, with a cold cache)."""
+    with _engines_lock:
+        _engines.clear()
+
+
+class EngineModelHandler(ModelHandler[Request, Result, SharedEngine]):
+    """RunInference over `Request`s: each batch is one `Engine.generate` call."""
+
+    def __init__(self, config: EngineConfig, batch_size: int = 64, **batching: Any):
+        batching.setdefault("min_batch_size", batch_size)
+        batching.setdefault("max_batch_size", batch_size)
+        super().__init__(**batching)
+        self.config = config
+
+    def load_model(self) -> SharedEngine:
+        return engine_for(self.config)
+
+    def run_inference(
+        self,
+        batch: Sequence[Request],
+        model: SharedEngine,
+        inference_args: dict[str, Any] | None = None,
+    ) -> list[Result]:
+        return model.generate(list(batch))
+
+    def get_num_bytes(self, batch: Sequence[Request]) -> int:
+        return sum(_request_bytes(r) for r in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return NAMESPACE
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.config.model!r}, device={self.config.device!r})"
+
+
+class PromptGroupHandler(EngineModelHandler):
+    """RunInference over prefix groups (lists of PromptRequest): a batch of groups is one
+    validated engine run; the predictions are the groups' outcomes, group by group."""
+
+    def __init__(self, config: EngineConfig, task: TaskConfig, requests_per_call: int = 64):
+        super().__init__(config, batch_size=requests_per_call, element_size_fn=len)
+        self.task = task
+
+    def run_inference(
+        self,
+        batch: Sequence[list[PromptRequest]],
+        model: SharedEngine,
+        inference_args: dict[str, Any] | None = None,
+    ) -> list[list[RequestOutcome]]:
+        flat = [prompt for group in batch for prompt in group]
+        outcomes = run_prompts(model, flat, self.task, self.config.model)
+        grouped, at = [], 0
+        for group in batch:
+            grouped.append(outcomes[at : at + len(group)])
+            at += len(group)
+        return grouped
+
+    def get_num_bytes(self, batch: Sequence[list[PromptRequest]]) -> int:
+        return sum(_request_bytes(p.request) for group in batch for p in group)
+
+
+def _request_bytes(request: Request) -> int:
+    if request.prompt_token_ids is not None:
+        return 4 * len(request.prompt_token_ids)
+    return sum(len(str(m.get("content", ""))) for m in request.messages or [])

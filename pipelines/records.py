@@ -1,0 +1,176 @@
+"""The typed records that flow between pipeline steps.
+
+    Document --shard--> Chunk --prompt--> PromptRequest --engine--> RequestOutcome
+      --reduce--> ItemResult --rows--> result row | ErrorRow (any step) --rows--> error row
+
+An *item* is one output unit: a (document, question) pair. Every input record becomes its items,
+and every item ends as exactly one result row or one error row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from flashbeam.model.request import Request, Usage
+
+ItemKey = tuple[str, int]  # (document id, question index)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a record came from: its id, the file, and the 1-based line (or Parquet row)."""
+
+    id: str
+    source: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    """A plain document (`text`) or a ready chat request (`messages` and `params`, OpenAI
+    batch input)."""
+
+    origin: Origin
+    text: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Part `index` of `count` of a document: `text` is `document.text[char_start:char_end]`."""
+
+    document: Document
+    index: int
+    count: int
+    text: str
+    char_start: int
+    char_end: int
+
+
+@dataclass
+class ItemStats:
+    """What an item has cost so far, summed over its parts, attempts and reduce rounds."""
+
+    usage: Usage = field(default_factory=Usage)
+    attempts: int = 0
+    latency_s: float = 0.0
+    chunk_count: int = 1
+    parts_failed: int = 0
+
+    def add(self, other: ItemStats) -> None:
+        add_usage(self.usage, other.usage)
+        self.attempts += other.attempts
+        self.latency_s += other.latency_s
+        self.parts_failed += other.parts_failed
+
+
+def add_usage(total: Usage, more: Usage) -> None:
+    total.prompt_tokens += more.prompt_tokens
+    total.prompt_cache_hit_tokens += more.prompt_cache_hit_tokens
+    total.prompt_cache_miss_tokens += more.prompt_cache_miss_tokens
+    total.completion_tokens += more.completion_tokens
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """One engine request and what the pipeline needs to know about it.
+
+    `level` is 0 for a request over a document or chunk and r >= 1 for reduce round r;
+    `final` says its output is the item's output (not a part to reduce). `shared_chars` is the
+    length of the prompt text shared with the item's other requests (system + document), used
+    for the prefix fingerprint. `input_text` is the text the request is about, for error rows.
+    `carry` holds the stats of earlier levels (on one request per item and level only).
+    `schema_source` names the schema outputs are validated against: the task's, the request's
+    own `response_format`, or none (free text).
+    """
+
+    item: ItemKey
+    origin: Origin
+    request: Request
+    shared_chars: int
+    input_text: str
+    chunk_index: int = 0
+    chunk_count: int = 1
+    char_start: int = 0
+    level: int = 0
+    final: bool = True
+    schema_source: str = "task"  # "task" | "request" | "none"
+    carry: ItemStats | None = None
+
+
+@dataclass
+class RequestOutcome:
+    """A PromptRequest after generation, validation and retries.
+
+    `usage` and `latency_s` sum over all attempts (latency: wall time of the engine calls the
+    request took part in). `value` is the parsed JSON (schema jobs); `text` the final output.
+    """
+
+    prompt: PromptRequest
+    valid: bool
+    attempts: int
+    errors: list[str]
+    value: Any
+    text: str
+    reasoning_content: str | None
+    finish_reason: str
+    usage: Usage
+    latency_s: float
+    model: str
+
+    @property
+    def failed(self) -> bool:
+        """Failed outputs end as error rows (a truncated free-text output is not a failure)."""
+        return not self.valid and not (
+            self.prompt.schema_source == "none" and self.finish_reason == "length"
+        )
+
+    def stats(self) -> ItemStats:
+        return ItemStats(
+            usage=Usage(**asdict(self.usage)),
+            attempts=self.attempts,
+            latency_s=self.latency_s,
+            chunk_count=self.prompt.chunk_count,
+        )
+
+
+@dataclass
+class ItemResult:
+    """The final output of one item, ready to become a result row."""
+
+    origin: Origin
+    question_index: int
+    value: Any
+    text: str
+    reasoning_content: str | None
+    valid: bool
+    finish_reason: str
+    model: str
+    stats: ItemStats
+
+
+@dataclass
+class ErrorRow:
+    """One row of the errors table: which record (and item), at which step, and why."""
+
+    id: str
+    stage: str  # read | shard | prompt | engine | validate | reduce | write
+    reason: str
+    source: str
+    line: int | None
+    input: str
+    question_index: int | None = None
+    output: str | None = None
+    finish_reason: str | None = None
+    model: str | None = None
+    stats: ItemStats | None = None  # what the item cost before it failed (None: never ran)
+
+    @classmethod
+    def for_record(cls, origin: Origin, stage: str, reason: str, input: str) -> ErrorRow:
+        return cls(origin.id, stage, reason, origin.source, origin.line, input)

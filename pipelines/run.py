@@ -1,0 +1,90 @@
+"""Build and run the whole pipeline of one job from a `PipelineConfig` and Beam options.
+
+    report = run_pipeline(config, ["--runner=DirectRunner"])
+    report.metrics.results_out, report.metrics.errors_out, report.metrics.cache_hit_ratio
+
+`check_config` does every check that needs no inference (input files, template, schema,
+model directory and tokenizer, output column names) and raises with a message that says what
+to fix; `run_pipeline` calls it before building anything.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from .config import PipelineConfig
+from .metrics import PipelineMetrics, read_metrics
+from .prompts import check_template
+from .readers import match_input
+from .sharding import tokenizer_for
+from .transforms import (
+    BuildPrompts,
+    ReadDocuments,
+    ReduceParts,
+    RunEngine,
+    ShardDocuments,
+    WriteErrors,
+    WriteResults,
+)
+from .writers import ResultTable
+
+
+@dataclass
+class RunReport:
+    state: str
+    metrics: PipelineMetrics
+    duration_s: float
+    result: Any  # the runner's PipelineResult
+
+
+def check_config(config: PipelineConfig, check_model: bool = True) -> ResultTable:
+    """Raise (InputError, ValueError, SchemaError, CheckpointError, TokenizerError) unless the
+    job can start; returns the results table it will write. `check_model=False` skips loading
+    the tokenizer, for a model path that exists only on the workers (a path in their container)."""
+    match_input(config.input.path)
+    check_template(config.task.document_template)
+    if check_model:
+        tokenizer_for(config.engine.model)
+    return ResultTable(config.task, config.output.metadata_prefix)
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: PipelineConfig) -> None:
+    """Add the job's steps to `pipeline`: read -> shard -> prompts -> engine -> reduce -> write."""
+    table = ResultTable(config.task, config.output.metadata_prefix)
+    task, engine, grouping = config.task, config.engine, config.grouping
+    documents, read_errors = pipeline | "Read documents" >> ReadDocuments(config.input)
+    chunks = documents | "Shard documents" >> ShardDocuments(engine.model, task.chunking)
+    prompts, prompt_errors = chunks | "Build prompts" >> BuildPrompts(task)
+    outcomes = prompts | "Run engine" >> RunEngine(engine, task, grouping)
+    items, reduce_errors = outcomes | "Reduce parts" >> ReduceParts(task, engine, grouping)
+    write_errors = items | "Write results" >> WriteResults(config.output, table)
+    _ = (
+        (read_errors, prompt_errors, reduce_errors, write_errors)
+        | "All errors" >> beam.Flatten()
+        | "Write errors" >> WriteErrors(config.output)
+    )
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    beam_options: PipelineOptions | list[str] | None = None,
+    check_model: bool = True,
+) -> RunReport:
+    """Check, build and run the job's pipeline to completion; returns its state and counters."""
+    check_config(config, check_model)
+    options = (
+        beam_options
+        if isinstance(beam_options, PipelineOptions)
+        else PipelineOptions(list(beam_options or []))
+    )
+    started = time.perf_counter()
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, config)
+    result = pipeline.run()
+    state = result.wait_until_finish()
+    return RunReport(str(state), read_metrics(result), time.perf_counter() - started, result)

@@ -1,0 +1,424 @@
+"""The Beam transforms: thin wiring over the runner-agnostic steps in this package.
+
+    documents, read_errors = pipeline | ReadDocuments(config.input)
+    chunks = documents | ShardDocuments(config.engine.model, config.task.chunking)
+    prompts, prompt_errors = chunks | BuildPrompts(config.task)
+    outcomes = prompts | RunEngine(config.engine, config.task, config.grouping)
+    items, reduce_errors = outcomes | ReduceParts(config.task, config.engine, config.grouping)
+    items | WriteResults(...) ; errors | WriteErrors(...)
+
+Transforms that can fail per record return (main, errors); errors are ErrorRow records.
+Validation and retries run inside RunEngine (a retry needs the engine).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.io import fileio
+from apache_beam.io.parquetio import WriteToParquet
+from apache_beam.ml.inference.base import RunInference
+
+from flashbeam.model.chat import ChatFormatError
+from flashbeam.schemas import ArrowConversionError
+
+from . import readers, reduce
+from .config import (
+    ChunkingConfig,
+    EngineConfig,
+    GroupingConfig,
+    InputConfig,
+    OutputConfig,
+    TaskConfig,
+)
+from .grouping import prefix_keys, scatter_key, split_group
+from .handler import PromptGroupHandler
+from .metrics import count
+from .prompts import check_template, document_requests, questions_for
+from .records import Chunk, Document, ErrorRow, ItemResult, PromptRequest
+from .sharding import shard_document, tokenizer_for
+from .writers import ERRORS_SCHEMA, ResultTable, error_row
+
+ERRORS = "errors"
+
+
+def _route(record: Any) -> Iterator[Any]:
+    """ErrorRows to the errors output, everything else to the main output."""
+    yield pvalue.TaggedOutput(ERRORS, record) if isinstance(record, ErrorRow) else record
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+
+class ReadDocuments(beam.PTransform):
+    """Files matching `config.path` -> (Documents, ErrorRows for unreadable records)."""
+
+    def __init__(self, config: InputConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, pipeline):
+        paths = (
+            pipeline
+            | "Match files" >> fileio.MatchFiles(self.config.path)
+            | "Paths" >> beam.Map(lambda metadata: metadata.path)
+            | "Skip directories" >> beam.Filter(lambda path: not readers.is_local_directory(path))
+            | "Spread files" >> beam.Reshuffle()
+        )
+        read = paths | "Read records" >> beam.ParDo(
+            _ReadFile(self.config, readers.glob_base(self.config.path))
+        ).with_outputs(ERRORS, main="documents")
+        return read.documents, read[ERRORS]
+
+
+class _ReadFile(beam.DoFn):
+    def __init__(self, config: InputConfig, base: str):
+        self.config, self.base = config, base
+
+    def process(self, path: str):
+        for record in readers.read_file(path, self.config, self.base):
+            count("records_in")
+            if isinstance(record, ErrorRow):
+                count("items_in")
+            yield from _route(record)
+
+
+# ---- sharding and prompts ----------------------------------------------------------------------
+
+
+class ShardDocuments(beam.PTransform):
+    """Documents -> Chunks: whole when they fit the budget, else overlapping token windows."""
+
+    def __init__(self, model: str, chunking: ChunkingConfig):
+        super().__init__()
+        self.model, self.chunking = model, chunking
+
+    def expand(self, documents):
+        return documents | "Chunk" >> beam.ParDo(_Shard(self.model, self.chunking))
+
+
+class _Shard(beam.DoFn):
+    def __init__(self, model: str, chunking: ChunkingConfig):
+        self.model, self.chunking = model, chunking
+
+    def setup(self):
+        self.tokenizer = tokenizer_for(self.model)
+
+    def process(self, document: Document):
+        chunks = shard_document(
+            document, self.tokenizer, self.chunking.max_tokens, self.chunking.overlap_tokens
+        )
+        if len(chunks) > 1:
+            count("chunks", len(chunks))
+        yield from chunks
+
+
+class BuildPrompts(beam.PTransform):
+    """Chunks -> (PromptRequests, ErrorRows for records whose prompt cannot be built)."""
+
+    def __init__(self, task: TaskConfig):
+        super().__init__()
+        check_template(task.document_template)
+        self.task = task
+
+    def expand(self, chunks):
+        built = chunks | "Prompts" >> beam.ParDo(_Prompts(self.task)).with_outputs(
+            ERRORS, main="prompts"
+        )
+        return built.prompts, built[ERRORS]
+
+
+class _Prompts(beam.DoFn):
+    def __init__(self, task: TaskConfig):
+        self.task = task
+
+    def process(self, chunk: Chunk):
+        document = chunk.document
+        items = 1 if document.is_chat else len(questions_for(self.task))
+        if chunk.index == 0:
+            count("items_in", items)
+        try:
+            prompts = document_requests(chunk, self.task)
+        except (ChatFormatError, ValueError, TypeError, KeyError) as e:
+            prompts = []
+            # One error row per item, from the document's first chunk only.
+            for qi in range(items if chunk.index == 0 else 0):
+                error = ErrorRow.for_record(
+                    document.origin, "prompt", f"cannot build the prompt: {e}", _input_of(document)
+                )
+                error.question_index = qi
+                prompts.append(pvalue.TaggedOutput(ERRORS, error))
+        yield from prompts
+
+
+def _input_of(document: Document) -> str:
+    if document.text is not None:
+        return document.text
+    return json.dumps(document.messages, ensure_ascii=False, default=str)
+
+
+# ---- grouping and the engine -------------------------------------------------------------------
+
+
+class GroupByPrefix(beam.PTransform):
+    """PromptRequests -> groups (lists) of requests that share a block-aligned prompt prefix,
+    each group at most `max_group_requests` long; groups are then spread over workers.
+    Disabled (the benchmark's baseline, not for production: one key holds every request),
+    groups are cut from all requests in the order of a hash of their ids, i.e. prefix-blind."""
+
+    def __init__(self, model: str, grouping: GroupingConfig):
+        super().__init__()
+        self.model, self.grouping = model, grouping
+
+    def expand(self, prompts):
+        size = self.grouping.max_group_requests
+        if self.grouping.enabled:
+            key = beam.ParDo(_KeyByPrefix(self.model, self.grouping.block_tokens))
+        else:
+            key = beam.Map(lambda prompt: ("", (scatter_key(prompt), prompt)))
+        return (
+            prompts
+            | "Key by prefix" >> key
+            | "Group by prefix" >> beam.GroupByKey()
+            | "Split groups" >> beam.FlatMapTuple(lambda _, keyed: split_group(keyed, size))
+            | "Spread groups" >> beam.Reshuffle()
+        )
+
+
+class _KeyByPrefix(beam.DoFn):
+    def __init__(self, model: str, block_tokens: int):
+        self.model, self.block_tokens = model, block_tokens
+
+    def setup(self):
+        self.tokenizer = tokenizer_for(self.model)
+
+    def process(self, prompt: PromptRequest):
+        try:
+            key, exact = prefix_keys(prompt, self.tokenizer, self.block_tokens)
+        except (ChatFormatError, ValueError, TypeError):
+            key = exact = scatter_key(prompt)  # the engine reports what is wrong with it
+        yield key, (exact, prompt)
+
+
+class RunEngine(beam.PTransform):
+    """PromptRequests -> RequestOutcomes: grouped by prefix, generated, validated against the
+    task's schema and retried, through Beam's RunInference with a PromptGroupHandler."""
+
+    def __init__(self, engine: EngineConfig, task: TaskConfig, grouping: GroupingConfig):
+        super().__init__()
+        self.engine, self.task, self.grouping = engine, task, grouping
+
+    def expand(self, prompts):
+        handler = PromptGroupHandler(self.engine, self.task, self.grouping.requests_per_call)
+        return (
+            prompts
+            | "Group by prefix" >> GroupByPrefix(self.engine.model, self.grouping)
+            | "Generate and validate" >> RunInference(handler)
+            | "Ungroup" >> beam.FlatMap(lambda outcomes: outcomes)
+        )
+
+
+# ---- reduce ------------------------------------------------------------------------------------
+
+
+class ReduceParts(beam.PTransform):
+    """RequestOutcomes -> (ItemResults, ErrorRows): one per item. Outcomes of whole documents
+    pass through; the parts of split documents are merged, or reduced by prompt in rounds."""
+
+    def __init__(self, task: TaskConfig, engine: EngineConfig, grouping: GroupingConfig):
+        super().__init__()
+        self.task, self.engine, self.grouping = task, engine, grouping
+
+    def expand(self, outcomes):
+        whole, parts = outcomes | "Final or part" >> beam.Partition(
+            lambda outcome, _: 0 if outcome.prompt.final else 1, 2
+        )
+        finished = [whole | "Finish" >> beam.Map(reduce.finish_outcome)]
+        collected = (
+            parts
+            | "Key parts by item" >> beam.Map(lambda outcome: (outcome.prompt.item, outcome))
+            | "Gather parts" >> beam.GroupByKey()
+            | "Collect parts" >> beam.ParDo(_CollectParts(self.task))
+        )
+        finished.append(collected)
+        mode = self.task.reduce.mode_for(self.task.kind, self.task.schema is not None)
+        if mode == "prompt" and self.task.chunking.max_tokens is not None:
+            states = collected | "States" >> beam.Filter(
+                lambda x: isinstance(x, reduce.ReduceState)
+            )
+            rounds = _ReduceRounds(self.task, self.engine, self.grouping)
+            finished.append(states | "Reduce rounds" >> rounds)
+        routed = (
+            finished
+            | "All items" >> beam.Flatten()
+            | "Drop states" >> beam.Filter(lambda x: not isinstance(x, reduce.ReduceState))
+            | "Route" >> beam.ParDo(_route).with_outputs(ERRORS, main="items")
+        )
+        return routed.items, routed[ERRORS]
+
+
+class _CollectParts(beam.DoFn):
+    """An item's part outcomes -> its ErrorRow, merged ItemResult, or a ReduceState."""
+
+    def __init__(self, task: TaskConfig):
+        self.task = task
+        self.mode = task.reduce.mode_for(task.kind, task.schema is not None)
+
+    def process(self, keyed):
+        _, outcomes = keyed
+        collected = reduce.collect_parts(list(outcomes), self.task.reduce)
+        if isinstance(collected, ErrorRow):
+            yield collected
+        elif self.mode == "merge":
+            yield reduce.merge_item(*collected, self.task)
+        else:
+            yield reduce.start_reduce(*collected, self.task)
+
+
+class _ReduceRounds(beam.PTransform):
+    """ReduceStates -> ItemResults and ErrorRows, over up to `task.reduce.rounds` rounds."""
+
+    def __init__(self, task: TaskConfig, engine: EngineConfig, grouping: GroupingConfig):
+        super().__init__()
+        self.task, self.engine, self.grouping = task, engine, grouping
+
+    def expand(self, states):
+        done = []
+        rounds = self.task.reduce.rounds
+        for level in range(1, rounds + 1):
+            requests = states | f"Plan round {level}" >> beam.ParDo(
+                _PlanRound(self.task, self.engine.model, level, last=level == rounds)
+            )
+            outcomes = requests | f"Run round {level}" >> RunEngine(
+                self.engine, self.task, self.grouping
+            )
+            final, partial = outcomes | f"Final in round {level}" >> beam.Partition(
+                lambda outcome, _: 0 if outcome.prompt.final else 1, 2
+            )
+            done.append(final | f"Finish round {level}" >> beam.Map(reduce.finish_outcome))
+            states = (
+                partial
+                | f"Key round {level}" >> beam.Map(lambda outcome: (outcome.prompt.item, outcome))
+                | f"Gather round {level}" >> beam.GroupByKey()
+                | f"Next state {level}"
+                >> beam.MapTuple(
+                    lambda _, outs, config=self.task.reduce: reduce.next_state(list(outs), config)
+                )
+            )
+            errors = states | f"Failed in round {level}" >> beam.Filter(
+                lambda x: isinstance(x, ErrorRow)
+            )
+            done.append(errors)
+            states = states | f"Continue after {level}" >> beam.Filter(
+                lambda x: isinstance(x, reduce.ReduceState)
+            )
+        return done | "Reduced" >> beam.Flatten()
+
+
+class _PlanRound(beam.DoFn):
+    def __init__(self, task: TaskConfig, model: str, level: int, last: bool):
+        self.task, self.model, self.level, self.last = task, model, level, last
+
+    def setup(self):
+        self.tokenizer = tokenizer_for(self.model)
+
+    def process(self, state: reduce.ReduceState):
+        yield from reduce.plan_round(state, self.task, self.tokenizer, self.level, self.last)
+
+
+# ---- writing -----------------------------------------------------------------------------------
+
+
+class WriteResults(beam.PTransform):
+    """ItemResults -> Parquet files `<output.results>-SSSSS-of-NNNNN.parquet` typed by `table`;
+    returns the ErrorRows of items whose value does not fit its Arrow column."""
+
+    def __init__(self, output: OutputConfig, table: ResultTable):
+        super().__init__()
+        self.output, self.table = output, table
+
+    def expand(self, items):
+        rows = items | "To rows" >> beam.ParDo(_ResultRows(self.table)).with_outputs(
+            ERRORS, main="rows"
+        )
+        sink = _write_parquet(self.output.results, self.table.schema, self.output)
+        _ = rows.rows | "Write results" >> sink
+        return rows[ERRORS]
+
+
+class _ResultRows(beam.DoFn):
+    def __init__(self, table: ResultTable):
+        self.table = table
+
+    def process(self, item: ItemResult):
+        try:
+            row = self.table.row(item)
+        except ArrowConversionError as e:
+            yield pvalue.TaggedOutput(ERRORS, _conversion_error(item, e))
+            return
+        count("results_out")
+        yield row
+
+
+def _conversion_error(item: ItemResult, error: ArrowConversionError) -> ErrorRow:
+    return ErrorRow(
+        id=item.origin.id,
+        stage="write",
+        reason=f"the output does not fit the Parquet schema: {error}",
+        source=item.origin.source,
+        line=item.origin.line,
+        input="",
+        question_index=item.question_index,
+        output=item.text,
+        finish_reason=item.finish_reason,
+        model=item.model,
+        stats=item.stats,
+    )
+
+
+class WriteErrors(beam.PTransform):
+    """ErrorRows -> Parquet files `<output.errors>-SSSSS-of-NNNNN.parquet`."""
+
+    def __init__(self, output: OutputConfig):
+        super().__init__()
+        self.output = output
+
+    def expand(self, errors):
+        return (
+            errors
+            | "To error rows" >> beam.Map(_counted_error_row)
+            | "Write errors" >> _write_parquet(self.output.errors, ERRORS_SCHEMA, self.output)
+        )
+
+
+def _counted_error_row(error: ErrorRow) -> dict[str, Any]:
+    count("errors_out")
+    return error_row(error)
+
+
+def _write_parquet(prefix: str, schema, output: OutputConfig) -> WriteToParquet:
+    return WriteToParquet(
+        prefix,
+        schema,
+        row_group_buffer_size=output.row_group_bytes,
+        record_batch_size=output.record_batch_rows,
+        codec=output.codec,
+        file_name_suffix=".parquet",
+        num_shards=output.num_shards,
+    )
+
+
+__all__ = [
+    "BuildPrompts",
+    "GroupByPrefix",
+    "ReadDocuments",
+    "ReduceParts",
+    "RunEngine",
+    "ShardDocuments",
+    "WriteErrors",
+    "WriteResults",
+]

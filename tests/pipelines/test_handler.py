@@ -1,0 +1,96 @@
+"""The ModelHandlers with Beam's RunInference, and running + validating prompt requests."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.testing.util import assert_that
+
+from flashbeam.model.request import Request, Result, Usage
+from flashbeam.pipelines.config import TaskConfig
+from flashbeam.pipelines.handler import EngineModelHandler, PromptGroupHandler, engine_for
+from flashbeam.pipelines.prompts import document_requests
+from flashbeam.pipelines.records import Chunk, Document, Origin
+from flashbeam.pipelines.validate import UsageMeter, run_prompts
+
+
+def _chunk(doc_id: str, text: str) -> Chunk:
+    return Chunk(Document(Origin(doc_id, "src", 1), text=text), 0, 1, text, 0, len(text))
+
+
+def test_engine_is_loaded_once_per_process(engine_config):
+    assert engine_for(engine_config) is engine_for(engine_config)
+
+
+def test_engine_model_handler_with_beams_run_inference(engine_config):
+    requests = [
+        Request(id=f"r{i}", messages=[{"role": "user", "content": f"Hello {i}"}], max_tokens=3)
+        for i in range(3)
+    ]
+
+    def check(results):
+        assert sorted(r.id for r in results) == ["r0", "r1", "r2"]
+        assert all(isinstance(r, Result) and r.finish_reason in ("stop", "length")
+                   for r in results)  # fmt: skip
+        assert all(r.usage.completion_tokens >= 1 for r in results)
+
+    with beam.Pipeline() as p:
+        results = (
+            p
+            | beam.Create(requests)
+            | RunInference(EngineModelHandler(engine_config, batch_size=2))
+        )
+        assert_that(results, check)
+
+
+def test_prompt_group_handler_keeps_groups(engine_config, tiny_schema):
+    task = TaskConfig(kind="extract", schema=tiny_schema, instructions="Extract.",
+                      questions=("a?", "b?"), max_tokens=8, schema_in_prompt=False)  # fmt: skip
+    groups = [document_requests(_chunk("x", "Doc x."), task),
+              document_requests(_chunk("y", "Doc y."), task)]  # fmt: skip
+    handler = PromptGroupHandler(engine_config, task, requests_per_call=4)
+    assert handler.batch_elements_kwargs()["element_size_fn"](groups[0]) == 2
+    outcomes = handler.run_inference(groups, handler.load_model())
+    assert [[o.prompt.request.id for o in g] for g in outcomes] == [
+        ["x#q0", "x#q1"],
+        ["y#q0", "y#q1"],
+    ]
+    for outcome in (o for g in outcomes for o in g):
+        assert outcome.valid and outcome.value in ({"ok": True}, {"ok": False})
+        assert outcome.usage.prompt_tokens > 0 and outcome.latency_s > 0
+        assert outcome.model == engine_config.model
+
+
+class _BrokenOn:
+    """An engine double whose whole `generate` call raises when one request is in it."""
+
+    def __init__(self, bad_id: str):
+        self.bad_id = bad_id
+
+    def generate(self, requests):
+        if any(r.id == self.bad_id for r in requests):
+            raise RuntimeError("device fell over")
+        return [Result(r.id, text="hi", finish_reason="stop", usage=Usage(5, 1, 4, 1))
+                for r in requests]  # fmt: skip
+
+
+def test_usage_meter_isolates_a_failing_call():
+    meter = UsageMeter(_BrokenOn("b"))
+    results = meter.generate([Request(id=i) for i in ("a", "b", "c")])
+    assert [r.finish_reason for r in results] == ["stop", "error", "stop"]
+    assert "device fell over" in results[1].error
+    assert meter.usage["a"].prompt_tokens == 5 and meter.usage["b"].prompt_tokens == 0
+
+
+def test_run_prompts_free_text_and_bad_response_format():
+    task = TaskConfig(kind="generate")
+    doc = Document(
+        Origin("c1", "b.jsonl", 1),
+        messages=[{"role": "user", "content": "x"}],
+        params={"response_format": {"type": "json_schema"}},
+    )
+    bad = document_requests(Chunk(doc, 0, 1, "", 0, 0), task)
+    free = document_requests(_chunk("d", "Some text."), task)
+    outcomes = run_prompts(_BrokenOn("none"), bad + free, task, "m")
+    assert not outcomes[0].valid and "bad response_format" in outcomes[0].errors[0]
+    assert outcomes[1].valid and outcomes[1].text == "hi" and outcomes[1].attempts == 1

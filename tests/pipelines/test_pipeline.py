@@ -1,0 +1,172 @@
+"""Whole pipelines on the DirectRunner, one per reader, with injected failures.
+
+The invariant under test: every input record (every item, for jobs with several questions)
+ends in exactly one row of the results or the errors table, and the counters reconcile.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flashbeam.pipelines import (
+    ChunkingConfig,
+    InputConfig,
+    OutputConfig,
+    PipelineConfig,
+    ReduceConfig,
+    TaskConfig,
+    run_pipeline,
+)
+
+
+def _run(tmp_path, input_config, task, engine_config, options=()):
+    out = tmp_path / "out"
+    config = PipelineConfig(
+        input=input_config,
+        output=OutputConfig(str(out / "results"), str(out / "errors")),
+        task=task,
+        engine=engine_config,
+    )
+    report = run_pipeline(config, list(options))
+    return report, config
+
+
+def _assert_invariant(report, results, errors, expected_items):
+    """Each expected (id, question) in exactly one row; counters agree with the files."""
+    seen = Counter((r["id"], r.get("question_index") or 0) for r in results)
+    seen.update((e["id"], e["question_index"] or 0) for e in errors)
+    assert set(seen) == set(expected_items) and set(seen.values()) == {1}
+    m = report.metrics
+    assert report.state == "DONE"
+    assert (m.results_out, m.errors_out) == (len(results), len(errors))
+    assert m.items_in == m.results_out + m.errors_out == len(expected_items)
+
+
+def test_jsonl_two_questions_with_bad_lines(tmp_path, engine_config, tiny_schema, jsonl,
+                                            parquet_rows):  # fmt: skip
+    jsonl(
+        tmp_path / "in" / "docs.jsonl",
+        [
+            {"text": "Invoice INV-1 from Acme, total 12 USD."},
+            "{broken",
+            {"text": "Receipt for coffee, 3 EUR."},
+            {"title": "no text"},
+        ],
+    )
+    task = TaskConfig(
+        kind="extract",
+        schema=tiny_schema,
+        instructions="Extract.",
+        questions=("Paid?", "Late?"),
+        max_tokens=8,
+        schema_in_prompt=False,
+    )
+    pattern = str(tmp_path / "in" / "*.jsonl")
+    report, config = _run(tmp_path, InputConfig(pattern), task, engine_config)
+    results = parquet_rows(config.output.results)
+    errors = parquet_rows(config.output.errors)
+    good = [("docs.jsonl:1", 0), ("docs.jsonl:1", 1), ("docs.jsonl:3", 0), ("docs.jsonl:3", 1)]
+    _assert_invariant(report, results, errors, good + [("docs.jsonl:2", 0), ("docs.jsonl:4", 0)])
+    assert sorted((r["id"], r["question_index"]) for r in results) == good
+    assert all(r["valid"] and isinstance(r["ok"], bool) for r in results)
+    assert {e["line"]: e["stage"] for e in errors} == {2: "read", 4: "read"}
+    # Both questions of a document share its prefix: the second one is served from the cache.
+    assert report.metrics.cached_tokens > 0
+    assert sum(r["prompt_cache_hit_tokens"] for r in results) > 0
+    assert report.metrics.records_in == 4 and report.metrics.requests == 4
+    assert (
+        pq.read_schema(next((tmp_path / "out").glob("results-*.parquet"))).field("ok").type
+        == pa.bool_()
+    )
+
+
+def test_parquet_input(tmp_path, engine_config, tiny_schema, parquet_rows):
+    (tmp_path / "in").mkdir()
+    pq.write_table(
+        pa.table({"doc": ["k1", "k2", "k3"], "body": ["Order 7 shipped.", None, "Refund 2."]}),
+        tmp_path / "in" / "docs.parquet",
+    )
+    task = TaskConfig(kind="classify", schema=tiny_schema, instructions="Classify.", max_tokens=8,
+                      schema_in_prompt=False)  # fmt: skip
+    report, config = _run(
+        tmp_path,
+        InputConfig(str(tmp_path / "in" / "docs.parquet"), "parquet", "body", "doc"),
+        task,
+        engine_config,
+    )
+    results = parquet_rows(config.output.results)
+    errors = parquet_rows(config.output.errors)
+    _assert_invariant(report, results, errors, [("k1", 0), ("k2", 0), ("k3", 0)])
+    assert [(e["id"], e["line"]) for e in errors] == [("k2", 2)]
+
+
+def test_text_files_map_reduce(tmp_path, engine_config, tiny_schema, parquet_rows):
+    (tmp_path / "in").mkdir()
+    long_text = "".join(f"Section {i}: revenue grew and staffing held.\n\n" for i in range(8))
+    (tmp_path / "in" / "long.txt").write_text(long_text)
+    (tmp_path / "in" / "short.txt").write_text("A short memo.")
+    (tmp_path / "in" / "empty.txt").write_text("")
+    task = TaskConfig(
+        kind="summarize",
+        schema=tiny_schema,
+        instructions="Summarize.",
+        max_tokens=8,
+        schema_in_prompt=False,
+        chunking=ChunkingConfig(max_tokens=48, overlap_tokens=8),
+        reduce=ReduceConfig(mode="prompt", instructions="Combine.", rounds=2),
+    )
+    pattern = str(tmp_path / "in" / "*.txt")
+    report, config = _run(tmp_path, InputConfig(pattern, "text"), task, engine_config)
+    results = parquet_rows(config.output.results)
+    errors = parquet_rows(config.output.errors)
+    expected = [("long.txt", 0), ("short.txt", 0), ("empty.txt", 0)]
+    _assert_invariant(report, results, errors, expected)
+    by_id = {r["id"]: r for r in results}
+    assert set(by_id) == {"long.txt", "short.txt"}
+    long_row = by_id["long.txt"]
+    assert long_row["chunk_count"] > 2 and report.metrics.chunks == long_row["chunk_count"]
+    # Map requests, plus at least one reduce request, all counted in the row.
+    assert long_row["attempts"] > long_row["chunk_count"]
+    assert by_id["short.txt"]["chunk_count"] == 1
+    assert errors[0]["id"] == "empty.txt" and "empty" in errors[0]["reason"]
+
+
+def test_openai_batch_with_engine_error_and_invalid_output(tmp_path, engine_config, jsonl,
+                                                           parquet_rows):  # fmt: skip
+    def line(custom_id, content, **body):
+        messages = [{"role": "user", "content": content}]
+        return {"custom_id": custom_id, "body": {"messages": messages, **body}}
+
+    # A note of 20+ characters cannot fit 1, 2 or 4 tokens: every attempt is cut short.
+    note = {"type": "string", "minLength": 20}
+    schema = {"type": "object", "properties": {"note": note}, "required": ["note"]}
+    long_note = {"type": "json_schema", "json_schema": {"name": "note", "schema": schema}}
+    jsonl(
+        tmp_path / "batch.jsonl",
+        [
+            line("free", "Say something.", max_tokens=6),
+            line("json", "Give JSON.", max_tokens=12, response_format={"type": "json_object"}),
+            line("too-long", "word " * 3000, max_tokens=4),  # over the 2048-token context
+            line("one-token", "Give JSON.", max_tokens=1, response_format=long_note),
+            {"body": {"messages": [{"role": "user", "content": "no id"}]}},
+            {"custom_id": "robot", "body": {"messages": [{"role": "robot", "content": "x"}]}},
+        ],
+    )
+    task = TaskConfig(kind="generate")
+    task_input = InputConfig(str(tmp_path / "batch.jsonl"), "openai_batch")
+    report, config = _run(tmp_path, task_input, task, engine_config)
+    results = parquet_rows(config.output.results)
+    errors = parquet_rows(config.output.errors)
+    expected = ["free", "json", "too-long", "one-token", "batch.jsonl:5", "robot"]
+    _assert_invariant(report, results, errors, [(i, 0) for i in expected])
+    assert {r["id"] for r in results} == {"free", "json"}
+    stages = {e["id"]: e for e in errors}
+    assert stages["too-long"]["stage"] == "engine" and "context" in stages["too-long"]["reason"]
+    assert stages["one-token"]["stage"] == "validate"
+    assert stages["one-token"]["attempts"] == 3 and report.metrics.retries >= 2
+    assert stages["batch.jsonl:5"]["stage"] == "read"
+    assert stages["robot"]["stage"] == "prompt" and "role 'robot'" in stages["robot"]["reason"]
+    assert report.metrics.engine_errors == 1 and report.metrics.invalid_outputs == 1

@@ -1,0 +1,140 @@
+"""Reducing the parts of split documents: merge rules, failed parts, reduce-prompt planning."""
+
+from __future__ import annotations
+
+import pytest
+
+from flashbeam.model.request import Request, Usage
+from flashbeam.pipelines.config import ChunkingConfig, ReduceConfig, TaskConfig
+from flashbeam.pipelines.records import (
+    ErrorRow,
+    ItemResult,
+    ItemStats,
+    Origin,
+    PromptRequest,
+    RequestOutcome,
+)
+from flashbeam.pipelines.reduce import (
+    apply_rule,
+    collect_parts,
+    finish_outcome,
+    merge_item,
+    merge_values,
+    pack,
+    plan_round,
+    reassemble,
+    start_reduce,
+)
+
+INVOICE = {
+    "type": "object",
+    "properties": {
+        "vendor": {"type": ["string", "null"]},
+        "total": {"type": ["number", "null"]},
+        "items": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["vendor", "total", "items"],
+}
+
+
+def _outcome(index: int, count: int, value=None, valid=True, reason="stop", text="{}", level=0):
+    origin = Origin("doc", "src", 3)
+    prompt = PromptRequest(
+        item=("doc", 0),
+        origin=origin,
+        request=Request(id=f"doc#q0#c{index}"),
+        shared_chars=0,
+        input_text="abcdefghij"[index * 4 : index * 4 + 6],
+        chunk_index=index,
+        chunk_count=count,
+        char_start=index * 4,
+        level=level,
+        final=count == 1,
+    )
+    errors = [] if valid else ["$.total: 'x' is not of type 'number'"]
+    return RequestOutcome(
+        prompt, valid, 2, errors, value, text, None, reason, Usage(10, 4, 6, 3), 0.5, "m"
+    )
+
+
+def test_rules():
+    assert apply_rule("first_non_null", [None, 2, 3]) == 2
+    assert apply_rule("last_non_null", [1, 2, None]) == 2
+    assert apply_rule("most_common", ["b", "a", "a", "b", None]) == "b"  # tie: first seen
+    assert apply_rule("concat_unique", [["x", "y"], ["y", "z"], None]) == ["x", "y", "z"]
+    assert apply_rule("concat_unique", ["a", "b", "a"]) == "a\nb"
+    assert apply_rule("max", [3, 7.5, None]) == 7.5
+    assert apply_rule("min", ["2024-03-01", "2024-01-31"]) == "2024-01-31"
+    assert apply_rule("max", [None, None]) is None
+
+
+def test_merge_values_defaults_and_job_rules():
+    values = [
+        {"vendor": None, "total": 10.0, "items": ["a"]},
+        {"vendor": "Acme", "total": 12.0, "items": ["a", "b"]},
+        {"vendor": "Acme", "total": 12.0, "items": []},
+    ]
+    merged = merge_values(values, INVOICE, ReduceConfig())
+    assert merged == {"vendor": "Acme", "total": 12.0, "items": ["a", "b"]}
+    chosen = merge_values(values, INVOICE, ReduceConfig(rules={"total": "first_non_null"}))
+    assert chosen["total"] == 10.0
+    assert merge_values(["x", "y", "y"], {"type": "string"}, ReduceConfig()) == "y"
+
+
+def test_reduce_config_rejects_unknown_rules():
+    with pytest.raises(ValueError, match="merge rules"):
+        ReduceConfig(rules={"total": "average"})  # type: ignore[dict-item]
+
+
+def test_collect_parts_fail_and_skip():
+    outcomes = [
+        _outcome(1, 3, {"vendor": "A", "total": 1, "items": []}),
+        _outcome(0, 3, {"vendor": "A", "total": 1, "items": []}),
+        _outcome(2, 3, None, valid=False),
+    ]
+    failed = collect_parts(outcomes, ReduceConfig())
+    assert isinstance(failed, ErrorRow) and failed.stage == "validate"
+    assert "part 3 of 3" in failed.reason and failed.input == "abcdefghij"
+    assert failed.stats.attempts == 6 and failed.stats.usage.prompt_tokens == 30
+    ok, stats, document = collect_parts(outcomes, ReduceConfig(on_part_error="skip"))
+    assert [o.prompt.chunk_index for o in ok] == [0, 1]
+    assert (stats.parts_failed, stats.chunk_count, document) == (1, 3, "abcdefghij")
+    none_ok = collect_parts([outcomes[2]], ReduceConfig(on_part_error="skip"))
+    assert isinstance(none_ok, ErrorRow)
+
+
+def test_merge_item_validates_the_merged_value():
+    task = TaskConfig(kind="extract", schema={**INVOICE, "properties": {
+        **INVOICE["properties"], "items": {"type": "array", "maxItems": 2}}})  # fmt: skip
+    parts = [
+        _outcome(0, 2, {"vendor": "A", "total": 1, "items": ["x", "y"]}),
+        _outcome(1, 2, {"vendor": "A", "total": 1, "items": ["z"]}),
+    ]
+    error = merge_item(parts, ItemStats(chunk_count=2), "doc text", task)
+    assert isinstance(error, ErrorRow) and error.stage == "reduce"
+    assert "merged value does not validate" in error.reason and error.input == "doc text"
+    ok = merge_item(parts[:1], ItemStats(chunk_count=2), "doc text", task)
+    assert isinstance(ok, ItemResult) and ok.value["items"] == ["x", "y"]
+
+
+def test_finish_outcome_routes_failures():
+    assert isinstance(finish_outcome(_outcome(0, 1, {"ok": True})), ItemResult)
+    error = finish_outcome(_outcome(0, 1, None, valid=False, reason="error"))
+    assert isinstance(error, ErrorRow) and error.stage == "engine"
+
+
+def test_reassemble_and_pack():
+    assert reassemble([(4, "efghij"), (0, "abcdef")]) == "abcdefghij"
+    assert pack([3, 3, 3, 9, 1], 6) == [[0, 1], [2], [3], [4]]
+
+
+def test_plan_round_packs_until_the_parts_fit(tokenizer):
+    task = TaskConfig(kind="summarize", chunking=ChunkingConfig(max_tokens=40, overlap_tokens=4))
+    parts = [_outcome(i, 4, None, text="The summary of one part says a few words.")
+             for i in range(4)]  # fmt: skip
+    state = start_reduce(parts, ItemStats(chunk_count=4), "document", task)
+    requests = plan_round(state, task, tokenizer, level=1, last=False)
+    assert len(requests) > 1 and not any(r.final for r in requests)
+    assert requests[0].carry is state.stats and all(r.carry is None for r in requests[1:])
+    (last,) = plan_round(state, task, tokenizer, level=3, last=True)
+    assert last.final and last.level == 3
