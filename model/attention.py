@@ -56,12 +56,10 @@ class Compressor(nn.Module):
         of every window completed in this step, over all sequences, is one batched computation.
         """
         r, seq = self.ratio, x.shape[1]
-        # Projections and pooling run in fp32 (pitfall 11); the position bias by slot in window.
-        kv = F.linear(x.float(), self.wkv.weight.float())
-        slot = (
-            torch.tensor(starts, device=x.device)[:, None] + torch.arange(seq, device=x.device)
-        ) % r
-        gate = F.linear(x.float(), self.wgate.weight.float()) + self.ape.float()[slot]
+        positions = torch.tensor(starts, device=x.device)[:, None] + torch.arange(
+            seq, device=x.device
+        )
+        kv, gate = self.project(x, positions)
         windows_kv, windows_gate, prior_kv, prior_gate, firsts, counts = [], [], [], [], [], []
         rest = []
         for b, (start, state) in enumerate(zip(starts, states)):
@@ -86,22 +84,37 @@ class Compressor(nn.Module):
                 for s, (kv_rest, gate_rest) in zip(states, rest)
             ]
         win_kv, win_gate = torch.cat(windows_kv), torch.cat(windows_gate)
-        if self.overlap:
-            d = self.dim
-            slots_kv = torch.cat((torch.cat(prior_kv), win_kv[..., d:]), dim=1)
-            slots_gate = torch.cat((torch.cat(prior_gate), win_gate[..., d:]), dim=1)
-        else:
-            slots_kv, slots_gate = win_kv, win_gate
-        pooled = (slots_kv * slots_gate.softmax(dim=1)).sum(dim=1)
-        entries = self.norm(pooled.to(x.dtype))
-        cos, sin = rope_angles(torch.cat(firsts) * r, self.inv_freq)
-        entries = apply_rope(entries, cos, sin).split(counts)
+        prior = (torch.cat(prior_kv), torch.cat(prior_gate)) if self.overlap else None
+        entries = self.pool(win_kv, win_gate, prior, torch.cat(firsts), x.dtype).split(counts)
         return [
             self._advance(s, new, kv_rest, gate_rest, wk, wg)
             for s, new, (kv_rest, gate_rest), wk, wg in zip(
                 states, entries, rest, *self._last_windows(counts, win_kv, win_gate)
             )
         ]
+
+    def pool(self, win_kv, win_gate, prior, window_ids, dtype) -> torch.Tensor:
+        """Entries [n, dim] of complete windows: gated softmax pooling per channel, norm, and
+        rope at each window's first position. win_* are [n, r, c*dim] projections (gate incl.
+        position bias); `prior` holds the previous windows' A halves when overlapping."""
+        if self.overlap:
+            d = self.dim
+            slots_kv = torch.cat((prior[0], win_kv[..., d:]), dim=1)
+            slots_gate = torch.cat((prior[1], win_gate[..., d:]), dim=1)
+        else:
+            slots_kv, slots_gate = win_kv, win_gate
+        pooled = (slots_kv * slots_gate.softmax(dim=1)).sum(dim=1)
+        entries = self.norm(pooled.to(dtype))
+        cos, sin = rope_angles(window_ids * self.ratio, self.inv_freq)
+        return apply_rope(entries, cos, sin)
+
+    def project(
+        self, x: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 projections (pitfall 11); gate logits get the position bias of each slot."""
+        kv = F.linear(x.float(), self.wkv.weight.float())
+        gate = F.linear(x.float(), self.wgate.weight.float())
+        return kv, gate + self.ape.float()[positions % self.ratio]
 
     def _prior(self, state, win_kv, win_gate):
         """The A halves each new window pools first: the previous window's (-inf if none)."""
@@ -147,6 +160,14 @@ class Indexer(nn.Module):
         self.weights_proj = nn.Linear(config.hidden_size, self.heads, bias=False)
         self.compressor = Compressor(config, 4, self.dim)
 
+    def queries(self, x, qr, rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roped indexer queries [B,S,heads,dim] and head weights [B,S,heads] (fp32)."""
+        bsz, seq, _ = x.shape
+        q = self.wq_b(qr).view(bsz, seq, self.heads, self.dim)
+        cos, sin = rope
+        q = apply_rope(q, cos.unsqueeze(2), sin.unsqueeze(2))
+        return q, self.weights_proj(x).float() * (self.dim**-0.5 * self.heads**-0.5)
+
     def select(
         self,
         x: torch.Tensor,
@@ -158,10 +179,7 @@ class Indexer(nn.Module):
     ) -> torch.Tensor:
         """Top-`width` entry indices per query [B,S,width], relative to each sequence (-1: none)."""
         bsz, seq, _ = x.shape
-        q = self.wq_b(qr).view(bsz, seq, self.heads, self.dim)
-        cos, sin = rope
-        q = apply_rope(q, cos.unsqueeze(2), sin.unsqueeze(2))
-        weights = self.weights_proj(x).float() * (self.dim**-0.5 * self.heads**-0.5)
+        q, weights = self.queries(x, qr, rope)
         counts = [s.entries.shape[0] for s in states]
         offsets = torch.tensor([0] + counts[:-1], device=x.device).cumsum(0)
         keys = torch.cat([s.entries for s in states])
@@ -210,15 +228,10 @@ class Attention(nn.Module):
         self, x: torch.Tensor, starts: list[int], states: list[LayerState]
     ) -> tuple[torch.Tensor, list[LayerState]]:
         bsz, seq, _ = x.shape
-        eps = self.config.rms_norm_eps
         positions = torch.tensor(starts, device=x.device)[:, None] + torch.arange(
             seq, device=x.device
         )
-        cos, sin = rope_angles(positions, self.inv_freq)
-        qr = self.q_norm(self.wq_a(x))
-        q = rms_normalize(self.wq_b(qr).view(bsz, seq, self.heads, self.head_dim), eps)
-        q = apply_rope(q, cos.unsqueeze(2), sin.unsqueeze(2))
-        kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)
+        qr, q, kv, (cos, sin) = self.project_in(x, positions)
 
         comp = idx = [None] * bsz
         if self.compressor is not None:
@@ -237,14 +250,23 @@ class Attention(nn.Module):
             out = self._dense_attention(q, kv, entries, positions, picked)
         else:
             out = self._sparse_attention(q, windows, entries, starts, positions, picked)
-        out = apply_rope(out, cos.unsqueeze(2), sin.unsqueeze(2), inverse=True)
-
         keep = self.window - 1
         new_states = [
             LayerState(w[max(0, w.shape[0] - keep) :] if keep else w[:0], comp[b], idx[b])
             for b, w in enumerate(windows)
         ]
-        return self._project_out(out), new_states
+        return self.project_out(out, (cos, sin)), new_states
+
+    def project_in(self, x: torch.Tensor, positions: torch.Tensor):
+        """(qr, roped per-head-normalised q [B,S,H,d], roped kv [B,S,d], rope cos/sin)."""
+        bsz, seq, _ = x.shape
+        cos, sin = rope_angles(positions, self.inv_freq)
+        qr = self.q_norm(self.wq_a(x))
+        q = self.wq_b(qr).view(bsz, seq, self.heads, self.head_dim)
+        q = rms_normalize(q, self.config.rms_norm_eps)
+        q = apply_rope(q, cos.unsqueeze(2), sin.unsqueeze(2))
+        kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)
+        return qr, q, kv, (cos, sin)
 
     def _sparse_attention(self, q, windows, entries, starts, positions, picked):
         """Each query attends to its own index list into one pool of key vectors."""
@@ -322,8 +344,12 @@ class Attention(nn.Module):
             indices = torch.cat((indices, torch.where(visible, ent_idx, -1)), dim=-1)
         return pool, indices, entry_base
 
-    def _project_out(self, out: torch.Tensor) -> torch.Tensor:
-        """Grouped low-rank output projection: each head group through its own wo_a rows."""
+    def project_out(self, out: torch.Tensor, rope) -> torch.Tensor:
+        """De-rotate the output's rope dims at the query position (values carry the keys' rope,
+        pitfall 6), then the grouped low-rank projection: each head group through its own rows
+        of wo_a, then wo_b."""
+        cos, sin = rope
+        out = apply_rope(out, cos.unsqueeze(2), sin.unsqueeze(2), inverse=True)
         bsz, seq = out.shape[:2]
         groups = self.config.o_groups
         grouped = out.reshape(bsz, seq, groups, -1)

@@ -23,6 +23,7 @@ import torch
 
 from .chat import ChatFormatError, encode_messages, parse_completion
 from .checkpoint import load_model, resolve_checkpoint
+from .decode import DecodeBatch
 from .grammar import GrammarCompiler, GrammarError, GrammarState, apply_bitmask_, fill_bitmasks
 from .network import Transformer
 from .prefix_cache import PrefixCache
@@ -68,6 +69,8 @@ class Engine:
         self.name = name
         self.context = model.config.max_position_embeddings
         self._grammars: GrammarCompiler | None = None
+        self._batch: DecodeBatch | None = None  # generating sequences, packed (see _decode)
+        self._rows: list[Sequence] = []
 
     @classmethod
     def load(
@@ -106,6 +109,7 @@ class Engine:
         live = [s for s in seqs if not s.finished]
         waiting = self._plan(live)
         running: list[Sequence] = []
+        self._batch, self._rows = None, []
         with torch.inference_mode():
             while waiting or running:
                 waiting = self._admit_ready(waiting, running)
@@ -116,6 +120,7 @@ class Engine:
                 running = [s for s in running if not s.finished]
                 if progress is not None:
                     progress(self._progress(seqs, started))
+        self._batch, self._rows = None, []
         return [self._result(s) for s in seqs]
 
     # ---- preparation ---------------------------------------------------------------------------
@@ -242,8 +247,36 @@ class Engine:
         self._emit([(seq, logits) for seq, logits in outcome if not seq.prefilling])
 
     def _decode(self, group: list[Sequence]) -> None:
-        ids = torch.tensor([[s.last_token] for s in group], device=self.model.device)
-        self._emit(self._forward(group, ids))
+        """One token for every generating sequence, all in one `decode_step` over the packed
+        batch (rows of finished sequences leave it, new generators join it)."""
+        rows = self._sync_batch(group)
+        ids = torch.tensor([[s.last_token] for s in rows], device=self.model.device)
+        try:
+            logits = self.model.decode_step(ids, self._batch)
+        except Exception as e:  # noqa: BLE001 - the batch state is unusable after this
+            for seq in rows:
+                seq.finish("error", f"request {seq.request.id!r}: model failure in decode: {e}")
+            self._batch, self._rows = None, []
+            return
+        self._emit([(seq, logits[i, -1]) for i, seq in enumerate(rows)])
+
+    def _sync_batch(self, group: list[Sequence]) -> list[Sequence]:
+        keep = [i for i, seq in enumerate(self._rows) if not seq.finished]
+        joining = [seq for seq in group if seq.state is not None]
+        parts = []
+        if keep and len(keep) < len(self._rows):
+            parts.append(self._batch.select(torch.tensor(keep, device=self.model.device)))
+        elif keep:
+            parts.append(self._batch)
+        if joining:
+            room = max(seq.max_tokens - len(seq.output) for seq in joining)
+            states = [seq.state for seq in joining]
+            parts.append(DecodeBatch.build(self.model, states, extra_tokens=room))
+            for seq in joining:
+                seq.state = None  # the batch owns it now
+        self._rows = [self._rows[i] for i in keep] + joining
+        self._batch = DecodeBatch.concat(parts) if parts else None
+        return self._rows
 
     def _forward(self, group: list[Sequence], ids: torch.Tensor):
         """Run the model for `group`; on failure retry one by one so only the culprit fails."""

@@ -50,8 +50,9 @@ __all__ = [
 ]
 
 THINK_END = "</think>"
-# llguidance options: no free whitespace (a weak model can emit it forever) and readable separators.
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+# llguidance options: no free whitespace (a weak model can emit it forever) and compact
+# separators, the form the embedded model is trained to write.
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 _PLAN_LIMIT = 4096  # longest closing plan searched for at compile time
 # Outside the window (remaining budget > plan + _SLACK) the plan is refreshed every
 # _REPLAN_EVERY tokens; the slack covers how much the plan can grow in between.

@@ -18,6 +18,7 @@ from torch import nn
 from .attention import Attention
 from .cache import SequenceState
 from .config import ModelConfig
+from .decode import DecodeBatch, decode_attention
 from .layers import RMSNorm, rms_normalize
 from .moe import MoE
 
@@ -77,18 +78,20 @@ class Block(nn.Module):
             self.register_parameter(f"hc_{part}_base", nn.Parameter(torch.zeros(mix)))
             self.register_parameter(f"hc_{part}_scale", nn.Parameter(torch.ones(3)))
 
-    def forward(self, streams, ids, starts, states):
+    def forward(self, streams, ids, attend):
+        """`attend(x)` runs this block's attention on the normalised collapsed streams (with
+        whatever state the caller keeps) and returns its output [B,S,D]."""
         cfg = self.config
         pre, post, comb = hc_weights(
             streams, self.hc_attn_fn, self.hc_attn_base, self.hc_attn_scale, cfg
         )
-        out, states = self.attn(self.attn_norm(hc_collapse(streams, pre)), starts, states)
+        out = attend(self.attn_norm(hc_collapse(streams, pre)))
         streams = hc_expand(out, streams, post, comb)
         pre, post, comb = hc_weights(
             streams, self.hc_ffn_fn, self.hc_ffn_base, self.hc_ffn_scale, cfg
         )
         out = self.ffn(self.ffn_norm(hc_collapse(streams, pre)), ids)
-        return hc_expand(out, streams, post, comb), states
+        return hc_expand(out, streams, post, comb)
 
 
 class Transformer(nn.Module):
@@ -141,8 +144,13 @@ class Transformer(nn.Module):
         per_layer = [list(layer_states) for layer_states in zip(*(s.layers for s in states))]
         new_layers = []
         for block, layer_states in zip(self.layers, per_layer):
-            streams, layer_states = block(streams, input_ids, starts, layer_states)
-            new_layers.append(layer_states)
+
+            def attend(x, attn=block.attn, layer_states=layer_states):
+                out, updated = attn(x, starts, layer_states)
+                new_layers.append(updated)
+                return out
+
+            streams = block(streams, input_ids, attend)
         if last_only:
             streams = streams[:, -1:]
         logits = self.logits(streams)
@@ -152,6 +160,21 @@ class Transformer(nn.Module):
             for b, start in enumerate(starts)
         ]
         return logits, new_states
+
+    def decode_step(self, input_ids: torch.Tensor, batch: DecodeBatch) -> torch.Tensor:
+        """One token per row ([B,1]) for the sequences packed in `batch`, which is updated in
+        place; returns next-token logits [B,1,V]."""
+        pos = batch.positions
+        x = self.embed(input_ids)
+        streams = x.unsqueeze(-2).expand(*x.shape[:-1], self.config.hc_mult, x.shape[-1])
+        for block, layer in zip(self.layers, batch.layers):
+
+            def attend(h, attn=block.attn, layer=layer):
+                return decode_attention(attn, h, layer, pos)
+
+            streams = block(streams, input_ids, attend)
+        batch.positions = pos + 1
+        return self.logits(streams)
 
     def logits(self, streams: torch.Tensor) -> torch.Tensor:
         """Final hc head collapse, norm and the fp32 lm head (pitfall 22)."""

@@ -19,6 +19,8 @@ from typing import Literal
 
 import torch
 
+from flashbeam.kernels import quant as kernel_quant
+
 E4M3_MAX = 448.0
 E2M1_MAX = 6.0
 FP8_BLOCK = (128, 128)
@@ -26,7 +28,6 @@ FP4_GROUP = 32
 
 # e2m1 magnitudes by the low three code bits; codes 8-15 are the negatives.
 FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
-_FP4_TABLE = torch.tensor(FP4_VALUES + tuple(-v for v in FP4_VALUES), dtype=torch.float32)
 # Midpoints between neighbouring magnitudes, for round-to-nearest.
 _FP4_MIDPOINTS = torch.tensor(
     [(a + b) / 2 for a, b in zip(FP4_VALUES[:-1], FP4_VALUES[1:])], dtype=torch.float32
@@ -40,13 +41,10 @@ class QuantFormatError(ValueError):
 # ---- e8m0 scales ---------------------------------------------------------------------------
 def e8m0_to_float(scale: torch.Tensor) -> torch.Tensor:
     """e8m0 scales (or already-float multipliers) -> float32 multipliers 2^(b-127)."""
-    if scale.dtype == torch.float8_e8m0fnu:
-        b = scale.view(torch.uint8).to(torch.float32)
-        out = torch.exp2(b - 127.0)
-        return torch.where(b == 255, torch.full_like(out, float("nan")), out)
-    if scale.is_floating_point() and scale.dtype != torch.float8_e4m3fn:
-        return scale.to(torch.float32)
-    raise QuantFormatError(f"scale has dtype {scale.dtype}; expected float8_e8m0fnu or a float")
+    try:
+        return kernel_quant.e8m0_to_float(scale)
+    except TypeError as e:
+        raise QuantFormatError(str(e)) from None
 
 
 def e8m0_from_exponent(exponent: torch.Tensor) -> torch.Tensor:
@@ -113,6 +111,8 @@ def dequantize_fp8(
             f"FP8 scale has shape {list(scale.shape)}; weight {list(weight.shape)} with "
             f"{block[0]}x{block[1]} blocks needs {list(want)}"
         )
+    if block == FP8_BLOCK:  # the checkpoint format: one implementation, shared with kernels
+        return kernel_quant.dequantize_fp8_blocks(weight, scale, dtype)
     mult = _expand_blocks(e8m0_to_float(scale), tuple(weight.shape), block)
     return (weight.to(torch.float32) * mult).to(dtype)
 
@@ -157,9 +157,7 @@ def unpack_fp4(
             f"FP4 scale has shape {list(scale.shape)}; packed weight {list(packed.shape)} "
             f"({codes.shape[1]} inputs, groups of {FP4_GROUP}) needs {list(want)}"
         )
-    values = _FP4_TABLE.to(codes.device)[codes.long()]
-    mult = _expand_blocks(e8m0_to_float(scale), tuple(codes.shape), (1, FP4_GROUP))
-    return (values * mult).to(dtype)
+    return kernel_quant.unpack_fp4(packed, scale, dtype)
 
 
 def quantize_fp4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
