@@ -22,8 +22,9 @@ from flashbeam.model.grammar import subschemas
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 DEFAULT_VALIDATOR = jsonschema.Draft202012Validator
-# Every format jsonschema can check, whatever the draft: a draft-04 "date" is checked too.
-FORMAT_CHECKER = jsonschema.FormatChecker()
+# The 2020-12 format checkers, whatever the schema's draft: a draft-04 "date" is checked too, and
+# "time" is RFC 3339 (the generic FormatChecker would use draft 3's "HH:MM:SS").
+FORMAT_CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER
 
 
 class SchemaError(ValueError):

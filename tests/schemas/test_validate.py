@@ -63,3 +63,12 @@ def test_fenced_json_is_accepted_for_unconstrained_outputs():
     assert parse_json_output('Here:\n```json\n{"a": 1}\n```\n') == {"a": 1}
     with pytest.raises(ValueError):
         parse_json_output("no json here")
+
+
+def test_time_format_is_rfc3339():
+    from flashbeam.schemas.validate import SchemaValidator
+
+    v = SchemaValidator({"type": "string", "format": "time"})
+    assert v.errors("05:05:23+07:03") == []
+    assert v.errors("00:00:00Z") == []
+    assert v.errors("25:00") != []
