@@ -1,11 +1,30 @@
-"""The `flashbeam` command."""
+"""The `flashbeam` command: run, validate, show and eval jobs; benchmarks.
+
+    flashbeam run JOB.yaml [--set key.path=value ...] [--date YYYY-MM-DD] [-- <beam options>]
+    flashbeam validate JOB.yaml [--set ...]
+    flashbeam show RESULT.parquet|OUTPUT_DIR [--errors]
+    flashbeam eval JOB.yaml [--gold GOLD.jsonl]
+    flashbeam bench <engine|prefix-cache|kernels|pipeline> ...
+
+Exit codes: 0 every row valid; 3 the job completed with error rows; 2 a bad spec or setup
+(nothing ran); 1 the run failed (the previous output was left as it was) or its counts
+did not reconcile.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import logging
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flashbeam.jobs import EXIT_FAILED, EXIT_OK, EXIT_SETUP
 
 
 def _bench_engine(args: argparse.Namespace) -> dict:
@@ -38,6 +57,21 @@ def _bench_kernels(args: argparse.Namespace) -> dict | None:
     return None
 
 
+def _bench_pipeline(args: argparse.Namespace) -> dict:
+    from flashbeam.pipelines.bench import bench_pipeline
+
+    return bench_pipeline(
+        documents=args.documents,
+        questions=args.questions,
+        doc_tokens=args.doc_tokens,
+        max_tokens=args.max_tokens,
+        requests_per_call=args.requests_per_call,
+        cache_bytes=args.cache_bytes,
+        preset=args.preset,
+        threads=args.threads,
+    )
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="run a benchmark; prints one JSON object")
     targets = bench.add_subparsers(dest="target", required=True)
@@ -61,26 +95,263 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(bench=_bench_kernels)
 
+    p = targets.add_parser("pipeline", help="pipeline vs engine alone, prefix grouping on vs off")
+    p.add_argument("--documents", type=int, default=16)
+    p.add_argument("--questions", type=int, default=4)
+    p.add_argument("--doc-tokens", type=int, default=2048)
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--requests-per-call", type=int, default=16)
+    p.add_argument("--cache-bytes", type=int, default=4 << 20)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.set_defaults(bench=_bench_pipeline)
+
+
+def _run_bench(args: argparse.Namespace, beam_args: list[str]) -> int:
+    run: Callable[[argparse.Namespace], dict | None] = args.bench
+    result = run(args)
+    if result is not None:
+        print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+# ---- jobs -------------------------------------------------------------------------------------
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _add_job_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", help="the job spec (.yaml)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set task.max_tokens=64 (repeatable; value is YAML)",
+    )
+    p.add_argument("--date", type=_date, default=None, help="the {date} partition (default: today)")
+    p.add_argument(
+        "--skip-model-check",
+        action="store_true",
+        help="do not open the checkpoint here (it exists only on the workers)",
+    )
+
+
+def _add_jobs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a job: JOB.yaml [--set k=v] [--date D] [-- beam options]")
+    _add_job_arguments(p)
+    p.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    p.add_argument(
+        "--preview", type=int, default=10, metavar="N", help="print the first N result rows"
+    )
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a job (spec, schema, model, input); no inference")
+    _add_job_arguments(p)
+    p.set_defaults(handler=_cmd_validate)
+
+    p = sub.add_parser("show", help="print a results (or errors) Parquet file as a table")
+    p.add_argument("path", help="a .parquet file, a glob, or a job's output directory")
+    p.add_argument("--errors", action="store_true", help="show the errors table")
+    p.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
+    p.add_argument("--all", action="store_true", help="show the metadata columns too")
+    p.set_defaults(handler=_cmd_show)
+
+    p = sub.add_parser("eval", help="run a job and print its field accuracy against gold (JSON)")
+    _add_job_arguments(p)
+    p.add_argument("--gold", type=Path, default=None, help="gold JSONL (default: beside input)")
+    p.add_argument("--keep", type=Path, default=None, help="write the outputs here, keep them")
+    p.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    p.set_defaults(handler=_cmd_eval)
+
+
+def _consoles():
+    from rich.console import Console
+
+    return Console(), Console(stderr=True)
+
+
+def _fail(console, message: str, code: int) -> int:
+    from rich.text import Text
+
+    console.print(Text("error: ", style="red") + Text(message), soft_wrap=True)
+    return code
+
+
+def _plan(args: argparse.Namespace, beam_args: list[str], overrides: tuple[str, ...] = ()):
+    """The job for `args.date` with `--set` (then `overrides`) applied; raises JobError."""
+    from flashbeam.jobs.run import plan_job
+    from flashbeam.jobs.spec import load_job
+
+    plan = plan_job(load_job(args.job, [*args.set, *overrides]), args.date, beam_args)
+    local_workers = plan.runner in ("DirectRunner", "direct") and not plan.in_process
+    if local_workers and not args.verbose and "default_sdk_harness_log_level" not in str(beam_args):
+        plan.beam_args.append("--default_sdk_harness_log_level=ERROR")  # quiet worker processes
+    return plan
+
+
+def _execute(args: argparse.Namespace, plan, err):
+    """Run the plan, with a live progress bar on `err` when the workers are in this process."""
+    from flashbeam.jobs.progress import LiveProgress
+    from flashbeam.jobs.run import run_job
+
+    label = f"{plan.job.name} {plan.date.isoformat()}"
+    progress = None
+    if plan.in_process and not args.no_progress:
+        progress = LiveProgress(err, label)
+    else:
+        err.print(f"running {label} on {plan.runner} ...", markup=False, highlight=False)
+    return run_job(plan, check_model=not args.skip_model_check, progress=progress)
+
+
+def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from flashbeam.jobs.progress import summary_table
+    from flashbeam.jobs.run import RunFailed
+    from flashbeam.jobs.show import read_rows, render
+    from flashbeam.jobs.spec import JobError
+
+    out, err = _consoles()
+    try:
+        plan = _plan(args, beam_args)
+        outcome = _execute(args, plan, err)
+    except JobError as e:
+        return _fail(err, str(e), EXIT_SETUP)
+    except RunFailed as e:
+        message = f"{e}\nnothing was written; the previous output is unchanged"
+        return _fail(err, message, EXIT_FAILED)
+    manifest = outcome.manifest
+    out.print(summary_table(manifest, outcome.exit_code))
+    results = [f for f in manifest["files"] if f["table"] == "results" and f["rows"]]
+    if args.preview > 0 and results:
+        paths = [plan.results.file(f["name"], staged=False) for f in results]
+        out.print(render(read_rows(paths, args.preview), console_width=out.width))
+    if manifest["counts"]["errors"]:
+        err.print(
+            f"{manifest['counts']['errors']} error row(s): see them with "
+            f"`flashbeam show {(plan.errors or plan.results).path} --errors`",
+            markup=False,
+            highlight=False,
+        )
+    if not manifest["reconciled"]:
+        err.print("[red]the counters and the files disagree; see manifest.json[/red]")
+    return outcome.exit_code
+
+
+def _cmd_validate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from rich.table import Table
+
+    from flashbeam.jobs.run import check_plan, count_records, plan_job
+    from flashbeam.jobs.spec import JobError, load_job
+
+    out, err = _consoles()
+    try:
+        job = load_job(args.job, args.set)
+        plan = plan_job(job, args.date, beam_args)
+        files = check_plan(plan, check_model=not args.skip_model_check)
+        records = count_records(plan, files)
+    except JobError as e:
+        return _fail(err, str(e), EXIT_SETUP)
+    config = plan.config
+    schema = config.task.schema
+    table = Table(title=f"{job.name}: ok, ready to run", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("spec", str(job.source))
+    table.add_row("input", f"{plan.input_path} ({len(files)} file(s), {config.input.format}"
+                  + (f", {records} records)" if records is not None else ")"))  # fmt: skip
+    fields = ", ".join((schema or {}).get("properties", {})) or "free text"
+    title = (schema or {}).get("title", "")
+    table.add_row("task", f"{config.task.kind}: {title} [{fields}]" if title else
+                  f"{config.task.kind}: {fields}")  # fmt: skip
+    table.add_row(
+        "model", f"{config.engine.model} on {config.engine.device} ({config.engine.dtype})"
+    )
+    table.add_row("output", plan.results.path)
+    if plan.errors is not None:
+        table.add_row("errors", plan.errors.path)
+    table.add_row("runner", " ".join(plan.beam_args))
+    out.print(table, markup=False)
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from flashbeam.jobs.show import ShowError, find_files, read_rows, render
+
+    out, err = _consoles()
+    try:
+        rows = read_rows(find_files(args.path, args.errors), args.limit)
+    except (ShowError, OSError) as e:
+        return _fail(err, str(e), EXIT_SETUP)
+    out.print(render(rows, errors=args.errors, all_columns=args.all, console_width=out.width))
+    return EXIT_OK
+
+
+def _cmd_eval(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from flashbeam.jobs.eval import gold_path_for, read_gold, score
+    from flashbeam.jobs.run import RunFailed
+    from flashbeam.jobs.spec import JobError
+
+    _, err = _consoles()
+    where = str(args.keep) if args.keep else tempfile.mkdtemp(prefix="flashbeam-eval-")
+    overrides = (f"output.path={Path(where).resolve() / 'results'}", "output.errors=null")
+    try:
+        plan = _plan(args, beam_args, overrides)
+        gold = args.gold or gold_path_for(plan)
+        read_gold(gold)  # fail before running when there is nothing to score against
+        outcome = _execute(args, plan, err)
+        report: dict[str, Any] = score(outcome, gold)
+    except JobError as e:
+        return _fail(err, str(e), EXIT_SETUP)
+    except RunFailed as e:
+        return _fail(err, str(e), EXIT_FAILED)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(where, ignore_errors=True)
+    print(json.dumps(report, indent=2))
+    return outcome.exit_code
+
+
+# ---- entry point ----------------------------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flashbeam",
         description="Long-context LLM batch jobs on Apache Beam with an embedded V4-Flash engine.",
+        epilog="Exit codes: 0 all rows valid, 3 completed with error rows, 2 bad spec or setup, "
+        "1 the run failed or its counts did not reconcile.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's log messages")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_jobs(sub)
     _add_bench(sub)
     return parser
 
 
+def _split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`run`/`eval` take Beam options after `--`; other commands keep their arguments."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in ("run", "eval") and "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv, beam_args = _split_beam_args(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    # Before Beam is imported: its import-time warnings would otherwise reach the terminal.
+    level = logging.INFO if args.verbose else logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(level)
     if args.command == "bench":
-        run: Callable[[argparse.Namespace], dict | None] = args.bench
-        result = run(args)
-        if result is not None:
-            print(json.dumps(result, indent=2))
-        return 0
-    return 2
+        return _run_bench(args, beam_args)
+    return args.handler(args, beam_args)
 
 
 if __name__ == "__main__":

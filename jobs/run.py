@@ -1,0 +1,373 @@
+"""Run a job for one date: plan it, check it, run the pipeline into staging, then finalize.
+
+    job = load_job("jobs/extract_invoices.yaml")
+    plan = plan_job(job, date=dt.date(2026, 1, 31))
+    outcome = run_job(plan)          # outcome.exit_code: 0 all rows valid, 3 some error rows
+    outcome.manifest["counts"]
+
+`plan_job` turns the spec into the pipeline's settings (templates filled, schema loaded, Beam
+options assembled); `check_plan` does every check that needs no inference; `run_job` writes the
+partition atomically (see `partition`) with `manifest.json` and `_SUCCESS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from flashbeam.model.checkpoint import CheckpointReader, resolve_checkpoint
+from flashbeam.model.config import ModelConfig
+from flashbeam.pipelines import (
+    ChunkingConfig,
+    EngineConfig,
+    GroupingConfig,
+    InputConfig,
+    OutputConfig,
+    PipelineConfig,
+    ReduceConfig,
+    RunReport,
+    TaskConfig,
+    check_config,
+    match_input,
+    run_pipeline,
+)
+from flashbeam.schemas import RetryPolicy, SchemaError, load_schema
+
+from . import EXIT_ERROR_ROWS, EXIT_FAILED, EXIT_OK
+from .manifest import OutputFile, build_manifest, manifest_bytes, parquet_rows
+from .partition import Partition, is_local
+from .progress import LiveProgress
+from .spec import Job, JobError, RunnerSpec
+
+TEMPLATE_FIELDS = ("date", "name")
+
+
+class RunFailed(RuntimeError):
+    """The pipeline failed or did not finish; the previous partition was left as it was."""
+
+
+@dataclass
+class Plan:
+    """A job made concrete for one date: where it reads and writes, and the pipeline settings."""
+
+    job: Job
+    date: dt.date
+    input_path: str
+    results: Partition
+    errors: Partition | None  # None: errors files go into the results partition
+    config: PipelineConfig
+    beam_args: list[str]
+
+    @property
+    def partitions(self) -> list[Partition]:
+        return [p for p in (self.errors, self.results) if p is not None]
+
+    @property
+    def runner(self) -> str:
+        runner = PipelineOptions(self.beam_args).view_as(StandardOptions).runner
+        return str(runner or "DirectRunner")
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the workers run in this process (the progress display can follow them)."""
+        mode = PipelineOptions(self.beam_args).view_as(DirectOptions).direct_running_mode
+        return self.runner in ("DirectRunner", "direct") and mode in (
+            "in_memory",
+            "multi_threading",
+        )
+
+
+@dataclass
+class JobOutcome:
+    plan: Plan
+    report: RunReport
+    manifest: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        if not self.manifest["reconciled"]:
+            return EXIT_FAILED
+        return EXIT_ERROR_ROWS if self.manifest["counts"]["errors"] else EXIT_OK
+
+
+# ---- planning -------------------------------------------------------------------------------
+
+
+def render(template: str, where: str, job: Job, date: dt.date) -> str:
+    """Fill `{date}` (YYYY-MM-DD) and `{name}` into a path template."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as e:
+        raise JobError(f"{job.source}: {where} {template!r} is not a valid template: {e}") from None
+    unknown = sorted(fields - set(TEMPLATE_FIELDS))
+    if unknown:
+        raise JobError(
+            f"{job.source}: {where} {template!r} uses {{{unknown[0]}}}; only {{date}} and "
+            "{name} are filled in (write a literal brace as {{ or }})"
+        )
+    return template.format(date=date.isoformat(), name=job.name)
+
+
+def plan_job(
+    job: Job, date: dt.date | None = None, beam_args: list[str] | tuple[str, ...] = ()
+) -> Plan:
+    """The job's pipeline settings for `date` (default today); raises JobError."""
+    date = date or dt.date.today()
+    spec = job.spec
+    input_path = render(spec.input.path, "input.path", job, date)
+    results = _partition(job, "output.path", spec.output.path, date)
+    errors = None
+    if spec.output.errors is not None:
+        errors = _partition(job, "output.errors", spec.output.errors, date)
+        if errors.path == results.path:
+            errors = None
+        elif _nested(errors.path, results.path):
+            raise JobError(
+                f"{job.source}: output.errors {errors.path!r} and output.path {results.path!r} "
+                "are inside one another; give them separate directories or leave errors unset"
+            )
+    config = PipelineConfig(
+        input=_section(
+            job, "input", lambda: InputConfig(input_path, **_fields(spec.input, exclude=("path",)))
+        ),
+        output=_section(
+            job,
+            "output",
+            lambda: OutputConfig(
+                results=results.file("results"),
+                errors=(errors or results).file("errors"),
+                **_fields(spec.output, exclude=("path", "errors")),
+            ),
+        ),
+        task=_task_config(job),
+        engine=_section(
+            job,
+            "engine",
+            lambda: EngineConfig(
+                model=spec.model.path,
+                device=spec.model.device,
+                dtype=spec.model.dtype,
+                **_fields(spec.engine),
+            ),
+        ),
+        grouping=_section(job, "grouping", lambda: GroupingConfig(**_fields(spec.grouping))),
+    )
+    return Plan(job, date, input_path, results, errors, config, runner_args(spec.runner, beam_args))
+
+
+def _partition(job: Job, where: str, template: str, date: dt.date) -> Partition:
+    return _section(job, where, lambda: Partition.for_path(render(template, where, job, date)))
+
+
+def runner_args(runner: RunnerSpec, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Beam options: the runner and its options from the spec, then `extra` (which win).
+    A DirectRunner runs in this process unless its options say otherwise."""
+    args = [f"--runner={runner.name}"]
+    for key, value in runner.options.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is True:
+                args.append(f"--{key}")
+            elif item is not False:
+                args.append(f"--{key}={item}")
+    args.extend(extra)
+    if PipelineOptions(args).view_as(StandardOptions).runner in ("DirectRunner", "direct"):
+        for option in ("direct_running_mode=in_memory", "direct_num_workers=1"):
+            if not any(a.startswith("--" + option.split("=")[0]) for a in args):
+                args.insert(1, "--" + option)
+    return args
+
+
+def _task_config(job: Job) -> TaskConfig:
+    task = job.spec.task
+    schema = None
+    if task.schema_ is not None:
+        try:
+            schema = load_schema(task.schema_, where=f"{job.source}: task.schema")
+        except SchemaError as e:
+            raise JobError(str(e)) from None
+    retry = _section(
+        job,
+        "task.retry",
+        lambda: RetryPolicy(
+            **{**_fields(task.retry), "retry_temperatures": tuple(task.retry.retry_temperatures)}
+        ),
+    )
+    chunking = _section(job, "task.chunking", lambda: ChunkingConfig(**_fields(task.chunking)))
+    reduce = _section(job, "task.reduce", lambda: ReduceConfig(**_fields(task.reduce)))
+    return _section(
+        job,
+        "task",
+        lambda: TaskConfig(
+            schema=schema,
+            retry=retry,
+            chunking=chunking,
+            reduce=reduce,
+            **_fields(task, exclude=("schema_", "retry", "chunking", "reduce")),
+        ),
+    )
+
+
+def _fields(section: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {k: getattr(section, k) for k in type(section).model_fields if k not in exclude}
+
+
+def _section(job: Job, where: str, build: Callable[[], Any]) -> Any:
+    """Build one pipeline setting; its own checks become JobErrors naming the spec section."""
+    try:
+        return build()
+    except JobError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise JobError(f"{job.source}: {where}: {e}") from None
+
+
+def _nested(a: str, b: str) -> bool:
+    return a.startswith(b + "/") or b.startswith(a + "/")
+
+
+# ---- checks ---------------------------------------------------------------------------------
+
+
+def check_plan(plan: Plan, check_model: bool = True) -> list[str]:
+    """Every check that needs no inference: input files, template, schema columns, model
+    directory, weights' headers and tokenizer. Returns the input files; raises JobError."""
+    source = plan.job.source
+    try:
+        files = match_input(plan.input_path)
+    except ValueError as e:
+        raise JobError(f"{source}: {e}") from None
+    if check_model:
+        check_checkpoint(plan.config.engine.model, f"{source}: model.path")
+    try:
+        check_config(plan.config, check_model=check_model)
+    except (ValueError, OSError) as e:
+        raise JobError(f"{source}: {e}") from None
+    for partition in plan.partitions:
+        if is_local(partition.path) and FileSystems.exists(partition.staging):
+            raise JobError(f"{source}: staging directory {partition.staging} already exists")
+    return files
+
+
+def check_checkpoint(model: str, where: str) -> None:
+    """The checkpoint's config parses and its weight files match it (headers only)."""
+    try:
+        directory = resolve_checkpoint(model)
+        if not directory.is_dir():
+            raise JobError(
+                f"{where}: {model!r} is not a directory; give a checkpoint directory "
+                '(config.json, *.safetensors, tokenizer.json) or "tiny" for the embedded default'
+            )
+        with CheckpointReader(directory, ModelConfig.from_file(directory)):
+            pass
+    except JobError:
+        raise
+    except (ValueError, OSError) as e:
+        hint = ""
+        if model == "tiny":
+            hint = "; or set model.path (--set model.path=DIR) to a checkpoint directory"
+        raise JobError(f"{where}: {e}{hint}") from None
+
+
+def count_records(plan: Plan, files: list[str]) -> int | None:
+    """Input records (lines, rows or files) of local inputs; None for remote ones."""
+    if not all(is_local(f) for f in files):
+        return None
+    fmt = plan.config.input.format
+    if fmt == "text":
+        return len(files)
+    if fmt == "parquet":
+        return sum(parquet_rows(f) for f in files)
+    total = 0
+    for path in files:
+        with FileSystems.open(path) as f:
+            total += sum(1 for line in iter(f.readline, b"") if line.strip())
+    return total
+
+
+def expected_items(plan: Plan, records: int | None) -> int | None:
+    if records is None:
+        return None
+    if plan.config.input.format == "openai_batch":
+        return records
+    return records * len(plan.config.task.questions or (None,))
+
+
+# ---- running --------------------------------------------------------------------------------
+
+
+def run_job(plan: Plan, check_model: bool = True, progress: LiveProgress | None = None):
+    """Run the plan into staging and finalize the partition; returns a JobOutcome.
+
+    Raises JobError before anything is written, RunFailed when the pipeline fails (the staging
+    directory is removed and the previous partition is left as it was)."""
+    input_files = check_plan(plan, check_model)
+    if progress is not None:
+        progress.total = expected_items(plan, count_records(plan, input_files))
+    started = dt.datetime.now(dt.timezone.utc)
+    for partition in plan.partitions:
+        partition.prepare()
+    try:
+        try:
+            if progress is not None:
+                with progress:
+                    report = run_pipeline(plan.config, plan.beam_args, check_model=False)
+            else:
+                report = run_pipeline(plan.config, plan.beam_args, check_model=False)
+        except Exception as e:
+            raise RunFailed(f"the pipeline failed: {type(e).__name__}: {e}") from e
+        if report.state != "DONE":
+            raise RunFailed(f"the pipeline ended in state {report.state}, not DONE")
+        files = _output_files(plan)
+        manifest = build_manifest(
+            job=plan.job.name,
+            spec_path=str(plan.job.source),
+            date=plan.date,
+            started=started,
+            duration_s=report.duration_s,
+            metrics=report.metrics,
+            files=files,
+            locations={
+                "results": plan.results.path,
+                "errors": (plan.errors or plan.results).path,
+            },
+            input_files=input_files,
+            model=_model_info(plan),
+            runner=plan.runner,
+            pricing=plan.job.spec.pricing,
+        )
+        if plan.errors is not None:
+            plan.errors.commit(None)
+        plan.results.commit(manifest_bytes(manifest))
+    except BaseException:
+        for partition in plan.partitions:
+            partition.abort()
+        raise
+    return JobOutcome(plan, report, manifest)
+
+
+def _output_files(plan: Plan) -> list[OutputFile]:
+    files = []
+    for table, partition in (("results", plan.results), ("errors", plan.errors or plan.results)):
+        for name in partition.staged_files():
+            if name.startswith(table + "-") and name.endswith(".parquet"):
+                rows = parquet_rows(partition.file(name))
+                relative = name if partition is plan.results else partition.file(name, False)
+                files.append(OutputFile(table, relative, rows))
+    return files
+
+
+def _model_info(plan: Plan) -> dict[str, Any]:
+    engine = plan.config.engine
+    info = dataclasses.asdict(engine)
+    try:
+        info["resolved_path"] = str(resolve_checkpoint(engine.model))
+    except ValueError:
+        info["resolved_path"] = None
+    return info

@@ -1,0 +1,368 @@
+"""Job specs: a YAML file validated into a `JobSpec`, with `--set key.path=value` overrides.
+
+    job = load_job("jobs/extract_invoices.yaml", overrides=["task.max_tokens=64"])
+    job.spec.task.max_tokens  # 64
+
+YAML is read with a safe loader that also rejects duplicate keys. Relative paths written in the
+file (`input.path`, a `task.schema` file, `model.path`) resolve against the file's directory, so a
+job runs the same from any working directory; paths given with `--set` resolve against the
+working directory, as on any command line. Output paths are where you are: relative
+`output.path` / `output.errors` resolve against the working directory.
+
+Every error is a `JobError` whose message names the file (and line), the field path and the fix.
+Defaults of the pipeline settings are read from the `flashbeam.pipelines` dataclasses, so the
+spec and the pipeline never disagree about them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from flashbeam.pipelines.config import (
+    ChunkingConfig,
+    EngineConfig,
+    GroupingConfig,
+    InputConfig,
+    OutputConfig,
+    ReduceConfig,
+    TaskConfig,
+)
+from flashbeam.schemas import RetryPolicy
+
+
+class JobError(ValueError):
+    """A job that cannot start: a bad spec, a missing file, a bad schema or model path."""
+
+
+def _default(cls: type, name: str) -> Any:
+    """A pipeline dataclass field's default, so the spec repeats none of them."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40})
+
+
+def parse_bytes(value: Any) -> Any:
+    """1073741824, "1GiB", "512 MiB", "2GB" -> bytes; anything else is left for pydantic."""
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if not m:
+            raise ValueError(f"{value!r} is not a size; write bytes (1048576) or 512MiB, 2GiB, 1GB")
+        return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Section):
+    path: str = Field(description="file or glob; {date} and {name} are filled in")
+    format: Literal["jsonl", "parquet", "text", "openai_batch"] = _default(InputConfig, "format")
+    text_field: str = _default(InputConfig, "text_field")
+    id_field: str | None = _default(InputConfig, "id_field")
+
+
+class RetrySpec(_Section):
+    max_attempts: int = Field(_default(RetryPolicy, "max_attempts"), ge=1)
+    retry_temperatures: list[float] = Field(
+        list(_default(RetryPolicy, "retry_temperatures")), min_length=1
+    )
+    length_growth: float = Field(_default(RetryPolicy, "length_growth"), ge=1)
+    max_tokens_cap: int = Field(_default(RetryPolicy, "max_tokens_cap"), ge=1)
+    feedback: bool = _default(RetryPolicy, "feedback")
+    constrained: bool = _default(RetryPolicy, "constrained")
+
+
+class ChunkingSpec(_Section):
+    max_tokens: int | None = _default(ChunkingConfig, "max_tokens")
+    overlap_tokens: int = _default(ChunkingConfig, "overlap_tokens")
+
+
+MergeRuleName = Literal[
+    "first_non_null", "last_non_null", "most_common", "concat_unique", "min", "max"
+]
+
+
+class ReduceSpec(_Section):
+    mode: Literal["auto", "prompt", "merge"] = _default(ReduceConfig, "mode")
+    instructions: str | None = _default(ReduceConfig, "instructions")
+    rules: dict[str, MergeRuleName] = Field(default_factory=dict)
+    default_rule: MergeRuleName | None = _default(ReduceConfig, "default_rule")
+    rounds: int = Field(_default(ReduceConfig, "rounds"), ge=1)
+    on_part_error: Literal["fail", "skip"] = _default(ReduceConfig, "on_part_error")
+
+
+class TaskSpec(_Section):
+    kind: Literal["extract", "summarize", "classify", "generate"] = _default(TaskConfig, "kind")
+    # A built-in name, a .json file, or the schema inline; null for free-text output.
+    schema_: str | dict[str, Any] | None = Field(None, alias="schema")
+    instructions: str | None = _default(TaskConfig, "instructions")
+    document_template: str = _default(TaskConfig, "document_template")
+    questions: list[str] | None = Field(_default(TaskConfig, "questions"), min_length=1)
+    max_tokens: int = Field(_default(TaskConfig, "max_tokens"), ge=1)
+    temperature: float = Field(_default(TaskConfig, "temperature"), ge=0)
+    thinking: bool = _default(TaskConfig, "thinking")
+    schema_in_prompt: bool = _default(TaskConfig, "schema_in_prompt")
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    chunking: ChunkingSpec = Field(default_factory=ChunkingSpec)
+    reduce: ReduceSpec = Field(default_factory=ReduceSpec)
+
+
+class ModelSpec(_Section):
+    path: str = Field(_default(EngineConfig, "model"), description='"tiny" or a checkpoint dir')
+    device: str = _default(EngineConfig, "device")
+    dtype: Literal["float32", "bfloat16", "float16"] = _default(EngineConfig, "dtype")
+
+
+class EngineSpec(_Section):
+    max_batch_tokens: int = Field(_default(EngineConfig, "max_batch_tokens"), ge=1)
+    max_batch_size: int = Field(_default(EngineConfig, "max_batch_size"), ge=1)
+    cache_bytes: int = Field(_default(EngineConfig, "cache_bytes"), ge=0)
+    # One torch thread unless the job says otherwise: Beam runs several bundles at once.
+    torch_threads: int | None = Field(1, ge=1)
+
+    _sizes = field_validator("cache_bytes", mode="before")(parse_bytes)
+
+
+class GroupingSpec(_Section):
+    enabled: bool = _default(GroupingConfig, "enabled")
+    block_tokens: int = Field(_default(GroupingConfig, "block_tokens"), ge=1)
+    max_group_requests: int = Field(_default(GroupingConfig, "max_group_requests"), ge=1)
+    requests_per_call: int = Field(_default(GroupingConfig, "requests_per_call"), ge=1)
+
+
+class OutputSpec(_Section):
+    path: str = "out/{name}/{date}"
+    errors: str | None = None  # a separate directory for the errors files (default: `path`)
+    num_shards: int = Field(_default(OutputConfig, "num_shards"), ge=0)
+    row_group_bytes: int = Field(_default(OutputConfig, "row_group_bytes"), ge=1)
+    record_batch_rows: int = Field(_default(OutputConfig, "record_batch_rows"), ge=1)
+    codec: Literal["snappy", "gzip", "zstd", "lz4", "brotli", "none"] = _default(
+        OutputConfig, "codec"
+    )
+    metadata_prefix: str = _default(OutputConfig, "metadata_prefix")
+
+    _sizes = field_validator("row_group_bytes", mode="before")(parse_bytes)
+
+
+OptionValue = str | int | float | bool | list[str | int | float]
+
+
+class RunnerSpec(_Section):
+    name: str = "DirectRunner"
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+
+
+class PricingSpec(_Section):
+    """Hosted-API prices per million tokens (default: the published DeepSeek-V4-Flash prices)."""
+
+    currency: str = "USD"
+    input_cache_miss: float = Field(0.14, ge=0)
+    input_cache_hit: float = Field(0.028, ge=0)
+    output: float = Field(0.28, ge=0)
+
+
+class JobSpec(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str | None = None
+    input: InputSpec
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    grouping: GroupingSpec = Field(default_factory=GroupingSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    runner: RunnerSpec = Field(default_factory=RunnerSpec)
+    pricing: PricingSpec = Field(default_factory=PricingSpec)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated spec and where it came from. `set_paths` are the fields set by `--set`."""
+
+    spec: JobSpec
+    source: Path
+    set_paths: frozenset[str] = frozenset()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing duplicate keys (a silently ignored setting is a bug)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Job:
+    """Read, override and validate the job at `path`; raises JobError naming what to fix."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobError(f"{source}: no such job file; give the path of a job .yaml") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise JobError(f"{source}: cannot read the job file: {e}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+        lines = _key_lines(yaml.compose(text, Loader=_Loader))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
+        problem = getattr(e, "problem", None) or str(e)
+        raise JobError(f"{where}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise JobError(
+            f"{source}: a job file is a mapping with at least `name:` and `input:` "
+            f"(found {type(data).__name__})"
+        )
+    _resolve_file_paths(data, source.parent)
+    set_paths = set()
+    for override in overrides:
+        set_paths.add(apply_override(data, override))
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as e:
+        raise JobError(_explain(e, source, lines, set_paths)) from None
+    return Job(spec, source, frozenset(set_paths))
+
+
+def apply_override(data: dict[str, Any], override: str) -> str:
+    """Apply one `key.path=value` (64, true, null, [a, b] read as YAML); returns the path."""
+    key, sep, raw = override.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
+        raise JobError(
+            f"--set {override!r}: expected key.path=value, for example "
+            "--set task.max_tokens=64 or --set model.path=/ckpt"
+        )
+    try:
+        value = _override_value(raw)
+    except yaml.YAMLError as e:
+        raise JobError(f"--set {override!r}: the value is not valid YAML: {e}") from None
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            here = ".".join(parts[: i + 1])
+            raise JobError(f"--set {override!r}: {here} is a value, not a section with fields")
+        node = child
+    node[parts[-1]] = value
+    return ".".join(parts)
+
+
+def _override_value(raw: str) -> Any:
+    """Numbers, booleans, null, quoted strings and [..] / {..} are read as YAML; anything else
+    (`Say: hi`, `2026-01-02`) stays the text that was typed."""
+    text = raw.strip()
+    if not text:
+        return raw
+    value = yaml.load(raw, Loader=_Loader)
+    if text[0] in "[{" or value is None or isinstance(value, bool | int | float | str):
+        return value
+    return raw
+
+
+def _resolve_file_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the file's relative input, schema and model paths relative to the file itself."""
+
+    def resolve(section: str, key: str, keep: Any = ()) -> None:
+        part = data.get(section)
+        value = part.get(key) if isinstance(part, dict) else None
+        if isinstance(value, str) and value and value not in keep and not _is_absolute(value):
+            part[key] = os.path.normpath(base / value)
+
+    resolve("input", "path")
+    resolve("model", "path", keep=("tiny",))
+    task = data.get("task")
+    schema = task.get("schema") if isinstance(task, dict) else None
+    if isinstance(schema, str) and (schema.endswith(".json") or (base / schema).is_file()):
+        resolve("task", "schema")
+
+
+def _is_absolute(path: str) -> bool:
+    return "://" in path or os.path.isabs(os.path.expanduser(path))
+
+
+# ---- error messages -------------------------------------------------------------------------
+
+
+def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """(field path) -> line of its key, for every mapping key in the composed YAML tree."""
+    lines: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, str(key_node.value))
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, path))
+    return lines
+
+
+def _explain(error: ValidationError, source: Path, lines: dict, set_paths: set[str]) -> str:
+    problems = []
+    for e in error.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        dotted = ".".join(loc) or "(top level)"
+        if any(dotted == p or dotted.startswith(p + ".") for p in set_paths):
+            where = f"--set {dotted}"
+        else:
+            line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), 0)
+            where = f"{source}:{line}: {dotted}" if line else f"{source}: {dotted}"
+        problems.append(f"{where}: {_fix(e, loc)}")
+    head = f"{source}: the job spec has {len(problems)} problem(s):\n  "
+    return head + "\n  ".join(problems)
+
+
+def _fix(error: dict[str, Any], loc: tuple[str, ...]) -> str:
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown field {loc[-1]!r}; {hint}fields here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"required field is missing; add `{loc[-1]}:`"
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    message = error["msg"].replace("Input should be", "should be")
+    return f"{message} (got {shown})"
+
+
+def _fields_at(loc: tuple[str, ...]) -> list[str]:
+    model: Any = JobSpec
+    for part in loc:
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [f.alias or n for n, f in model.model_fields.items()]

@@ -1,0 +1,217 @@
+"""`flashbeam run` / `eval` end to end on the example jobs (small inputs, random tiny weights):
+partitions, manifests that reconcile with the Parquet files, atomic re-runs, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from .conftest import JOBS, sample_rows, write_jsonl
+
+TINY_SCHEMA = (
+    'task.schema={"type": "object", "properties": {"ok": {"type": "boolean"}}, '
+    '"required": ["ok"], "additionalProperties": false}'
+)
+
+
+def manifest_of(partition: Path) -> dict:
+    return json.loads((partition / "manifest.json").read_text())
+
+
+def rows_of(partition: Path, table: str) -> list[dict]:
+    rows = []
+    for path in sorted(partition.glob(f"{table}-*.parquet")):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def assert_reconciles(partition: Path) -> dict:
+    """The manifest's counts equal the rows in the files, and every item is in one of them."""
+    m = manifest_of(partition)
+    results, errors = rows_of(partition, "results"), rows_of(partition, "errors")
+    assert m["reconciled"] is True
+    assert (m["counts"]["results"], m["counts"]["errors"]) == (len(results), len(errors))
+    assert m["counts"]["items_in"] == len(results) + len(errors)
+    listed = {f["name"]: f["rows"] for f in m["files"]}
+    assert listed == {p.name: pq.ParquetFile(p).metadata.num_rows
+                      for p in partition.glob("*.parquet")}  # fmt: skip
+    assert (partition / "_SUCCESS").exists()
+    assert not [p for p in partition.parent.iterdir() if p.name.startswith(".")]  # no staging
+    return m
+
+
+def test_extract_invoices_with_a_bad_line_exits_3(flashbeam, checkpoint, docs, tmp_path):
+    with open(docs, "a") as f:
+        f.write("{not json\n")
+    code, out, err = flashbeam(
+        "run", JOBS / "extract_invoices.yaml", "--date", "2026-01-02",
+        "--set", f"model.path={checkpoint}", "--set", f"input.path={docs}",
+        "--set", "task.max_tokens=48", "--set", "task.retry.max_attempts=1",
+    )  # fmt: skip
+    assert code == 3, err
+    partition = tmp_path / "out" / "extract_invoices" / "2026-01-02"
+    m = assert_reconciles(partition)
+    assert m["job"] == "extract_invoices" and m["date"] == "2026-01-02"
+    assert m["counts"]["records_in"] == 3 and m["counts"]["items_in"] == 3
+    assert m["model"]["model"] == checkpoint and m["flashbeam_version"]
+    tokens, cost = m["tokens"], m["hosted_api_cost"]
+    assert tokens["prompt"] == tokens["cached"] + tokens["cache_miss"] > 0
+    expected = (tokens["cache_miss"] * 0.14 + tokens["cached"] * 0.028
+                + tokens["completion"] * 0.28) / 1e6  # fmt: skip
+    assert cost["total"] == pytest.approx(expected, abs=1e-8)
+    errors = rows_of(partition, "errors")
+    assert any(e["stage"] == "read" and e["line"] == 3 for e in errors)
+    # The summary says where the files are; the error hint says how to look at them.
+    assert "out/extract_invoices/2026-01-02/results-00000-of-00001.parquet" in out
+    assert "flashbeam show out/extract_invoices/2026-01-02 --errors" in err
+
+    code, out, _ = flashbeam("show", partition, "--errors")
+    assert code == 0 and "not valid JSON" in out
+
+
+def test_date_partitions_and_atomic_reruns(flashbeam, checkpoint, docs, tmp_path, monkeypatch):
+    job = ["--set", f"model.path={checkpoint}", "--set", f"input.path={docs}", "--set",
+           TINY_SCHEMA, "--set", "task.max_tokens=8", "--preview", "0"]  # fmt: skip
+    spec = JOBS / "extract_invoices.yaml"
+    for date in ("2026-01-02", "2026-01-03"):
+        code, _, err = flashbeam("run", spec, "--date", date, *job)
+        assert code == 0, err
+    root = tmp_path / "out" / "extract_invoices"
+    assert sorted(os.listdir(root)) == ["2026-01-02", "2026-01-03"]
+    m = assert_reconciles(root / "2026-01-02")
+    assert [r["ok"] in (True, False) for r in rows_of(root / "2026-01-02", "results")] == [True] * 2
+
+    # A re-run replaces the date's partition; other dates are untouched.
+    before = manifest_of(root / "2026-01-03")
+    (root / "2026-01-02" / "stray.txt").write_text("from an older run")
+    code, _, _ = flashbeam("run", spec, "--date", "2026-01-02", *job)
+    assert code == 0
+    assert not (root / "2026-01-02" / "stray.txt").exists()
+    assert manifest_of(root / "2026-01-03") == before
+    assert_reconciles(root / "2026-01-02")
+
+    # A run that fails halfway leaves the previous partition exactly as it was.
+    snapshot = {p.name: p.read_bytes() for p in (root / "2026-01-02").iterdir()}
+
+    def crash(config, beam_args, check_model=True):
+        Path(config.output.results + "-00000-of-00001.parquet").write_bytes(b"half a file")
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr("flashbeam.jobs.run.run_pipeline", crash)
+    code, _, err = flashbeam("run", spec, "--date", "2026-01-02", *job)
+    assert code == 1
+    assert "worker lost" in err and "previous output is unchanged" in err
+    assert {p.name: p.read_bytes() for p in (root / "2026-01-02").iterdir()} == snapshot
+    assert sorted(os.listdir(root)) == ["2026-01-02", "2026-01-03"]
+    assert m["counts"]["errors"] == 0
+
+
+def test_nightly_summarize_map_reduces_long_reports(flashbeam, checkpoint, tmp_path):
+    """The job's chunking and reduce settings over a report cut to a few chunks; the tiny
+    schema keeps random weights valid, so the reduce step always runs."""
+    report = sample_rows("reports.jsonl", 1)[0]
+    path = write_jsonl(tmp_path / "in" / "r.jsonl", [{**report, "text": report["text"][:700]}])
+    code, out, err = flashbeam(
+        "run", JOBS / "nightly_summarize.yaml", "--date", "2026-01-02",
+        "--set", f"model.path={checkpoint}", "--set", f"input.path={path}",
+        "--set", "task.chunking.max_tokens=128", "--set", TINY_SCHEMA,
+        "--set", "task.max_tokens=8",
+    )  # fmt: skip
+    assert code == 0, err
+    partition = tmp_path / "out" / "nightly_summarize" / "2026-01-02"
+    m = assert_reconciles(partition)
+    assert m["counts"]["items_in"] == 1 and m["counts"]["chunks"] > 1
+    assert m["counts"]["requests"] > m["counts"]["chunks"]  # the parts, then the reduce
+    [row] = rows_of(partition, "results")
+    assert row["chunk_count"] == m["counts"]["chunks"] and row["parts_failed"] == 0
+
+
+def test_openai_batch_requests_in_results_out(flashbeam, checkpoint, tmp_path):
+    requests = sample_rows("chat_requests.jsonl", 3)
+    for r in requests:
+        r["body"]["max_tokens"] = 12
+    path = write_jsonl(tmp_path / "in" / "requests.jsonl", requests)
+    code, out, err = flashbeam(
+        "run", JOBS / "openai_batch.yaml", "--date", "2026-01-02", "--no-progress",
+        "--set", f"model.path={checkpoint}", "--set", f"input.path={path}",
+        "--set", "task.retry.max_attempts=1",
+    )  # fmt: skip
+    assert code in (0, 3), err
+    partition = tmp_path / "out" / "openai_batch" / "2026-01-02"
+    assert_reconciles(partition)
+    ids = {r["id"] for r in rows_of(partition, "results")} | {
+        e["id"] for e in rows_of(partition, "errors")
+    }
+    assert ids == {"request-1", "request-2", "request-3"}
+    assert all(isinstance(r["text"], str) for r in rows_of(partition, "results"))
+
+
+def test_eval_prints_field_accuracy_against_the_gold(flashbeam, checkpoint, docs, tmp_path):
+    code, out, err = flashbeam(
+        "eval", JOBS / "extract_invoices.yaml", "--no-progress",
+        "--set", f"model.path={checkpoint}", "--set", f"input.path={docs}",
+        "--set", "task.max_tokens=64", "--set", "task.retry.max_attempts=1",
+    )  # fmt: skip
+    assert code in (0, 3), err
+    report = json.loads(out)
+    assert report["job"] == "extract_invoices" and report["records"] == 2
+    assert 0.0 <= report["field_accuracy"] <= 1.0
+    assert set(report["per_field"]) == {
+        "document_type", "vendor", "customer", "document_number", "issue_date", "due_date",
+        "total_amount", "currency",
+    }  # fmt: skip
+    assert report["valid_rows"] == report["results"] == 2 - report["errors"]
+    assert report["gold"] == str(docs.with_name("docs.gold.jsonl"))
+    assert not (tmp_path / "out").exists()  # eval writes to a temporary directory
+
+
+def test_eval_scores_parquet_values_as_json(flashbeam, checkpoint, docs, tmp_path, monkeypatch):
+    """Dates come back from Parquet as dates; eval compares them as the YYYY-MM-DD strings."""
+    from flashbeam.jobs import eval as job_eval
+
+    gold = sample_rows("business_docs.gold.jsonl", 1)[0]
+    date_value = __import__("datetime").date.fromisoformat(gold["issue_date"])
+    assert job_eval._json_value({"d": date_value, "l": [date_value]}) == {
+        "d": gold["issue_date"], "l": [gold["issue_date"]],
+    }  # fmt: skip
+
+
+def test_setup_errors_exit_2_and_write_nothing(flashbeam, checkpoint, docs, tmp_path):
+    spec = JOBS / "extract_invoices.yaml"
+    code, _, err = flashbeam("run", spec, "--set", f"model.path={tmp_path / 'nope'}")
+    assert code == 2 and "model.path" in err and "is not a directory" in err
+    code, _, err = flashbeam("run", spec, "--set", "input.path=missing/*.jsonl")
+    assert code == 2 and "matches no files" in err
+    code, _, err = flashbeam("run", spec, "--set", "task.temprature=0")
+    assert code == 2 and "did you mean 'temperature'" in err
+    code, _, err = flashbeam(
+        "eval", spec, "--set", f"model.path={checkpoint}", "--set", f"input.path={docs}",
+        "--gold", tmp_path / "none.jsonl",
+    )  # fmt: skip
+    assert code == 2 and "no gold file" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_checks_without_inference(flashbeam, checkpoint, docs, tmp_path):
+    code, out, err = flashbeam(
+        "validate", JOBS / "extract_invoices.yaml", "--date", "2026-01-02",
+        "--set", f"model.path={checkpoint}", "--set", f"input.path={docs}",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "ready to run" in out and "2 records" in out and "out/extract_invoices/2026-01-02" in out
+    assert "document_type, vendor" in out
+    broken = tmp_path / "broken-ckpt"
+    broken.mkdir()
+    for name in os.listdir(checkpoint):
+        data = (Path(checkpoint) / name).read_bytes()
+        (broken / name).write_bytes(data[:100] if name.endswith(".safetensors") else data)
+    code, _, err = flashbeam(
+        "validate", JOBS / "extract_invoices.yaml",
+        "--set", f"model.path={broken}", "--set", f"input.path={docs}",
+    )  # fmt: skip
+    assert code == 2 and "model.path" in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,226 @@
+"""Job specs: loading, overrides, path resolution, and errors that say where and what to fix."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+from flashbeam.jobs.run import plan_job, runner_args
+from flashbeam.jobs.spec import JobError, RunnerSpec, load_job, parse_bytes
+from flashbeam.model import synthetic
+from flashbeam.schemas import load_schema
+
+from .conftest import DATA, JOBS
+
+MINIMAL = "name: t\ninput:\n  path: docs.jsonl\n"
+
+
+def spec(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
+    (tmp_path / "docs.jsonl").write_text('{"text": "x"}\n')
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path, overrides=()) -> str:
+    with pytest.raises(JobError) as info:
+        plan_job(load_job(path, list(overrides)), dt.date(2026, 1, 2))
+    return str(info.value)
+
+
+# ---- the example jobs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["extract_invoices", "nightly_summarize", "openai_batch"])
+def test_example_jobs_load_and_plan(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan = plan_job(load_job(JOBS / f"{name}.yaml"), dt.date(2026, 1, 2))
+    assert plan.job.name == name
+    assert Path(plan.input_path).is_file() and Path(plan.input_path).parent == DATA
+    assert plan.results.path == f"out/{name}/2026-01-02"
+    assert plan.config.output.results.startswith(f"out/{name}/.2026-01-02.staging-")
+    assert plan.config.engine.model == "tiny" and plan.config.engine.torch_threads == 1
+    assert plan.in_process and plan.runner == "DirectRunner"
+
+
+def test_example_jobs_prompt_with_the_training_instructions():
+    extract = plan_job(load_job(JOBS / "extract_invoices.yaml")).config.task
+    assert extract.instructions == synthetic.EXTRACT_INSTRUCTION
+    assert extract.schema == synthetic.load_schema("invoice")
+    assert extract.max_tokens == synthetic.EXTRACT_MAX_TOKENS
+    assert not extract.schema_in_prompt
+    summarize = plan_job(load_job(JOBS / "nightly_summarize.yaml")).config.task
+    assert summarize.instructions == synthetic.CHUNK_INSTRUCTION
+    assert summarize.reduce.instructions == synthetic.REDUCE_INSTRUCTION
+    assert summarize.schema == synthetic.load_schema("report_summary")
+    assert summarize.max_tokens == synthetic.SUMMARY_MAX_TOKENS
+    # Every sample report is longer than the chunk budget, so every one is map-reduced.
+    words = min(len(r.split()) for r in _texts("reports.jsonl"))
+    assert summarize.chunking.max_tokens < words
+
+
+def _texts(name: str) -> list[str]:
+    import json
+
+    return [json.loads(line)["text"] for line in (DATA / name).read_text().splitlines()]
+
+
+# ---- paths, templates, overrides ------------------------------------------------------------
+
+
+def test_file_paths_resolve_against_the_spec_and_set_paths_against_cwd(tmp_path, monkeypatch):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "s.json").write_text('{"type": "object", "properties": {"a": {"type": "string"}}}')
+    path = spec(jobs, MINIMAL + "task:\n  schema: s.json\noutput:\n  path: o/{name}/{date}\n")
+    monkeypatch.chdir(tmp_path)
+    plan = plan_job(load_job(path), dt.date(2026, 3, 4))
+    assert plan.input_path == str(jobs / "docs.jsonl")
+    assert plan.config.task.schema["properties"] == {"a": {"type": "string"}}
+    assert plan.results.path == "o/t/2026-03-04"  # outputs: relative to the working directory
+    (tmp_path / "mine.jsonl").write_text('{"text": "y"}\n')
+    plan = plan_job(load_job(path, ["input.path=mine.jsonl"]))
+    assert plan.input_path == "mine.jsonl" and os.path.isfile(plan.input_path)
+
+
+def test_set_overrides_parse_yaml_values_and_create_sections(tmp_path):
+    path = spec(tmp_path, MINIMAL)
+    job = load_job(
+        path,
+        [
+            "task.max_tokens=64",
+            "task.thinking=true",
+            "task.questions=[a, b]",
+            "engine.cache_bytes=512MiB",
+            "runner.options.direct_num_workers=2",
+            "task.instructions=Say: hi",
+        ],
+    )
+    task = job.spec.task
+    assert (task.max_tokens, task.thinking, task.questions) == (64, True, ["a", "b"])
+    assert task.instructions == "Say: hi"
+    assert job.spec.engine.cache_bytes == 512 << 20
+    assert job.spec.runner.options == {"direct_num_workers": 2}
+    assert job.set_paths >= {"task.max_tokens", "engine.cache_bytes"}
+
+
+def test_set_errors(tmp_path):
+    path = spec(tmp_path, MINIMAL)
+    with pytest.raises(JobError, match="expected key.path=value"):
+        load_job(path, ["task.max_tokens"])
+    with pytest.raises(JobError, match="input.path is a value, not a section"):
+        load_job(path, ["input.path.x=1"])
+    with pytest.raises(JobError) as info:
+        load_job(path, ["task.max_tokns=64"])
+    assert "--set task.max_tokns: unknown field 'max_tokns'; did you mean 'max_tokens'?" in str(
+        info.value
+    )
+
+
+def test_date_and_name_templates(tmp_path):
+    path = spec(tmp_path, MINIMAL + "output:\n  path: x/{name}/{date}\n  errors: e/{date}\n")
+    plan = plan_job(load_job(path), dt.date(2025, 12, 31))
+    assert (plan.results.path, plan.errors.path) == ("x/t/2025-12-31", "e/2025-12-31")
+    assert plan.config.output.errors.startswith("e/.2025-12-31.staging-")
+    bad = spec(tmp_path, MINIMAL + "output:\n  path: x/{hour}\n", "bad.yaml")
+    assert error_of(bad) == (
+        f"{bad}: output.path 'x/{{hour}}' uses {{hour}}; only {{date}} and {{name}} are filled "
+        "in (write a literal brace as {{ or }})"
+    )
+    empty = spec(tmp_path, MINIMAL + "output:\n  path: ''\n", "empty.yaml")
+    assert error_of(empty) == f"{empty}: output.path: an output path is empty"
+    nested = spec(tmp_path, MINIMAL + "output:\n  path: x\n  errors: x/errs\n", "nested.yaml")
+    assert "inside one another" in error_of(nested)
+
+
+def test_runner_args():
+    assert runner_args(RunnerSpec()) == [
+        "--runner=DirectRunner",
+        "--direct_num_workers=1",
+        "--direct_running_mode=in_memory",
+    ]
+    spec_ = RunnerSpec(
+        name="DirectRunner",
+        options={"direct_running_mode": "multi_processing", "direct_num_workers": 2, "x": True},
+    )
+    args = runner_args(spec_, ["--direct_num_workers=4"])
+    assert args == [
+        "--runner=DirectRunner",
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+        "--x",
+        "--direct_num_workers=4",
+    ]
+    assert runner_args(RunnerSpec(name="DataflowRunner"), ["--project=p"]) == [
+        "--runner=DataflowRunner",
+        "--project=p",
+    ]
+
+
+def test_sizes():
+    assert parse_bytes("1GiB") == 1 << 30 and parse_bytes("2 MB") == 2_000_000
+    assert parse_bytes(1024) == 1024
+    with pytest.raises(ValueError, match="not a size"):
+        parse_bytes("lots")
+
+
+# ---- spec errors ----------------------------------------------------------------------------
+
+
+def test_unknown_field_names_file_line_path_and_suggestion(tmp_path):
+    path = spec(tmp_path, MINIMAL + "task:\n  kind: extract\n  max_tokenz: 5\n")
+    message = error_of(path)
+    assert f"{path}:6: task.max_tokenz: unknown field 'max_tokenz'" in message
+    assert "did you mean 'max_tokens'?" in message and "fields here: kind, schema," in message
+
+
+def test_bad_type_and_bad_choice(tmp_path):
+    path = spec(tmp_path, MINIMAL + "task:\n  max_tokens: lots\n  kind: translate\n")
+    message = error_of(path)
+    assert "2 problem(s)" in message
+    assert f"{path}:5: task.max_tokens: should be a valid integer" in message
+    assert "(got 'lots')" in message
+    assert f"{path}:6: task.kind: should be 'extract', 'summarize', 'classify' or 'generate'" in (
+        message
+    )
+
+
+def test_missing_required_field(tmp_path):
+    path = spec(tmp_path, "name: t\n")
+    assert "input: required field is missing; add `input:`" in error_of(path)
+
+
+def test_bad_yaml_and_duplicate_keys(tmp_path):
+    path = spec(tmp_path, "name: t\ninput: [unclosed\n")
+    assert f"{path}:3:1: not valid YAML" in error_of(path)
+    dup = spec(tmp_path, MINIMAL + "name: u\n", "dup.yaml")
+    assert "duplicate key 'name' (first on line 1)" in error_of(dup)
+    listed = spec(tmp_path, "- name: t\n", "list.yaml")
+    assert "a job file is a mapping" in error_of(listed)
+    assert "no such job file" in error_of(tmp_path / "absent.yaml")
+
+
+def test_bad_schema_names_the_spec_field(tmp_path):
+    (tmp_path / "bad.json").write_text('{"type": "strin"}')
+    path = spec(tmp_path, MINIMAL + "task:\n  schema: bad.json\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}: task.schema: {tmp_path / 'bad.json'}: invalid schema")
+    assert "'strin' is not a JSON Schema type" in message
+    missing = spec(tmp_path, MINIMAL + "task:\n  schema: nowhere.json\n", "missing.yaml")
+    assert "is neither a file nor a built-in schema" in error_of(missing)
+    inline = spec(tmp_path, MINIMAL + "task:\n  schema: {type: object, required: 3}\n", "i.yaml")
+    assert "task.schema: invalid schema at $.required" in error_of(inline)
+    builtin = spec(tmp_path, MINIMAL + "task:\n  schema: summary\n", "b.yaml")
+    assert plan_job(load_job(builtin)).config.task.schema == load_schema("summary")
+
+
+def test_pipeline_checks_become_job_errors(tmp_path):
+    path = spec(
+        tmp_path, MINIMAL + "task:\n  chunking:\n    max_tokens: 64\n    overlap_tokens: 60\n"
+    )
+    assert f"{path}: task.chunking: chunking.overlap_tokens must be between 0" in error_of(path)
+    path = spec(tmp_path, MINIMAL + "engine:\n  cache_bytes: lots\n", "size.yaml")
+    assert "engine.cache_bytes: Value error, 'lots' is not a size" in error_of(path)
