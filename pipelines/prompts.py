@@ -78,7 +78,8 @@ def document_requests(chunk: Chunk, task: TaskConfig) -> list[PromptRequest]:
     requests = []
     for qi, question in enumerate(questions_for(task)):
         suffix = f"#c{chunk.index}" if chunk.count > 1 else ""
-        messages = [*shared, {"role": "user", "content": question}]
+        # An empty question adds no turn: the document is the last thing the model reads.
+        messages = [*shared, {"role": "user", "content": question}] if question else shared
         requests.append(
             PromptRequest(
                 item=(origin.id, qi),
@@ -112,11 +113,9 @@ def reduce_request(
     listing = "\n\n".join(f"Part {i + 1}:\n{p}" for i, p in enumerate(parts))
     body = f"Outputs for the consecutive parts of document {origin.id}:\n\n{listing}"
     question = questions_for(task)[item[1]]
-    messages = [
-        _system_message(task, instructions),
-        {"role": "user", "content": body},
-        {"role": "user", "content": question},
-    ]
+    messages = [_system_message(task, instructions), {"role": "user", "content": body}]
+    if question:
+        messages.append({"role": "user", "content": question})
     return PromptRequest(
         item=item,
         origin=origin,

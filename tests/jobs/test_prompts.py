@@ -30,16 +30,6 @@ def _chunk(text: str, index: int = 0, count: int = 1) -> Chunk:
     return Chunk(Document(Origin("doc", "d.jsonl", 1), text=text), index, count, text, 0, len(text))
 
 
-def test_the_extraction_prompt_differs_from_training_only_by_the_question_turn():
-    text = sample_rows("business_docs.jsonl", 1)[0]["text"]
-    [request] = document_requests(_chunk(text), _task("extract_invoices"))
-    trained = encode_messages(synthetic.messages_for(synthetic.EXTRACT_INSTRUCTION, text))
-    # The empty question turn adds one paragraph break after the document, nothing else.
-    got = encode_messages(request.request.messages)
-    assert got.replace(text + "\n\n", text, 1) == trained
-
-
-@pytest.mark.xfail(strict=True, reason="pipelines always add a question turn after the document")
 def test_extraction_prompt_is_the_training_prompt():
     text = sample_rows("business_docs.jsonl", 1)[0]["text"]
     [request] = document_requests(_chunk(text), _task("extract_invoices"))

@@ -36,6 +36,15 @@ def test_requests_over_a_document_share_everything_but_the_question(tiny_schema)
         assert text.index("Invoice") < text.index(question)
 
 
+def test_an_empty_question_leaves_the_document_as_the_last_turn():
+    task = TaskConfig(kind="extract", instructions="Extract.", questions=("",))
+    (prompt,) = document_requests(_chunk("d", "Invoice 7"), task)
+    assert prompt.request.messages == [
+        {"role": "system", "content": "Extract."},
+        {"role": "user", "content": "Invoice 7"},
+    ]
+
+
 def test_chunk_prompts_name_the_part_and_are_not_final():
     task = TaskConfig(kind="summarize")
     (prompt,) = document_requests(_chunk("d", "middle text", index=1, count=3), task)
