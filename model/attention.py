@@ -16,7 +16,8 @@ from flashbeam import kernels
 
 from .cache import CompressorState, LayerState
 from .config import ModelConfig
-from .layers import RMSNorm, apply_rope, rms_normalize, rope_angles, rope_inv_freq
+from .layers import RMSNorm, RopeTable, apply_rope, rms_normalize
+from .quantized import FP8Linear
 
 # With autograd on (training), whole fresh sequences up to this length use one dense masked
 # matmul, which is fast to differentiate. Inference always takes the per-query index-list path,
@@ -40,7 +41,7 @@ class Compressor(nn.Module):
         self.wgate = nn.Linear(config.hidden_size, width, bias=False)
         self.ape = nn.Parameter(torch.zeros(ratio, width))
         self.norm = RMSNorm(dim, config.rms_norm_eps)
-        self.register_buffer("inv_freq", rope_inv_freq(config, compressed=True), persistent=False)
+        self.rope = RopeTable(config, compressed=True)
 
     def empty_state(self, device: torch.device, dtype: torch.dtype) -> CompressorState:
         width = self.wkv.out_features
@@ -105,7 +106,7 @@ class Compressor(nn.Module):
             slots_kv, slots_gate = win_kv, win_gate
         pooled = (slots_kv * slots_gate.softmax(dim=1)).sum(dim=1)
         entries = self.norm(pooled.to(dtype))
-        cos, sin = rope_angles(window_ids * self.ratio, self.inv_freq)
+        cos, sin = self.rope.angles(window_ids * self.ratio)
         return apply_rope(entries, cos, sin)
 
     def project(
@@ -216,7 +217,7 @@ class Attention(nn.Module):
         self.attn_sink = nn.Parameter(torch.zeros(self.heads))
         self.compressor = Compressor(config, self.ratio, self.head_dim) if self.ratio else None
         self.indexer = Indexer(config) if self.ratio == 4 else None
-        self.register_buffer("inv_freq", rope_inv_freq(config, self.ratio > 0), persistent=False)
+        self.rope = RopeTable(config, compressed=self.ratio > 0)
 
     def empty_state(self, device: torch.device, dtype: torch.dtype) -> LayerState:
         window = torch.zeros(0, self.head_dim, device=device, dtype=dtype)
@@ -260,7 +261,7 @@ class Attention(nn.Module):
     def project_in(self, x: torch.Tensor, positions: torch.Tensor):
         """(qr, roped per-head-normalised q [B,S,H,d], roped kv [B,S,d], rope cos/sin)."""
         bsz, seq, _ = x.shape
-        cos, sin = rope_angles(positions, self.inv_freq)
+        cos, sin = self.rope.angles(positions)
         qr = self.q_norm(self.wq_a(x))
         q = self.wq_b(qr).view(bsz, seq, self.heads, self.head_dim)
         q = rms_normalize(q, self.config.rms_norm_eps)
@@ -353,6 +354,9 @@ class Attention(nn.Module):
         bsz, seq = out.shape[:2]
         groups = self.config.o_groups
         grouped = out.reshape(bsz, seq, groups, -1)
-        wo_a = self.wo_a.weight.view(groups, self.config.o_lora_rank, -1)
-        z = torch.einsum("bsgi,gri->bsgr", grouped, wo_a)
+        if isinstance(self.wo_a, FP8Linear):  # kept FP8 (GPU)
+            z = self.wo_a.grouped(grouped)
+        else:
+            wo_a = self.wo_a.weight.view(groups, self.config.o_lora_rank, -1)
+            z = torch.einsum("bsgi,gri->bsgr", grouped, wo_a)
         return self.wo_b(z.flatten(2))

@@ -4,7 +4,8 @@ Official layout (spec §6): tensor names without a `model.` prefix, dense linear
 e4m3 with `.scale` e8m0 block scales beside them, routed experts optionally FP4. Transformers
 layout (spec §6.4): `model.`-prefixed names and stacked experts, dense only when we write it.
 Loading detects the layout, maps everything to official names, checks every tensor against the
-config and dequantizes on the way in. No pickle anywhere: safetensors and JSON only.
+config and dequantizes on the way in, or keeps FP8/FP4 weights packed for the GPU kernels
+(`model/quantized.py`). No pickle anywhere: safetensors and JSON only.
 """
 
 from __future__ import annotations
@@ -267,6 +268,18 @@ class CheckpointReader:
             return w
         return QuantizedWeight(e.fmt, w, self._read(e.scale, None))
 
+    def read_dense(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """Tensor `name` dense on CPU: floats in `dtype` (quantized ones dequantized), except the
+        tensors the official format keeps in fp32, which stay at least fp32; indices int64."""
+        value = self.read(name)
+        target = dense_dtype(name, dtype)
+        if isinstance(value, QuantizedWeight):
+            try:
+                return value.dequantize(target)
+            except QuantFormatError as err:
+                raise CheckpointError(f"{self.entries[name].weight.where()}: {err}") from None
+        return value.to(target)
+
     def _read(self, t: StoredTensor, pick: tuple[int, int, int] | None) -> torch.Tensor:
         f = self._handles[t.file]
         try:
@@ -478,25 +491,14 @@ def load_state_dict(
     the tensors the official format keeps in fp32 (mHC, sinks, ape, gate bias), which stay at
     least fp32. `mtp.*` tensors are ignored. Raises `CheckpointError` naming tensor and file.
     """
-    out: dict[str, torch.Tensor] = {}
     with CheckpointReader(directory, config) as reader:
-        for name, entry in reader.entries.items():
-            value = reader.read(name)
-            target = _load_dtype(name, dtype)
-            if isinstance(value, QuantizedWeight):
-                try:
-                    value = value.dequantize(target)
-                except QuantFormatError as err:
-                    raise CheckpointError(f"{entry.weight.where()}: {err}") from None
-            elif _is_index(name):
-                value = value.to(torch.int64)
-            else:
-                value = value.to(target)
-            out[name] = value.to(device)
-    return out
+        return {name: reader.read_dense(name, dtype).to(device) for name in reader.entries}
 
 
-def _load_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+def dense_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype `read_dense` gives tensor `name` when floats are loaded as `dtype`."""
+    if _is_index(name):
+        return torch.int64
     if _keeps_fp32(name) and dtype.itemsize < 4:
         return torch.float32
     return dtype
@@ -651,17 +653,32 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_model(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    keep_quantized: bool | None = None,
 ) -> Transformer:
     """Load a checkpoint directory (official or transformers layout) into a `Transformer`.
 
-    Weights are dequantized into `dtype` (on every device for now; keeping FP8/FP4 packed for
-    GPU kernels would read `CheckpointReader` entries without dequantizing them).
+    `keep_quantized` (None: yes on CUDA, no elsewhere) keeps FP8 linears and FP8/FP4 routed
+    experts packed with their scales for the GPU kernels (`model/quantized.py`); otherwise every
+    weight is dequantized into `dtype`. Before loading onto a GPU, the weights' size is checked
+    against its free memory (`CheckpointError` with the numbers when they do not fit).
     """
-    from flashbeam.model.network import Transformer  # the network imports nothing from here
+    # Imported here: both import this module (the network through moe/attention -> quantized).
+    from flashbeam.model import quantized
+    from flashbeam.model.network import Transformer
 
     directory = resolve_checkpoint(path)
     config = ModelConfig.from_file(directory / CONFIG_FILE)
+    device = torch.device(device)
+    keep = device.type == "cuda" if keep_quantized is None else keep_quantized
+    with CheckpointReader(directory, config) as reader:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            quantized.check_fits(reader.entries.values(), dtype, keep, free, device, directory)
+        if keep:
+            return quantized.load_packed_model(reader, config, device, dtype)
     state = load_state_dict(directory, config, dtype=dtype, device="cpu")
     model = Transformer(config)
     model.to(dtype)

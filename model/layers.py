@@ -76,3 +76,26 @@ def apply_rope(
         sin = -sin
     rotated = torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
     return torch.cat((nope, rotated.to(x.dtype)), dim=-1)
+
+
+class RopeTable(nn.Module):
+    """Holds a module's rope frequencies as an fp32 buffer that survives dtype casts.
+
+    `model.to(torch.bfloat16)` would round the frequencies and put long-context angles off;
+    after any cast the table is recomputed in fp32 on the module's device.
+    """
+
+    def __init__(self, config: ModelConfig, compressed: bool) -> None:
+        super().__init__()
+        self.config, self.compressed = config, compressed
+        self.register_buffer("inv_freq", rope_inv_freq(config, compressed), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32 and not self.inv_freq.is_meta:
+            fresh = rope_inv_freq(self.config, self.compressed)
+            self.inv_freq = fresh.to(self.inv_freq.device)
+        return self
+
+    def angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope_angles(positions, self.inv_freq)

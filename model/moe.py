@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .quantized import PackedExperts
 
 # Up to this many tokens (decode steps), routing runs as dense matmuls over all experts.
 DENSE_ROUTING_TOKENS = 256
@@ -73,7 +74,9 @@ class MoE(nn.Module):
         shape = x.shape
         flat, ids = x.reshape(-1, shape[-1]), ids.reshape(-1)
         chosen, weights = self.gate(flat, ids)
-        if flat.shape[0] <= DENSE_ROUTING_TOKENS:
+        if isinstance(self.experts, PackedExperts):  # kept FP8/FP4 (GPU): the fused kernel
+            routed = self.experts(flat, chosen, weights)
+        elif flat.shape[0] <= DENSE_ROUTING_TOKENS:
             routed = self._all_experts(flat, chosen, weights)
         else:
             routed = self._grouped_experts(flat, chosen, weights)

@@ -1,0 +1,288 @@
+"""Quantized weights kept packed for the GPU kernels: FP8 linears and stacked routed experts.
+
+`load_model(..., keep_quantized=True)` (the default on CUDA) builds the network with
+- `FP8Linear` for each FP8 dense linear of the checkpoint (attention wq_a, wq_b, wkv, wo_a, wo_b,
+  indexer wq_b, shared experts): e4m3 `weight` and e8m0 `scale` buffers under the official
+  names, run by `kernels.fp8_linear`;
+- `PackedExperts` for each layer whose routed experts are stored FP8 or FP4: the stacked
+  `ExpertWeights` that one `kernels.fused_moe` call reads, built once here.
+Everything else is dense. The model is assembled on the meta device and filled tensor by tensor,
+so no dense copy of a packed weight is ever made, and its memory is about the checkpoint's size.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import nn
+
+from flashbeam import kernels
+from flashbeam.kernels import ExpertWeights
+
+from .checkpoint import (
+    CheckpointEntry,
+    CheckpointError,
+    CheckpointReader,
+    dense_dtype,
+    quantized_format,
+)
+from .config import ModelConfig
+from .layers import rope_inv_freq
+from .quant import FP8_BLOCK, e8m0_from_exponent
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .network import Transformer
+
+PackedKind = Literal["linear", "expert"]
+
+
+class PackedModule(nn.Module):
+    """A module holding checkpoint-format tensors: device moves are fine, dtype casts refused
+    (`model.half()` would turn e4m3 bytes into plain numbers and drop their scales)."""
+
+    def _apply(self, fn, recurse: bool = True):
+        probe = torch.empty(0, dtype=torch.float8_e4m3fn)
+        if fn(probe).dtype != probe.dtype:
+            raise TypeError(
+                f"{type(self).__name__} holds packed FP8/FP4 weights, which a dtype cast would "
+                "corrupt (modules before it may already be cast: reload the model); pick the "
+                "activation dtype with load_model(dtype=...), or load with keep_quantized=False "
+                "for a dense model"
+            )
+        return super()._apply(fn, recurse)
+
+
+class FP8Linear(PackedModule):
+    """A bias-free linear stored FP8: e4m3 `weight` [out, in], e8m0 `scale` per 128x128 block."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        if weight.dtype != torch.float8_e4m3fn or scale.dtype != torch.float8_e8m0fnu:
+            raise TypeError(
+                f"FP8Linear needs a float8_e4m3fn weight and float8_e8m0fnu scale, got "
+                f"{weight.dtype} and {scale.dtype}"
+            )
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale)
+        self.out_features, self.in_features = weight.shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.fp8_linear(x, self.weight, self.scale)
+
+    def grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., G, in] -> [..., G, out/G]: group g through row block g of the weight (the
+        attention's grouped output projection `wo_a`)."""
+        groups = x.shape[-2]
+        rows = self.out_features // groups
+        if rows % FP8_BLOCK[0] == 0:  # groups own whole scale blocks: one FP8 GEMM per group
+            blocks = rows // FP8_BLOCK[0]
+            return torch.stack(
+                [
+                    kernels.fp8_linear(
+                        x[..., g, :],
+                        self.weight[g * rows : (g + 1) * rows],
+                        self.scale[g * blocks : (g + 1) * blocks],
+                    )
+                    for g in range(groups)
+                ],
+                dim=-2,
+            )
+        # Groups split scale blocks (tiny test configs): dequantize this one weight per call.
+        w = kernels.dequantize_fp8_blocks(self.weight, self.scale, x.dtype)
+        return torch.einsum("...gi,gri->...gr", x, w.view(groups, rows, -1))
+
+
+class PackedExperts(PackedModule):
+    """The routed experts of one MoE layer stacked [E, ...] in their checkpoint format (FP8 or
+    FP4) with their scales; `forward` is one `kernels.fused_moe` call."""
+
+    def __init__(self, weights: ExpertWeights, swiglu_limit: float) -> None:
+        super().__init__()
+        if weights.fmt == "dense":
+            raise TypeError(
+                "PackedExperts holds FP8 or FP4 experts; dense ones stay Expert modules"
+            )
+        for name in ("w1", "w2", "w3", "w1_scale", "w2_scale", "w3_scale"):
+            self.register_buffer(name, getattr(weights, name))
+        self.swiglu_limit = swiglu_limit
+        self.weights = weights
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self.weights = ExpertWeights(
+            self.w1, self.w2, self.w3, self.w1_scale, self.w2_scale, self.w3_scale
+        )
+        return self
+
+    def forward(
+        self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor
+    ) -> torch.Tensor:
+        """x [T, D], chosen experts and routing weights [T, k] -> fp32 [T, D]."""
+        return kernels.fused_moe(x, topk_ids, topk_weights, self.weights, self.swiglu_limit)
+
+
+# ---- what stays packed, and how much memory that takes ---------------------------------------
+def packed_kind(entry: CheckpointEntry) -> PackedKind | None:
+    """How a packed model holds a checkpoint tensor: in an `FP8Linear`, in `PackedExperts`, or
+    dense (None; quantized tensors elsewhere in the network are dequantized)."""
+    # Under "fp8+fp4" the official inventory marks dense linears "fp8" and routed experts "fp4".
+    role = quantized_format(entry.name, "fp8+fp4")
+    if role == "fp8" and entry.fmt == "fp8":
+        return "linear"
+    if role == "fp4" and entry.fmt != "dense":
+        return "expert"
+    return None
+
+
+def held_bytes(entries: Iterable[CheckpointEntry], dtype: torch.dtype, keep_quantized: bool) -> int:
+    """Bytes of the weights `load_model` will hold for these checkpoint tensors: packed ones at
+    one byte per stored element and per e8m0 scale, the rest dense as `dense_dtype` gives them
+    (`dtype`; fp32 for the tensors the official format keeps fp32; indices int64)."""
+    total = 0
+    for e in entries:
+        if keep_quantized and packed_kind(e) is not None:
+            total += _numel(e.weight.shape) + _numel(e.scale.shape)
+            continue
+        if e.pick is not None:  # rows of a transformers stacked-expert tensor
+            numel = (e.pick[2] - e.pick[1]) * e.weight.shape[-1]
+        elif e.fmt == "fp4":  # two values per stored byte
+            numel = 2 * _numel(e.weight.shape)
+        else:
+            numel = _numel(e.weight.shape)
+        total += numel * dense_dtype(e.name, dtype).itemsize
+    return total
+
+
+def check_fits(
+    entries: Iterable[CheckpointEntry],
+    dtype: torch.dtype,
+    keep_quantized: bool,
+    free_bytes: int,
+    device: torch.device,
+    directory: str | Path,
+) -> None:
+    """Raise `CheckpointError` with the numbers when the weights will not fit `free_bytes`."""
+    entries = list(entries)
+    needed = held_bytes(entries, dtype, keep_quantized)
+    if needed <= free_bytes:
+        return
+    held = "FP8/FP4 kept packed" if keep_quantized else f"dequantized to {dtype}"
+    hint = ""
+    packed = held_bytes(entries, dtype, True)
+    if not keep_quantized and packed < needed:
+        hint = f"; kept quantized (keep_quantized=True) it would need {_gib(packed)}"
+    raise CheckpointError(
+        f"{directory}: the model needs {_gib(needed)} for its weights ({held}) on {device}, "
+        f"the GPU has {_gib(free_bytes)} free{hint}; free memory on that GPU, use a GPU with "
+        "more memory, or a smaller model (the whole model loads onto one device)"
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB ({n:,} bytes)"
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+# ---- building the packed model -----------------------------------------------------------------
+def load_packed_model(
+    reader: CheckpointReader, config: ModelConfig, device: torch.device, dtype: torch.dtype
+) -> Transformer:
+    """The network on `device` with the packed tensors of `reader` as stored (see the module
+    docstring); dense floats in `dtype`, except the tensors the official format keeps fp32."""
+    from .network import Transformer  # the network imports this module (moe, attention)
+
+    with torch.device("meta"):
+        model = Transformer(config)
+    for layer, block in enumerate(model.layers):
+        experts = _packed_experts(reader, config, layer, device)
+        if experts is not None:
+            block.ffn.experts = experts
+    for name, entry in reader.entries.items():
+        kind = packed_kind(entry)
+        if kind == "expert":
+            continue  # stacked above
+        owner, _, leaf = name.rpartition(".")
+        if kind == "linear":
+            q = reader.read(name)
+            weight, scale = q.weight.to(device), _as_e8m0(q.scale, entry).to(device)
+            parent, _, child = owner.rpartition(".")
+            setattr(model.get_submodule(parent), child, FP8Linear(weight, scale))
+            continue
+        module = model.get_submodule(owner)
+        value = reader.read_dense(name, dtype).to(device)
+        if isinstance(getattr(module, leaf), nn.Parameter):
+            value = nn.Parameter(value, requires_grad=False)
+        setattr(module, leaf, value)
+    _compute_rope_tables(model, device)
+    unset = [
+        n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta
+    ]
+    if unset:
+        raise RuntimeError(
+            f"loading packed weights left {unset[:3]} unset: tensors the network computes in its "
+            "constructor must be recomputed in quantized._compute_rope_tables"
+        )
+    return model.eval()
+
+
+def _packed_experts(
+    reader: CheckpointReader, config: ModelConfig, layer: int, device: torch.device
+) -> PackedExperts | None:
+    """Layer `layer`'s routed experts stacked in their stored format (None when stored dense)."""
+    names = {
+        w: [f"layers.{layer}.ffn.experts.{e}.{w}.weight" for e in range(config.n_routed_experts)]
+        for w in ("w1", "w2", "w3")
+    }
+    entries = [reader.entries[n] for ns in names.values() for n in ns]
+    fmts = {e.fmt for e in entries}
+    if fmts == {"dense"}:
+        return None
+    if len(fmts) > 1:
+        raise CheckpointError(
+            f"{reader.directory}: the routed experts of layer {layer} are stored in mixed formats "
+            f"{sorted(fmts)}; the fused MoE kernel reads one format per layer, so load with "
+            "keep_quantized=False"
+        )
+    stacked: dict[str, torch.Tensor] = {}
+    for w, ns in names.items():
+        qs = [reader.read(n) for n in ns]
+        weights = [q.weight.view(torch.int8) if q.fmt == "fp4" else q.weight for q in qs]
+        stacked[w] = torch.stack(weights).to(device)
+        scales = [_as_e8m0(q.scale, reader.entries[n]) for q, n in zip(qs, ns)]
+        stacked[f"{w}_scale"] = torch.stack(scales).to(device)
+    return PackedExperts(ExpertWeights(**stacked), config.swiglu_limit)
+
+
+def _as_e8m0(scale: torch.Tensor, entry: CheckpointEntry) -> torch.Tensor:
+    """Scales as the kernels read them (e8m0). Float scales, which checkpoints may carry, are
+    converted when they are exact powers of two."""
+    if scale.dtype == torch.float8_e8m0fnu:
+        return scale
+    mantissa, exponent = torch.frexp(scale.float())
+    exponent = exponent - 1  # scale = 0.5 * 2^exp
+    if not bool(((mantissa == 0.5) & (exponent >= -127) & (exponent <= 127)).all()):
+        raise CheckpointError(
+            f"{entry.scale.where()}: {scale.dtype} scales that are not all powers of two cannot "
+            "be read by the FP8/FP4 kernels; load with keep_quantized=False to dequantize"
+        )
+    return e8m0_from_exponent(exponent)
+
+
+def _compute_rope_tables(model: Transformer, device: torch.device) -> None:
+    """The rope frequencies are not checkpoint tensors: compute them as the modules do (fp32)."""
+    from .layers import RopeTable
+
+    for m in model.modules():
+        if isinstance(m, RopeTable):
+            m.inv_freq = rope_inv_freq(m.config, m.compressed).to(device)
