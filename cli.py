@@ -4,7 +4,7 @@
     flashbeam validate JOB.yaml [--set ...]
     flashbeam show RESULT.parquet|OUTPUT_DIR [--errors]
     flashbeam eval JOB.yaml [--gold GOLD.jsonl]
-    flashbeam bench <engine|prefix-cache|kernels|pipeline> ...
+    flashbeam bench <engine|prefix-cache|schemas|pipeline|kernels> ...
 
 Exit codes: 0 every row valid; 3 the job completed with error rows; 2 a bad spec or setup
 (nothing ran); 1 the run failed (the previous output was left as it was) or its counts
@@ -57,6 +57,13 @@ def _bench_kernels(args: argparse.Namespace) -> dict | None:
     return None
 
 
+def _bench_schemas(args: argparse.Namespace) -> dict | None:
+    from flashbeam.schemas.bench import main as schemas_main
+
+    schemas_main(args.rest)
+    return None
+
+
 def _bench_pipeline(args: argparse.Namespace) -> dict:
     from flashbeam.pipelines.bench import bench_pipeline
 
@@ -94,6 +101,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = targets.add_parser("kernels", help="Triton kernels vs references (needs a CUDA GPU)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(bench=_bench_kernels)
+
+    p = targets.add_parser(
+        "schemas", help="constrained decoding over a JSONL of schemas (PATH [--limit N] ...)"
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(bench=_bench_schemas)
 
     p = targets.add_parser("pipeline", help="pipeline vs engine alone, prefix grouping on vs off")
     p.add_argument("--documents", type=int, default=16)
