@@ -1,0 +1,216 @@
+"""Train the embedded default model: `python -m flashbeam.model.train --out model/tiny`.
+
+A small V4-architecture network (mHC, sliding + CSA + HCA attention, hash + routed MoE) and a
+byte-level BPE with the V4 special tokens, trained from scratch on the synthetic extraction and
+map-reduce summarization data of `model/synthetic.py`. Everything derives from `--seed`: the data
+stream, the tokenizer, the initial weights and the batch order, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import synthetic
+from .chat import encode_messages
+from .checkpoint import save_checkpoint
+from .config import ModelConfig
+from .network import Transformer
+from .random_init import init_weights
+from .tokenizer import Tokenizer, train_tokenizer
+
+# The embedded default: every V4 layer kind at laptop scale. The window covers a whole business
+# document (copying fields needs it); CSA/HCA layers carry the long-range summary of longer inputs.
+DEFAULT_CONFIG = dict(
+    vocab_size=4096,
+    hidden_size=192,
+    num_hidden_layers=4,
+    num_attention_heads=6,
+    head_dim=32,
+    qk_rope_head_dim=16,
+    q_lora_rank=96,
+    o_groups=2,
+    o_lora_rank=96,
+    sliding_window=768,
+    compress_ratios=[0, 4, 128, 0],
+    hc_mult=2,
+    hc_sinkhorn_iters=20,
+    moe_intermediate_size=256,
+    n_routed_experts=4,
+    num_experts_per_tok=1,
+    num_hash_layers=1,
+    index_n_heads=4,
+    index_head_dim=32,
+    index_topk=32,
+    max_position_embeddings=16384,
+    original_max_position_embeddings=1024,
+)
+
+# Share of each task in the training stream.
+TASK_MIX = {"extract": 0.75, "chunk": 0.15, "reduce": 0.10}
+
+
+@dataclass
+class TrainOptions:
+    out: Path
+    steps: int = 1200
+    seed: int = 0
+    batch_tokens: int = 6144
+    max_len: int = 768
+    lr: float = 3e-3
+    warmup: int = 60
+    tokenizer_docs: int = 1500
+    threads: int | None = None
+    log_every: int = 25
+    config_overrides: dict | None = None  # e.g. smaller dims for a quick test run
+
+
+def build_tokenizer(vocab_size: int, seed: int, docs: int) -> Tokenizer:
+    """BPE over documents, instructions and targets of every task, V4 special tokens first."""
+    texts = []
+    for task in TASK_MIX:
+        for ex in synthetic.generate(task, docs // len(TASK_MIX), seed=seed + 7):
+            texts.append(encode_messages(ex.messages) + ex.target)
+    return train_tokenizer(texts, vocab_size=vocab_size)
+
+
+def encode_example(tok: Tokenizer, ex) -> tuple[list[int], int]:
+    """(token ids of prompt + target + EOS, number of prompt tokens)."""
+    prompt = tok.encode(encode_messages(ex.messages, thinking=False))
+    target = tok.encode(ex.target) + [tok.eos_id]
+    return prompt + target, len(prompt)
+
+
+def example_stream(tok: Tokenizer, seed: int, max_len: int):
+    """An endless, seeded stream of encoded examples drawn by TASK_MIX."""
+    rng = random.Random(seed)
+    tasks, weights = zip(*TASK_MIX.items())
+    counters = dict.fromkeys(tasks, 0)
+    while True:
+        task = rng.choices(tasks, weights)[0]
+        i = counters[task]
+        counters[task] += 1
+        ex = synthetic.generate(task, 1, seed=seed * 1_000_003 + i)[0]
+        ids, n_prompt = encode_example(tok, ex)
+        if len(ids) <= max_len:
+            yield ids, n_prompt
+
+
+def batches(stream, batch_tokens: int, pool: int = 64):
+    """Length-bucketed batches: sort a pool of examples, cut it into ~batch_tokens pieces."""
+    while True:
+        items = sorted((next(stream) for _ in range(pool)), key=lambda x: len(x[0]))
+        group: list = []
+        for item in items:
+            longest = max([len(item[0])] + [len(g[0]) for g in group])
+            if group and longest * (len(group) + 1) > batch_tokens:
+                yield group
+                group = []
+            group.append(item)
+        if group:
+            yield group
+
+
+def collate(group, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded inputs and next-token targets (-100 on prompt and padding positions)."""
+    length = max(len(ids) for ids, _ in group)
+    inputs = torch.full((len(group), length - 1), pad_id, dtype=torch.long)
+    targets = torch.full((len(group), length - 1), -100, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(group):
+        seq = torch.tensor(ids)
+        inputs[row, : len(ids) - 1] = seq[:-1]
+        targets[row, n_prompt - 1 : len(ids) - 1] = seq[n_prompt:]
+    return inputs, targets
+
+
+def lr_at(step: int, opts: TrainOptions) -> float:
+    if step < opts.warmup:
+        return opts.lr * (step + 1) / opts.warmup
+    progress = (step - opts.warmup) / max(1, opts.steps - opts.warmup)
+    return opts.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(opts: TrainOptions) -> dict:
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    started = time.perf_counter()
+    config = ModelConfig(**{**DEFAULT_CONFIG, **(opts.config_overrides or {})})
+    tok = build_tokenizer(config.vocab_size, opts.seed, opts.tokenizer_docs)
+    model = init_weights(Transformer(config), seed=opts.seed)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "hc_" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "hc_" not in n)]
+    optim = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
+        lr=opts.lr,
+        betas=(0.9, 0.95),
+    )
+    stream = batches(example_stream(tok, opts.seed, opts.max_len), opts.batch_tokens)
+    log = []
+    for step in range(opts.steps):
+        inputs, targets = collate(next(stream), tok.eos_id)
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step, opts)
+        logits = model(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        if step % opts.log_every == 0 or step == opts.steps - 1:
+            entry = {
+                "step": step,
+                "loss": round(loss.item(), 4),
+                "elapsed_s": round(time.perf_counter() - started, 1),
+            }
+            log.append(entry)
+            print(json.dumps(entry), flush=True)
+    model.eval()
+    opts.out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, opts.out, dtype=torch.bfloat16)
+    tok.save(opts.out)
+    summary = {
+        "steps": opts.steps,
+        "seed": opts.seed,
+        "final_loss": log[-1]["loss"],
+        "train_s": round(time.perf_counter() - started, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    (opts.out / "training.json").write_text(json.dumps({**summary, "log": log}, indent=1) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flashbeam.model.train", description=__doc__)
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.add_argument("--steps", type=int, default=TrainOptions.steps)
+    p.add_argument("--seed", type=int, default=TrainOptions.seed)
+    p.add_argument("--batch-tokens", type=int, default=TrainOptions.batch_tokens)
+    p.add_argument("--lr", type=float, default=TrainOptions.lr)
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    summary = train(
+        TrainOptions(
+            out=a.out,
+            steps=a.steps,
+            seed=a.seed,
+            batch_tokens=a.batch_tokens,
+            lr=a.lr,
+            threads=a.threads,
+        )
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

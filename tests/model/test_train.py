@@ -1,0 +1,41 @@
+"""The training entry point: a short run is reproducible and yields a loadable checkpoint."""
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from flashbeam.model import Engine, Request
+from flashbeam.model.train import TrainOptions, collate, train
+
+SMALL = dict(vocab_size=512, hidden_size=32, num_attention_heads=2, head_dim=16,
+             qk_rope_head_dim=8, q_lora_rank=16, o_lora_rank=8, moe_intermediate_size=32,
+             sliding_window=64, index_n_heads=2, index_head_dim=16, index_topk=4)  # fmt: skip
+
+
+def _run(out, seed=0):
+    opts = TrainOptions(out=out, steps=3, seed=seed, batch_tokens=1536, tokenizer_docs=90,
+                        log_every=1, config_overrides=SMALL)  # fmt: skip
+    return train(opts)
+
+
+def test_a_short_run_is_reproducible_and_loads(tmp_path):
+    first = _run(tmp_path / "a")
+    second = _run(tmp_path / "b")
+    assert first["final_loss"] == second["final_loss"]
+    a = load_file(tmp_path / "a" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = json.loads((tmp_path / "a" / "training.json").read_text())["log"]
+    assert len(log) == 3 and all(entry["loss"] > 0 for entry in log)
+    engine = Engine.load(tmp_path / "a")
+    result = engine.generate([Request(id="x", messages=[{"role": "user", "content": "Hi"}],
+                                      max_tokens=3)])[0]  # fmt: skip
+    assert result.finish_reason in ("stop", "length")
+
+
+def test_collate_masks_the_prompt_and_padding():
+    inputs, targets = collate([([5, 6, 7, 8], 2), ([9, 10, 11], 2)], pad_id=1)
+    assert inputs.tolist() == [[5, 6, 7], [9, 10, 1]]
+    # Only the answer tokens (after the 2-token prompt) are predicted.
+    assert targets.tolist() == [[-100, 7, 8], [-100, 11, -100]]
