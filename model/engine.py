@@ -282,16 +282,13 @@ class Engine:
         """Run the model for `group`; on failure retry one by one so only the culprit fails."""
         try:
             logits, states = self.model.forward_step(ids, [s.state for s in group], last_only=True)
-        except Exception:
+        except Exception as e:  # noqa: BLE001 - a model failure ends the requests it hits only
             if len(group) == 1:
-                raise
-            done = []
-            for i, seq in enumerate(group):
-                try:
-                    done.extend(self._forward([seq], ids[i : i + 1]))
-                except Exception as e:  # noqa: BLE001 - a model failure ends this request only
-                    seq.finish("error", f"request {seq.request.id!r}: model failure: {e}")
-            return done
+                group[0].finish("error", f"request {group[0].request.id!r}: model failure: {e}")
+                return []
+            return [
+                pair for i, seq in enumerate(group) for pair in self._forward([seq], ids[i : i + 1])
+            ]
         for seq, state in zip(group, states):
             seq.state = state
         return [(seq, logits[i, -1]) for i, seq in enumerate(group)]

@@ -23,7 +23,6 @@ class Sequence:
     restore_length: int = 0  # prompt tokens the batch plan expects to restore from the cache
     computed: int = 0  # prompt tokens whose effect is in `state`
     cache_hit: int = 0
-    pending_logits: torch.Tensor | None = None  # logits for the next token, when known
     output: list[int] = field(default_factory=list)
     text: str = ""
     detokenizer: Any = None
@@ -54,4 +53,3 @@ class Sequence:
         if self.finish_reason is None:
             self.finish_reason, self.error = reason, error
             self.state = None  # free the per-layer state as soon as the sequence is done
-            self.pending_logits = None

@@ -182,3 +182,25 @@ def test_progress_reports_every_request(checkpoint):
     make_engine(checkpoint).generate(reqs, progress=seen.append)
     assert seen[-1].finished == seen[-1].total == 2
     assert seen[-1].cached_tokens > 0 and seen[-1].generated_tokens > 0
+
+
+def test_a_model_failure_in_prefill_fails_only_its_request(checkpoint, monkeypatch):
+    engine = make_engine(checkpoint, cache_bytes=0)
+    real = engine.model.forward_step
+
+    def failing(ids, states, last_only=False):
+        if (ids == 499).any():
+            raise RuntimeError("injected failure")
+        return real(ids, states, last_only=last_only)
+
+    monkeypatch.setattr(engine.model, "forward_step", failing)
+    reqs = [
+        Request(id="ok", prompt_token_ids=[20, 21, 22, 23], max_tokens=3),
+        Request(id="bad", prompt_token_ids=[20, 21, 499, 23], max_tokens=3),  # same chunk size
+        Request(id="alone", prompt_token_ids=[499, 30, 31], max_tokens=3),
+    ]
+    results = {r.id: r for r in engine.generate(reqs)}
+    assert results["ok"].finish_reason in ("stop", "length")
+    for rid in ("bad", "alone"):
+        assert results[rid].finish_reason == "error"
+        assert "injected failure" in results[rid].error
