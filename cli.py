@@ -35,6 +35,7 @@ def _bench_engine(args: argparse.Namespace) -> dict:
         prompt_len=args.prompt_len,
         new_tokens=args.new_tokens,
         preset=args.preset,
+        max_batch_tokens=args.max_batch_tokens,
         reference=not args.no_reference,
     )
 
@@ -88,6 +89,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--max-batch-tokens", type=int, default=16384, help="token budget per step")
     p.add_argument("--no-reference", action="store_true", help="skip the transformers run")
     p.set_defaults(bench=_bench_engine)
 

@@ -30,7 +30,7 @@ def bench_engine(
     prompt_len: int = 512,
     new_tokens: int = 64,
     preset: str = "tiny",
-    max_batch_tokens: int = 4096,
+    max_batch_tokens: int = 16384,
     reference: bool = True,
     threads: int | None = None,
 ) -> dict[str, Any]:
@@ -56,6 +56,7 @@ def bench_engine(
         out: dict[str, Any] = {
             "benchmark": "engine",
             "workload": {
+                "max_batch_tokens": max_batch_tokens,
                 "prompts": prompts,
                 "prompt_tokens": prompt_len,
                 "new_tokens": new_tokens,
