@@ -58,22 +58,3 @@ class SequenceState:
     @property
     def nbytes(self) -> int:
         return sum(layer.nbytes for layer in self.layers)
-
-    def to(self, device: torch.device | str) -> SequenceState:
-        def move(t):
-            return None if t is None else t.to(device)
-
-        def move_comp(c: CompressorState | None) -> CompressorState | None:
-            if c is None:
-                return None
-            return CompressorState(
-                *(move(t) for t in (c.entries, c.buf_kv, c.buf_gate)),
-                move(c.prev_kv),
-                move(c.prev_gate),
-            )
-
-        layers = tuple(
-            LayerState(move(s.window), move_comp(s.compressor), move_comp(s.indexer))
-            for s in self.layers
-        )
-        return SequenceState(self.length, layers)
