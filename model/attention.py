@@ -19,10 +19,35 @@ from .config import ModelConfig
 from .layers import RMSNorm, RopeTable, apply_rope, rms_normalize
 from .quantized import FP8Linear
 
-# With autograd on (training), whole fresh sequences up to this length use one dense masked
-# matmul, which is fast to differentiate. Inference always takes the per-query index-list path,
-# so prefill, decode and cache hits share one numerical path.
+# With autograd on (training), whole fresh sequences up to this length use one fused masked
+# attention (torch SDPA), fast to differentiate. Inference always takes the per-query index-list
+# path, so prefill, decode and cache hits share one numerical path.
 DENSE_MAX_TOKENS = 2048
+
+
+def sdpa_with_sink(
+    q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Attention of q [B,S,H,d] over shared keys = values [B,T,d] where mask [B,S,T] is True,
+    with a per-head sink logit in the softmax denominator; fp32, returns [B,S,H,d] in q's dtype.
+
+    The sink rides along as one extra key through torch's fused attention: each query gets an
+    extra component 1 and the sink key is zero except `sink_h / scale` there, so its logit is
+    sink_h. Keys serve as values; the sink key's value is zero in the first d components, the
+    only ones kept. (Equal q/k/v widths and an additive mask keep CPU on the fused kernel.)
+    """
+    bsz, seq, heads, dim = q.shape
+    count = keys.shape[1]
+    qf, kf = q.float(), keys.float()
+    q_aug = torch.cat((qf, qf.new_ones(bsz, seq, heads, 1)), dim=-1).transpose(1, 2)
+    k_aug = torch.cat((kf, kf.new_zeros(bsz, count, 1)), dim=-1)
+    k_aug = k_aug.unsqueeze(1).expand(bsz, heads, count, dim + 1)
+    sink_key = torch.cat((kf.new_zeros(heads, dim), sink.float()[:, None] / scale), dim=-1)
+    k_aug = torch.cat((k_aug, sink_key.view(1, heads, 1, dim + 1).expand(bsz, -1, -1, -1)), 2)
+    bias = torch.zeros(bsz, 1, seq, count + 1, device=q.device)
+    bias[..., :count].masked_fill_(~mask.unsqueeze(1), float("-inf"))
+    out = F.scaled_dot_product_attention(q_aug, k_aug, k_aug, attn_mask=bias, scale=scale)
+    return out[..., :dim].transpose(1, 2).to(q.dtype)
 
 
 class Compressor(nn.Module):
@@ -287,7 +312,7 @@ class Attention(nn.Module):
 
     def _dense_attention(self, q, kv, entries, positions, picked):
         """Fresh sequences of one length (a whole-sequence forward, training): the same joint
-        softmax as the sparse path, as one masked matmul over window keys + all entries."""
+        softmax as the sparse path, as one masked fused attention over window keys + all entries."""
         seq = q.shape[1]
         pos = positions[0]
         visible = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - self.window)
@@ -307,11 +332,7 @@ class Attention(nn.Module):
                 entry_mask = (w < ((pos + 1) // self.ratio)[:, None]).expand(q.shape[0], -1, -1)
             keys = torch.cat((kv, stacked), dim=1)
             mask = torch.cat((mask, entry_mask), dim=-1)
-        logits = torch.einsum("bshd,btd->bsht", q.float(), keys.float()) * self.head_dim**-0.5
-        logits = logits.masked_fill(~mask.unsqueeze(2), float("-inf"))
-        sink = self.attn_sink.float().view(1, 1, -1, 1).expand(*logits.shape[:3], 1)
-        probs = torch.cat((logits, sink), dim=-1).softmax(dim=-1)[..., :-1]
-        return torch.einsum("bsht,btd->bshd", probs, keys.float()).to(q.dtype)
+        return sdpa_with_sink(q, keys, mask, self.attn_sink, self.head_dim**-0.5)
 
     def _gather_plan(self, windows, entries, starts, positions):
         """One key pool for the whole step and each query's window (+ HCA entry) indices into it.

@@ -119,11 +119,13 @@ class Transformer(nn.Module):
         layers = tuple(block.attn.empty_state(self.device, self.dtype) for block in self.layers)
         return SequenceState(0, layers)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits [B,S,V] for whole sequences starting at position 0."""
+    def forward(self, input_ids: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B,S,V] for whole sequences starting at position 0; with `where` (bool [B,S])
+        only the logits of those positions, [N,V] (training scores the target tokens only, and
+        the lm head is the widest matmul)."""
         states = [self.empty_state() for _ in range(input_ids.shape[0])]
-        logits, _ = self.forward_step(input_ids, states)
-        return logits
+        streams, _ = self._run(input_ids, states)
+        return self.logits(streams if where is None else streams[where])
 
     def forward_step(
         self, input_ids: torch.Tensor, states: list[SequenceState], last_only: bool = False
@@ -138,6 +140,15 @@ class Transformer(nn.Module):
                 f"input_ids must be [batch, seq] with one state per row; got shape "
                 f"{tuple(input_ids.shape)} and {len(states)} states"
             )
+        streams, new_states = self._run(input_ids, states)
+        if last_only:
+            streams = streams[:, -1:]
+        return self.logits(streams), new_states
+
+    def _run(
+        self, input_ids: torch.Tensor, states: list[SequenceState]
+    ) -> tuple[torch.Tensor, list[SequenceState]]:
+        """The residual streams after the last block [B,S,N,D], and the new states."""
         starts = [s.length for s in states]
         x = self.embed(input_ids)
         streams = x.unsqueeze(-2).expand(*x.shape[:-1], self.config.hc_mult, x.shape[-1])
@@ -151,15 +162,12 @@ class Transformer(nn.Module):
                 return out
 
             streams = block(streams, input_ids, attend)
-        if last_only:
-            streams = streams[:, -1:]
-        logits = self.logits(streams)
         seq = input_ids.shape[1]
         new_states = [
             SequenceState(start + seq, tuple(layer[b] for layer in new_layers))
             for b, start in enumerate(starts)
         ]
-        return logits, new_states
+        return streams, new_states
 
     def decode_step(self, input_ids: torch.Tensor, batch: DecodeBatch) -> torch.Tensor:
         """One token per row ([B,1]) for the sequences packed in `batch`, which is updated in

@@ -445,23 +445,29 @@ class Rendered(NamedTuple):
 
 
 def business_doc(
-    rng: random.Random, split: str = "train", tmpl: Template | None = None
+    rng: random.Random,
+    split: str = "train",
+    tmpl: Template | None = None,
+    filler_scale: float = 1.0,
 ) -> Rendered:
-    """One document from a template of the split (or the template given), with its gold."""
+    """One document from a template of the split (or the template given), with its gold.
+    `filler_scale` < 1 shortens the boilerplate (training mixes in shorter documents)."""
     tmpl = tmpl or rng.choice(templates_for(split))
     doc = make_doc(rng, tmpl.kind, tmpl.profile)
     ctx = Ctx(rng, doc)
     blocks = tmpl.render(ctx)
     lo, hi = TARGET_WORDS[tmpl.kind]
-    text = assemble(ctx, blocks, tmpl.filler, target=rng.randint(lo, hi))
+    text = assemble(ctx, blocks, tmpl.filler, target=int(rng.randint(lo, hi) * filler_scale))
     if doc.has_total != (doc.total_written is not None):
         raise AssertionError(f"template {tmpl.name} did not write the total it should")
     return Rendered(text, doc.gold(), tmpl.name, doc)
 
 
-def extraction_example(rng: random.Random, split: str = "train") -> Example:
+def extraction_example(
+    rng: random.Random, split: str = "train", filler_scale: float = 1.0
+) -> Example:
     """A document in the user turn, its compact gold JSON as the target."""
-    text, gold, name, _ = business_doc(rng, split)
+    text, gold, name, _ = business_doc(rng, split, filler_scale=filler_scale)
     return Example(
         "", "extract", name, messages_for(EXTRACT_INSTRUCTION, text), dumps(gold), gold, text
     )

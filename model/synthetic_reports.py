@@ -11,6 +11,7 @@ figure as "<count> <name>" once; the one-sentence summary as the report's "Overa
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import re
 from collections.abc import Callable
@@ -470,9 +471,31 @@ def partial_to_final(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def reduce_user_content(partials: list[dict[str, Any]]) -> str:
-    """The reduce step's user turn: one compact JSON partial summary per line, in chunk order."""
-    return "\n".join(dumps(p) for p in partials)
+def document_id(rng: random.Random) -> str:
+    """An id for a report as a job's input might carry it (the pipelines name it in prompts)."""
+    n = rng.randint(1, 9999)
+    return rng.choice(
+        [f"report-{n}", f"RPT-{rng.randint(2021, 2026)}-{n:03d}", f"doc-{n:04d}", f"r{n}",
+         "".join(rng.choice("0123456789abcdef") for _ in range(8))]
+    )  # fmt: skip
+
+
+def chunk_user_content(doc_id: str, index: int, count: int, text: str) -> str:
+    """The map step's user turn as the pipelines frame a part of a split document (see
+    `flashbeam.pipelines.prompts.document_requests`); a document in one piece is sent as is."""
+    if count == 1:
+        return text
+    return f"Part {index + 1} of {count} of document {doc_id}:\n\n{text}"
+
+
+def reduce_user_content(partials: list[dict[str, Any]], doc_id: str) -> str:
+    """The reduce step's user turn as the pipelines frame the parts' outputs (see
+    `flashbeam.pipelines.prompts.reduce_request` and `render_part`): each partial summary as
+    JSON, numbered, in chunk order."""
+    listing = "\n\n".join(
+        f"Part {i + 1}:\n{json.dumps(p, ensure_ascii=False)}" for i, p in enumerate(partials)
+    )
+    return f"Outputs for the consecutive parts of document {doc_id}:\n\n{listing}"
 
 
 # ---- examples ------------------------------------------------------------------------------------
@@ -493,32 +516,34 @@ def report_summary_example(rng: random.Random, split: str = "train") -> Example:
     )
 
 
-def _chunk_examples(report: Report, chunks: list[str]) -> list[Example]:
+def _chunk_examples(report: Report, chunks: list[str], doc_id: str) -> list[Example]:
     out = []
-    for chunk in chunks:
+    for i, chunk in enumerate(chunks):
         gold = partial_summary(report, chunk)
-        msgs = messages_for(CHUNK_INSTRUCTION, chunk)
+        msgs = messages_for(CHUNK_INSTRUCTION, chunk_user_content(doc_id, i, len(chunks), chunk))
         out.append(Example("", "chunk", report.layout, msgs, dumps(gold), gold, chunk))
     return out
 
 
-def _reduce(report: Report, chunks: list[str]) -> Example:
+def _reduce(report: Report, chunks: list[str], doc_id: str) -> Example:
     partials = [partial_summary(report, c) for c in chunks]
     gold = merge_partials(partials)
-    msgs = messages_for(REDUCE_INSTRUCTION, reduce_user_content(partials))
+    msgs = messages_for(REDUCE_INSTRUCTION, reduce_user_content(partials, doc_id))
     return Example("", "reduce", report.layout, msgs, dumps(gold), gold)
 
 
 def chunk_examples(rng: random.Random, split: str = "train") -> list[Example]:
     """Every chunk of one report -> its partial summary."""
     report = make_report(rng, split)
-    return _chunk_examples(report, chunk_report(report.text, rng.randint(*CHUNK_WORDS)))
+    chunks = chunk_report(report.text, rng.randint(*CHUNK_WORDS))
+    return _chunk_examples(report, chunks, document_id(rng))
 
 
 def reduce_example(rng: random.Random, split: str = "train") -> Example:
     """The partial summaries of one report's chunks -> the report's summary."""
     report = make_report(rng, split)
-    return _reduce(report, chunk_report(report.text, rng.randint(*CHUNK_WORDS)))
+    chunks = chunk_report(report.text, rng.randint(*CHUNK_WORDS))
+    return _reduce(report, chunks, document_id(rng))
 
 
 def map_reduce_examples(rng: random.Random, split: str = "train") -> list[Example]:
@@ -527,4 +552,9 @@ def map_reduce_examples(rng: random.Random, split: str = "train") -> list[Exampl
     report = make_report(rng, split)
     chunks = chunk_report(report.text, rng.randint(*CHUNK_WORDS))
     other = chunk_report(report.text, rng.randint(*CHUNK_WORDS))
-    return [*_chunk_examples(report, chunks), _reduce(report, chunks), _reduce(report, other)]
+    doc_id = document_id(rng)
+    return [
+        *_chunk_examples(report, chunks, doc_id),
+        _reduce(report, chunks, doc_id),
+        _reduce(report, other, doc_id),
+    ]

@@ -253,7 +253,16 @@ def test_map_reduce_examples_chain():
     chunks = [e for e in examples if e.task == "chunk"]
     reduces = [e for e in examples if e.task == "reduce"]
     assert len(chunks) >= 4 and len(reduces) == 2
-    assert reduces[0].messages[1]["content"] == "\n".join(e.target for e in chunks)
+    # Chunks are framed and their outputs listed as the pipelines do it, one document id for all.
+    first = chunks[0].messages[1]["content"]
+    doc_id = first.split(" of document ", 1)[1].split(":", 1)[0]
+    assert first.startswith(f"Part 1 of {len(chunks)} of document {doc_id}:\n\n")
+    partials = [json.loads(e.target) for e in chunks]
+    assert reduces[0].messages[1]["content"] == rep.reduce_user_content(partials, doc_id)
+    assert (
+        "Part 2:\n" + json.dumps(partials[1], ensure_ascii=False)
+        in reduces[0].messages[1]["content"]
+    )
     assert reduces[0].target == reduces[1].target
     assert all(e.messages[0]["content"] == S.CHUNK_INSTRUCTION for e in chunks)
     assert reduces[0].messages[0]["content"] == S.REDUCE_INSTRUCTION

@@ -35,7 +35,9 @@ def test_a_short_run_is_reproducible_and_loads(tmp_path):
 
 
 def test_collate_masks_the_prompt_and_padding():
-    inputs, targets = collate([([5, 6, 7, 8], 2), ([9, 10, 11], 2)], pad_id=1)
+    inputs, targets, prompt = collate([([5, 6, 7, 8], 2), ([9, 10, 11], 2)], pad_id=1)
     assert inputs.tolist() == [[5, 6, 7], [9, 10, 1]]
-    # Only the answer tokens (after the 2-token prompt) are predicted.
+    # Only the answer tokens (after the 2-token prompt) are answer targets ...
     assert targets.tolist() == [[-100, 7, 8], [-100, 11, -100]]
+    # ... and the prompt's own next tokens the prompt targets; padding is in neither.
+    assert prompt.tolist() == [[6, -100, -100], [10, -100, -100]]
