@@ -186,12 +186,8 @@ def runner_args(runner: RunnerSpec, extra: list[str] | tuple[str, ...] = ()) -> 
 
 def _task_config(job: Job) -> TaskConfig:
     task = job.spec.task
-    schema = None
-    if task.schema_ is not None:
-        try:
-            schema = load_schema(task.schema_, where=f"{job.source}: task.schema")
-        except SchemaError as e:
-            raise JobError(str(e)) from None
+    schema = _schema(job, task.schema_, "task.schema")
+    part_schema = _schema(job, task.reduce.part_schema, "task.reduce.part_schema")
     retry = _section(
         job,
         "task.retry",
@@ -200,7 +196,11 @@ def _task_config(job: Job) -> TaskConfig:
         ),
     )
     chunking = _section(job, "task.chunking", lambda: ChunkingConfig(**_fields(task.chunking)))
-    reduce = _section(job, "task.reduce", lambda: ReduceConfig(**_fields(task.reduce)))
+    reduce = _section(
+        job,
+        "task.reduce",
+        lambda: ReduceConfig(**{**_fields(task.reduce), "part_schema": part_schema}),
+    )
     return _section(
         job,
         "task",
@@ -212,6 +212,15 @@ def _task_config(job: Job) -> TaskConfig:
             **_fields(task, exclude=("schema_", "retry", "chunking", "reduce")),
         ),
     )
+
+
+def _schema(job: Job, source: Any, where: str) -> dict[str, Any] | None:
+    if source is None:
+        return None
+    try:
+        return load_schema(source, where=f"{job.source}: {where}")
+    except SchemaError as e:
+        raise JobError(str(e)) from None
 
 
 def _fields(section: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -4,10 +4,10 @@
     job.spec.task.max_tokens  # 64
 
 YAML is read with a safe loader that also rejects duplicate keys. Relative paths written in the
-file (`input.path`, a `task.schema` file, `model.path`) resolve against the file's directory, so a
-job runs the same from any working directory; paths given with `--set` resolve against the
-working directory, as on any command line. Output paths are where you are: relative
-`output.path` / `output.errors` resolve against the working directory.
+file (`input.path`, a `task.schema` or `task.reduce.part_schema` file, `model.path`) resolve
+against the file's directory, so a job runs the same from any working directory; paths given
+with `--set` resolve against the working directory, as on any command line. Output paths are
+where you are: relative `output.path` / `output.errors` resolve against the working directory.
 
 Every error is a `JobError` whose message names the file (and line), the field path and the fix.
 Defaults of the pipeline settings are read from the `flashbeam.pipelines` dataclasses, so the
@@ -105,6 +105,10 @@ class ReduceSpec(_Section):
     default_rule: MergeRuleName | None = _default(ReduceConfig, "default_rule")
     rounds: int = Field(_default(ReduceConfig, "rounds"), ge=1)
     on_part_error: Literal["fail", "skip"] = _default(ReduceConfig, "on_part_error")
+    # Prompt mode: the schema of a split document's part outputs (as task.schema: a file, a
+    # built-in name or inline); null: the task schema.
+    part_schema: str | dict[str, Any] | None = _default(ReduceConfig, "part_schema")
+    max_input_tokens: int | None = Field(_default(ReduceConfig, "max_input_tokens"), ge=1)
 
 
 class TaskSpec(_Section):
@@ -294,20 +298,22 @@ def _override_value(raw: str) -> Any:
 
 
 def _resolve_file_paths(data: dict[str, Any], base: Path) -> None:
-    """Make the file's relative input, schema and model paths relative to the file itself."""
+    """Make the file's relative input, schema (task.schema, task.reduce.part_schema) and model
+    paths relative to the file itself."""
 
-    def resolve(section: str, key: str, keep: Any = ()) -> None:
-        part = data.get(section)
+    def resolve(part: Any, key: str, keep: Any = ()) -> None:
         value = part.get(key) if isinstance(part, dict) else None
         if isinstance(value, str) and value and value not in keep and not _is_absolute(value):
             part[key] = os.path.normpath(base / value)
 
-    resolve("input", "path")
-    resolve("model", "path", keep=("tiny",))
+    resolve(data.get("input"), "path")
+    resolve(data.get("model"), "path", keep=("tiny",))
     task = data.get("task")
-    schema = task.get("schema") if isinstance(task, dict) else None
-    if isinstance(schema, str) and (schema.endswith(".json") or (base / schema).is_file()):
-        resolve("task", "schema")
+    if isinstance(task, dict):
+        for part, key in ((task, "schema"), (task.get("reduce"), "part_schema")):
+            schema = part.get(key) if isinstance(part, dict) else None
+            if isinstance(schema, str) and (schema.endswith(".json") or (base / schema).is_file()):
+                resolve(part, key)
 
 
 def _is_absolute(path: str) -> bool:

@@ -62,6 +62,11 @@ class ReduceConfig:
     (None: arrays `concat_unique`, everything else `most_common`). `on_part_error="fail"` turns a
     document with any failed part into an error row; `"skip"` reduces the parts that succeeded
     and records the number of failed parts in the row.
+
+    Prompt mode only: `part_schema` is the JSON Schema the parts' outputs follow when it differs
+    from the task's (e.g. chunk summaries merged into a report summary; None: the task schema);
+    the reduce requests' outputs follow the task schema. `max_input_tokens` is the token budget
+    of the parts packed into one reduce request (None: `chunking.max_tokens`).
     """
 
     mode: Literal["auto", "prompt", "merge"] = "auto"
@@ -70,8 +75,19 @@ class ReduceConfig:
     default_rule: MergeRule | None = None
     rounds: int = 3
     on_part_error: Literal["fail", "skip"] = "fail"
+    part_schema: Any = None
+    max_input_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        if self.part_schema is not None:
+            part_schema = load_schema(self.part_schema, where="reduce.part_schema")
+            if not isinstance(self.part_schema, dict):
+                object.__setattr__(self, "part_schema", part_schema)
+        if self.max_input_tokens is not None and self.max_input_tokens < 1:
+            raise ValueError(
+                f"reduce.max_input_tokens must be >= 1, or None for chunking.max_tokens; "
+                f"got {self.max_input_tokens}"
+            )
         bad = {k: v for k, v in self.rules.items() if v not in MERGE_RULES}
         if bad or (self.default_rule is not None and self.default_rule not in MERGE_RULES):
             raise ValueError(
@@ -98,7 +114,8 @@ class TaskConfig:
     The prompt is `instructions` (system, with the JSON Schema attached when `schema_in_prompt`),
     then the document rendered by `document_template` (`{document}`, `{id}`, `{part}`,
     `{parts}`), then one request per entry of `questions` (None: the kind's default question).
-    `schema` is anything `flashbeam.schemas.load_schema` accepts; None means free text.
+    `schema` is anything `flashbeam.schemas.load_schema` accepts; None means free text. The
+    map requests of a split document use `reduce.part_schema` instead, when it is set.
     """
 
     kind: TaskKind = "extract"
@@ -125,6 +142,29 @@ class TaskConfig:
                 raise ValueError("task.questions is empty; leave it out for the default question")
         if self.max_tokens < 1:
             raise ValueError(f"task.max_tokens must be >= 1, got {self.max_tokens}")
+        self._check_part_schema()
+
+    def _check_part_schema(self) -> None:
+        if self.reduce.part_schema is None:
+            return
+        if self.schema is None:
+            raise ValueError(
+                "task.reduce.part_schema needs task.schema: the parts follow part_schema and "
+                "the reduced output the task schema; set task.schema, or remove part_schema"
+            )
+        if self.reduce.mode_for(self.kind, True) == "merge":
+            raise ValueError(
+                f"task.reduce.part_schema does not work with merge mode (reduce.mode "
+                f"{self.reduce.mode!r}, kind {self.kind!r}): merging needs parts in the task "
+                "schema; set reduce.mode to prompt, or remove part_schema"
+            )
+
+    def schema_for(self, source: str) -> dict[str, Any] | None:
+        """The schema a request's `schema_source` names: "task", "part" (a split document's
+        map outputs), anything else None."""
+        if source == "part":
+            return self.reduce.part_schema
+        return self.schema if source == "task" else None
 
 
 @dataclass(frozen=True)

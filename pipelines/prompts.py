@@ -73,7 +73,9 @@ def document_requests(chunk: Chunk, task: TaskConfig) -> list[PromptRequest]:
     )
     if chunk.count > 1 and "{part}" not in task.document_template:
         body = f"Part {chunk.index + 1} of {chunk.count} of document {origin.id}:\n\n{body}"
-    shared = [_system_message(task, task.instructions or DEFAULT_INSTRUCTIONS[task.kind])]
+    source = map_schema_source(task, chunk.count)
+    instructions = task.instructions or DEFAULT_INSTRUCTIONS[task.kind]
+    shared = [_system_message(task, instructions, source)]
     shared.append({"role": "user", "content": body})
     requests = []
     for qi, question in enumerate(questions_for(task)):
@@ -91,10 +93,18 @@ def document_requests(chunk: Chunk, task: TaskConfig) -> list[PromptRequest]:
                 chunk_count=chunk.count,
                 char_start=chunk.char_start,
                 final=chunk.count == 1,
-                schema_source="task" if task.schema is not None else "none",
+                schema_source=source,
             )
         )
     return requests
+
+
+def map_schema_source(task: TaskConfig, chunk_count: int) -> str:
+    """The schema a document request is held to: a part of a split document follows
+    `reduce.part_schema` when set; a whole document is a final output (the task schema)."""
+    if chunk_count > 1 and task.reduce.part_schema is not None:
+        return "part"
+    return "task" if task.schema is not None else "none"
 
 
 def reduce_request(
@@ -113,7 +123,8 @@ def reduce_request(
     listing = "\n\n".join(f"Part {i + 1}:\n{p}" for i, p in enumerate(parts))
     body = f"Outputs for the consecutive parts of document {origin.id}:\n\n{listing}"
     question = questions_for(task)[item[1]]
-    messages = [_system_message(task, instructions), {"role": "user", "content": body}]
+    source = "task" if task.schema is not None else "none"
+    messages = [_system_message(task, instructions, source), {"role": "user", "content": body}]
     if question:
         messages.append({"role": "user", "content": question})
     return PromptRequest(
@@ -125,7 +136,7 @@ def reduce_request(
         chunk_index=group,
         level=level,
         final=final,
-        schema_source="task" if task.schema is not None else "none",
+        schema_source=source,
         carry=carry,
     )
 
@@ -154,10 +165,11 @@ def shared_prefix_chars(messages: list[dict[str, Any]], thinking: bool) -> int:
     return i
 
 
-def _system_message(task: TaskConfig, instructions: str) -> dict[str, Any]:
+def _system_message(task: TaskConfig, instructions: str, source: str) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "system", "content": instructions}
-    if task.schema is not None and task.schema_in_prompt:
-        message["response_format"] = response_format_for(task.schema)
+    schema = task.schema_for(source)
+    if schema is not None and task.schema_in_prompt:
+        message["response_format"] = response_format_for(schema)
     return message
 
 

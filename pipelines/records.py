@@ -86,8 +86,8 @@ class PromptRequest:
     length of the prompt text shared with the item's other requests (system + document), used
     for the prefix fingerprint. `input_text` is the text the request is about, for error rows.
     `carry` holds the stats of earlier levels (on one request per item and level only).
-    `schema_source` names the schema outputs are validated against: the task's, the request's
-    own `response_format`, or none (free text).
+    `schema_source` names the schema outputs are held to and validated against: the task's,
+    the parts' (`reduce.part_schema`), the request's own `response_format`, or none (free text).
     """
 
     item: ItemKey
@@ -100,7 +100,7 @@ class PromptRequest:
     char_start: int = 0
     level: int = 0
     final: bool = True
-    schema_source: str = "task"  # "task" | "request" | "none"
+    schema_source: str = "task"  # "task" | "part" | "request" | "none"
     carry: ItemStats | None = None
 
 

@@ -3,9 +3,10 @@
 - An item that was not split: its one outcome is its result (or its error row).
 - A split item, `merge` mode: the parts' JSON objects are merged field by field with the job's
   rules, and the merged object must validate against the schema.
-- A split item, `prompt` mode: the parts' outputs are packed into reduce prompts that fit the
-  chunk budget; while more than one prompt is needed, their outputs are reduced again (up to
-  `ReduceConfig.rounds` rounds; the last round takes all remaining parts in one prompt).
+- A split item, `prompt` mode: the parts' outputs (in `reduce.part_schema`, when set) are
+  packed into reduce prompts that fit the reduce input budget; while more than one prompt is
+  needed, their outputs are reduced again (up to `ReduceConfig.rounds` rounds; the last round
+  takes all remaining parts in one prompt). Reduce outputs follow the task schema.
 """
 
 from __future__ import annotations
@@ -236,8 +237,11 @@ def plan_round(
     state: ReduceState, task: TaskConfig, tokenizer: Tokenizer, level: int, last: bool
 ) -> list[PromptRequest]:
     """The requests of reduce round `level` for one item: one final request when the parts fit
-    the budget together (or this is the last round), else one request per packed group."""
-    budget = task.chunking.max_tokens
+    the budget (`reduce.max_input_tokens`, else `chunking.max_tokens`) together (or this is the
+    last round), else one request per packed group."""
+    budget = task.reduce.max_input_tokens
+    if budget is None:
+        budget = task.chunking.max_tokens
     sizes = [len(tokenizer.encode(part)) for part in state.parts]
     groups = [list(range(len(sizes)))]
     if not last and budget is not None and sum(sizes) > budget:

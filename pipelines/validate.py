@@ -1,7 +1,8 @@
 """Run prompt requests on an engine, validate the outputs and retry (`generate_validated`).
 
 Requests are validated against the schema their `schema_source` names: the task's, the
-request's own `response_format` (OpenAI batch input), or none (free text: one attempt, valid
+parts' (`reduce.part_schema`, map requests of a split document), the request's own
+`response_format` (OpenAI batch input), or none (free text: one attempt, valid
 when the output ended by itself). A `UsageMeter` between the retry driver and the engine sums
 every attempt's usage and wall time per request, and counts the pipeline metrics.
 """
@@ -95,12 +96,11 @@ def _by_schema(prompts: list[PromptRequest], task: TaskConfig) -> dict[Any, list
     """Prompt indices per validation schema (as canonical JSON text; None for free text)."""
     groups: dict[Any, list[int]] = defaultdict(list)
     for i, prompt in enumerate(prompts):
-        if prompt.schema_source == "task":
-            key = json.dumps(task.schema, sort_keys=True)
-        elif prompt.schema_source == "request":
+        if prompt.schema_source == "request":
             key = _request_schema(prompt.request)
         else:
-            key = None
+            schema = task.schema_for(prompt.schema_source)
+            key = json.dumps(schema, sort_keys=True) if schema is not None else None
         groups[key].append(i)
     return groups
 

@@ -16,6 +16,10 @@ TINY_SCHEMA = (
     'task.schema={"type": "object", "properties": {"ok": {"type": "boolean"}}, '
     '"required": ["ok"], "additionalProperties": false}'
 )
+TINY_PART_SCHEMA = (
+    'task.reduce.part_schema={"type": "object", "properties": {"n": {"type": "integer", '
+    '"minimum": 0, "maximum": 9}}, "required": ["n"], "additionalProperties": false}'
+)
 
 
 def manifest_of(partition: Path) -> dict:
@@ -112,14 +116,14 @@ def test_date_partitions_and_atomic_reruns(flashbeam, checkpoint, docs, tmp_path
 
 def test_nightly_summarize_map_reduces_long_reports(flashbeam, checkpoint, tmp_path):
     """The job's chunking and reduce settings over a report cut to a few chunks; the tiny
-    schema keeps random weights valid, so the reduce step always runs."""
+    schemas (task and parts) keep random weights valid, so the reduce step always runs."""
     report = sample_rows("reports.jsonl", 1)[0]
     path = write_jsonl(tmp_path / "in" / "r.jsonl", [{**report, "text": report["text"][:700]}])
     code, out, err = flashbeam(
         "run", JOBS / "nightly_summarize.yaml", "--date", "2026-01-02",
         "--set", f"model.path={checkpoint}", "--set", f"input.path={path}",
         "--set", "task.chunking.max_tokens=128", "--set", TINY_SCHEMA,
-        "--set", "task.max_tokens=8",
+        "--set", TINY_PART_SCHEMA, "--set", "task.max_tokens=8",
     )  # fmt: skip
     assert code == 0, err
     partition = tmp_path / "out" / "nightly_summarize" / "2026-01-02"

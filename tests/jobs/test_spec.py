@@ -56,6 +56,8 @@ def test_example_jobs_prompt_with_the_training_instructions():
     assert summarize.instructions == synthetic.CHUNK_INSTRUCTION
     assert summarize.reduce.instructions == synthetic.REDUCE_INSTRUCTION
     assert summarize.schema == synthetic.load_schema("report_summary")
+    assert summarize.reduce.part_schema == synthetic.load_schema("report_chunk_summary")
+    assert summarize.reduce.max_input_tokens == 2048
     assert summarize.max_tokens == synthetic.SUMMARY_MAX_TOKENS
     # Every sample report is longer than the chunk budget, so every one is map-reduced.
     words = min(len(r.split()) for r in _texts("reports.jsonl"))
@@ -215,6 +217,53 @@ def test_bad_schema_names_the_spec_field(tmp_path):
     assert "task.schema: invalid schema at $.required" in error_of(inline)
     builtin = spec(tmp_path, MINIMAL + "task:\n  schema: summary\n", "b.yaml")
     assert plan_job(load_job(builtin)).config.task.schema == load_schema("summary")
+
+
+PART_SCHEMA = '{"type": "object", "properties": {"n": {"type": "integer"}}}'
+
+
+def test_reduce_part_schema_and_input_budget(tmp_path, monkeypatch):
+    jobs = tmp_path / "jobs"
+    (jobs / "schemas").mkdir(parents=True)
+    (jobs / "schemas" / "part.json").write_text(PART_SCHEMA)
+    reduce = "    mode: prompt\n    part_schema: schemas/part.json\n    max_input_tokens: 300\n"
+    body = MINIMAL + "task:\n  kind: summarize\n  schema: summary\n  reduce:\n" + reduce
+    path = spec(jobs, body)
+    monkeypatch.chdir(tmp_path)  # the schema path is relative to the job file, not here
+    task = plan_job(load_job(path)).config.task
+    assert task.reduce.part_schema == load_schema(str(jobs / "schemas" / "part.json"))
+    assert task.reduce.max_input_tokens == 300 and task.schema == load_schema("summary")
+    inline = plan_job(load_job(path, [f"task.reduce.part_schema={PART_SCHEMA}"]))
+    assert inline.config.task.reduce.part_schema["properties"] == {"n": {"type": "integer"}}
+    # Defaults: no part schema, the chunk budget.
+    plain = plan_job(load_job(spec(jobs, MINIMAL, "plain.yaml"))).config.task.reduce
+    assert (plain.part_schema, plain.max_input_tokens) == (None, None)
+
+
+def test_reduce_part_schema_and_input_budget_errors(tmp_path):
+    head = MINIMAL + "task:\n  kind: summarize\n  schema: summary\n  reduce:\n"
+    missing = spec(tmp_path, head + "    part_schema: nowhere.json\n", "missing.yaml")
+    message = error_of(missing)
+    assert message.startswith(f"{missing}: task.reduce.part_schema: ")
+    assert f"{tmp_path / 'nowhere.json'}" in message and "neither a file nor a built-in" in message
+    (tmp_path / "bad.json").write_text('{"type": "strin"}')
+    bad = spec(tmp_path, head + "    part_schema: bad.json\n", "bad.yaml")
+    assert error_of(bad).startswith(
+        f"{bad}: task.reduce.part_schema: {tmp_path / 'bad.json'}: invalid schema"
+    )
+    (tmp_path / "part.json").write_text(PART_SCHEMA)
+    merge = spec(tmp_path, head + "    mode: merge\n    part_schema: part.json\n", "merge.yaml")
+    assert error_of(merge) == (
+        f"{merge}: task: task.reduce.part_schema does not work with merge mode (reduce.mode "
+        "'merge', kind 'summarize'): merging needs parts in the task schema; set reduce.mode "
+        "to prompt, or remove part_schema"
+    )
+    free = spec(tmp_path, MINIMAL + "task:\n  reduce:\n    part_schema: part.json\n", "f.yaml")
+    assert error_of(free).startswith(f"{free}: task: task.reduce.part_schema needs task.schema")
+    zero = spec(tmp_path, head + "    max_input_tokens: 0\n", "zero.yaml")
+    assert f"{zero}:8: task.reduce.max_input_tokens: should be greater than or equal to 1" in (
+        error_of(zero)
+    )
 
 
 def test_pipeline_checks_become_job_errors(tmp_path):

@@ -7,7 +7,7 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.testing.util import assert_that
 
 from flashbeam.model.request import Request, Result, Usage
-from flashbeam.pipelines.config import TaskConfig
+from flashbeam.pipelines.config import ReduceConfig, TaskConfig
 from flashbeam.pipelines.handler import EngineModelHandler, PromptGroupHandler, engine_for
 from flashbeam.pipelines.prompts import document_requests
 from flashbeam.pipelines.records import Chunk, Document, Origin
@@ -94,3 +94,33 @@ def test_run_prompts_free_text_and_bad_response_format():
     outcomes = run_prompts(_BrokenOn("none"), bad + free, task, "m")
     assert not outcomes[0].valid and "bad response_format" in outcomes[0].errors[0]
     assert outcomes[1].valid and outcomes[1].text == "hi" and outcomes[1].attempts == 1
+
+
+class _Replies:
+    """An engine double that answers every request with `text` and records the schema each
+    request was held to."""
+
+    def __init__(self, text: str):
+        self.text, self.schemas = text, {}
+
+    def generate(self, requests):
+        for r in requests:
+            self.schemas.setdefault(r.id, []).append(r.response_format["json_schema"]["schema"])
+        return [Result(r.id, text=self.text, finish_reason="stop", usage=Usage(5, 0, 5, 2))
+                for r in requests]  # fmt: skip
+
+
+def test_run_prompts_validates_parts_against_the_part_schema(tiny_schema):
+    part = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+            "additionalProperties": False}  # fmt: skip
+    reduce = ReduceConfig(mode="prompt", part_schema=part)
+    task = TaskConfig(kind="summarize", schema=tiny_schema, reduce=reduce)
+    text = "Part two."
+    split = Chunk(Document(Origin("s", "src", 1), text=text), 1, 2, text, 0, len(text))
+    prompts = document_requests(split, task) + document_requests(_chunk("w", "Whole."), task)
+    engine = _Replies('{"n": 4}')
+    part_outcome, whole_outcome = run_prompts(engine, prompts, task, "m")
+    assert part_outcome.valid and part_outcome.value == {"n": 4} and part_outcome.attempts == 1
+    # The same reply is no output of the task schema: every retry of it fails too.
+    assert not whole_outcome.valid and whole_outcome.attempts == task.retry.max_attempts
+    assert engine.schemas == {"s#q0#c1": [part], "w#q0": [tiny_schema] * task.retry.max_attempts}

@@ -6,6 +6,7 @@ ends in exactly one row of the results or the errors table, and the counters rec
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pyarrow as pa
@@ -20,6 +21,7 @@ from flashbeam.pipelines import (
     TaskConfig,
     run_pipeline,
 )
+from flashbeam.pipelines.handler import SharedEngine
 
 
 def _run(tmp_path, input_config, task, engine_config, options=()):
@@ -103,20 +105,31 @@ def test_parquet_input(tmp_path, engine_config, tiny_schema, parquet_rows):
     assert [(e["id"], e["line"]) for e in errors] == [("k2", 2)]
 
 
-def test_text_files_map_reduce(tmp_path, engine_config, tiny_schema, parquet_rows):
-    (tmp_path / "in").mkdir()
+def _long_and_short_texts(folder):
+    folder.mkdir()
     long_text = "".join(f"Section {i}: revenue grew and staffing held.\n\n" for i in range(8))
-    (tmp_path / "in" / "long.txt").write_text(long_text)
-    (tmp_path / "in" / "short.txt").write_text("A short memo.")
-    (tmp_path / "in" / "empty.txt").write_text("")
-    task = TaskConfig(
+    (folder / "long.txt").write_text(long_text)
+    (folder / "short.txt").write_text("A short memo.")
+
+
+def _summarize_task(schema, reduce):
+    """Summaries in 48-token chunks: the long text splits, the short one does not."""
+    return TaskConfig(
         kind="summarize",
-        schema=tiny_schema,
+        schema=schema,
         instructions="Summarize.",
         max_tokens=8,
         schema_in_prompt=False,
         chunking=ChunkingConfig(max_tokens=48, overlap_tokens=8),
-        reduce=ReduceConfig(mode="prompt", instructions="Combine.", rounds=2),
+        reduce=reduce,
+    )
+
+
+def test_text_files_map_reduce(tmp_path, engine_config, tiny_schema, parquet_rows):
+    _long_and_short_texts(tmp_path / "in")
+    (tmp_path / "in" / "empty.txt").write_text("")
+    task = _summarize_task(
+        tiny_schema, ReduceConfig(mode="prompt", instructions="Combine.", rounds=2)
     )
     pattern = str(tmp_path / "in" / "*.txt")
     report, config = _run(tmp_path, InputConfig(pattern, "text"), task, engine_config)
@@ -132,6 +145,52 @@ def test_text_files_map_reduce(tmp_path, engine_config, tiny_schema, parquet_row
     assert long_row["attempts"] > long_row["chunk_count"]
     assert by_id["short.txt"]["chunk_count"] == 1
     assert errors[0]["id"] == "empty.txt" and "empty" in errors[0]["reason"]
+
+
+def test_map_reduce_with_a_part_schema(tmp_path, engine_config, tiny_schema, parquet_rows,
+                                       monkeypatch):  # fmt: skip
+    """Parts of a split document are held to (and validated against) the part schema, reduce
+    rounds and unsplit documents to the task schema; the reduce prompts show the parts' JSON."""
+    held: dict[str, list[dict]] = {}  # request id -> the schema of each attempt
+    reduce_inputs: list[str] = []
+    generate = SharedEngine.generate
+
+    def spy(self, requests, progress=None):
+        for r in requests:
+            held.setdefault(r.id, []).append(r.response_format["json_schema"]["schema"])
+            if "#r" in r.id:
+                reduce_inputs.append(r.messages[1]["content"])
+        return generate(self, requests, progress)
+
+    monkeypatch.setattr(SharedEngine, "generate", spy)  # the in-memory runner's engine
+    _long_and_short_texts(tmp_path / "in")
+    part = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0,
+            "maximum": 9}}, "required": ["n"], "additionalProperties": False}  # fmt: skip
+    # A budget below two parts' outputs: round 1 is intermediate, round 2 final.
+    reduce = ReduceConfig(mode="prompt", rounds=2, part_schema=part, max_input_tokens=8)
+    task = _summarize_task(tiny_schema, reduce)
+    pattern = str(tmp_path / "in" / "*.txt")
+    report, config = _run(tmp_path, InputConfig(pattern, "text"), task, engine_config)
+    results = parquet_rows(config.output.results)
+    errors = parquet_rows(config.output.errors)
+    _assert_invariant(report, results, errors, [("long.txt", 0), ("short.txt", 0)])
+    # A part's output ({"n": ...}) fails the task schema: these rows exist (on_part_error is
+    # "fail") only because the parts were validated against the part schema.
+    assert not errors and all(r["valid"] and isinstance(r["ok"], bool) for r in results)
+    long_row = next(r for r in results if r["id"] == "long.txt")
+    assert long_row["chunk_count"] > 2 and long_row["parts_failed"] == 0
+    by_kind = {"part": set(), "round 1": set(), "round 2": set(), "whole": set()}
+    for request_id, schemas in held.items():
+        kind = ("round 1" if "#r1." in request_id else "round 2" if "#r2." in request_id
+                else "part" if "#c" in request_id else "whole")  # fmt: skip
+        by_kind[kind].update(json.dumps(s, sort_keys=True) for s in schemas)
+    part_key, task_key = (json.dumps(s, sort_keys=True) for s in (part, tiny_schema))
+    assert by_kind == {"part": {part_key}, "round 1": {task_key}, "round 2": {task_key},
+                       "whole": {task_key}}  # fmt: skip
+    assert sum("#c" in i for i in held) == long_row["chunk_count"]
+    round_1 = [text for text in reduce_inputs if '{"n": ' in text]
+    assert round_1 and not any('"ok"' in text for text in round_1)
+    assert any('{"ok": ' in text for text in reduce_inputs)  # round 2 reduces round 1's outputs
 
 
 def test_openai_batch_with_engine_error_and_invalid_output(tmp_path, engine_config, jsonl,

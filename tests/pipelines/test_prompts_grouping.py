@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flashbeam.pipelines.config import TaskConfig
+from flashbeam.pipelines.config import ReduceConfig, TaskConfig
 from flashbeam.pipelines.grouping import prefix_keys, split_group
 from flashbeam.pipelines.prompts import (
     check_template,
@@ -51,6 +51,32 @@ def test_chunk_prompts_name_the_part_and_are_not_final():
     assert "Part 2 of 3 of document d" in prompt_text(prompt.request)
     assert not prompt.final and prompt.request.id == "d#q0#c1"
     assert prompt.schema_source == "none"
+
+
+def test_parts_of_a_split_document_are_held_to_the_part_schema(tiny_schema):
+    part = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    reduce = ReduceConfig(mode="prompt", part_schema=part)
+    task = TaskConfig(kind="summarize", schema=tiny_schema, reduce=reduce)
+
+    def shown(prompt):  # the schema attached to the system turn
+        return prompt.request.messages[0]["response_format"]["json_schema"]["schema"]
+
+    (split,) = document_requests(_chunk("d", "middle text", index=1, count=3), task)
+    assert split.schema_source == "part" and shown(split) == part
+    assert '"n"' in prompt_text(split.request) and '"ok"' not in prompt_text(split.request)
+    (whole,) = document_requests(_chunk("d", "the whole text"), task)  # a final output
+    assert whole.schema_source == "task" and shown(whole) == tiny_schema
+    reduced = reduce_request(("d", 0), Origin("d", "s"), ['{"n": 1}'], task, 1, 0, False, "doc",
+                             ItemStats())  # fmt: skip
+    assert reduced.schema_source == "task" and shown(reduced) == tiny_schema
+    # Without a part schema the parts use the task schema, as before.
+    plain = TaskConfig(kind="summarize", schema=tiny_schema)
+    (part_plain,) = document_requests(_chunk("d", "middle text", index=1, count=3), plain)
+    assert part_plain.schema_source == "task" and shown(part_plain) == tiny_schema
+    hidden = TaskConfig(kind="summarize", schema=tiny_schema, reduce=reduce,
+                        schema_in_prompt=False)  # fmt: skip
+    (quiet,) = document_requests(_chunk("d", "middle text", index=1, count=3), hidden)
+    assert quiet.schema_source == "part" and "response_format" not in quiet.request.messages[0]
 
 
 def test_template_check():

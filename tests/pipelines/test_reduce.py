@@ -25,6 +25,7 @@ from flashbeam.pipelines.reduce import (
     reassemble,
     start_reduce,
 )
+from flashbeam.schemas import SchemaError, load_schema
 
 INVOICE = {
     "type": "object",
@@ -86,6 +87,30 @@ def test_reduce_config_rejects_unknown_rules():
         ReduceConfig(rules={"total": "average"})  # type: ignore[dict-item]
 
 
+def test_part_schema_and_reduce_budget_settings():
+    assert ReduceConfig().part_schema is None and ReduceConfig().max_input_tokens is None
+    assert ReduceConfig(part_schema="summary").part_schema == load_schema("summary")
+    with pytest.raises(SchemaError, match=r"reduce.part_schema: invalid schema"):
+        ReduceConfig(part_schema={"type": "strin"})
+    with pytest.raises(ValueError, match="reduce.max_input_tokens must be >= 1"):
+        ReduceConfig(max_input_tokens=0)
+    prompt = ReduceConfig(mode="prompt", part_schema=INVOICE)
+    task = TaskConfig(kind="extract", schema={"type": "object"}, reduce=prompt)
+    assert task.schema_for("part") == INVOICE and task.schema_for("task") == {"type": "object"}
+    assert task.schema_for("none") is None and TaskConfig().schema_for("part") is None
+    with pytest.raises(
+        ValueError, match="part_schema needs task.schema: .*; set task.schema, or remove"
+    ):
+        TaskConfig(kind="summarize", reduce=prompt)
+    # An extraction merges by default ("auto"), and merging needs parts in the task schema.
+    auto = ReduceConfig(part_schema=INVOICE)
+    with pytest.raises(ValueError, match="merge mode .*reduce.mode 'auto', kind 'extract'"):
+        TaskConfig(kind="extract", schema={"type": "object"}, reduce=auto)
+    merge = ReduceConfig(mode="merge", part_schema=INVOICE)
+    with pytest.raises(ValueError, match="set reduce.mode to prompt, or remove part_schema"):
+        TaskConfig(kind="summarize", schema={"type": "object"}, reduce=merge)
+
+
 def test_collect_parts_fail_and_skip():
     outcomes = [
         _outcome(1, 3, {"vendor": "A", "total": 1, "items": []}),
@@ -138,3 +163,23 @@ def test_plan_round_packs_until_the_parts_fit(tokenizer):
     assert requests[0].carry is state.stats and all(r.carry is None for r in requests[1:])
     (last,) = plan_round(state, task, tokenizer, level=3, last=True)
     assert last.final and last.level == 3
+
+
+def test_plan_round_budget_is_reduce_max_input_tokens(tokenizer):
+    chunking = ChunkingConfig(max_tokens=40, overlap_tokens=4)
+    parts = [_outcome(i, 6, None, text="The summary of one part says a few words.")
+             for i in range(6)]  # fmt: skip
+    size = len(tokenizer.encode(parts[0].text))
+
+    def groups(max_input_tokens):
+        reduce = ReduceConfig(mode="prompt", max_input_tokens=max_input_tokens)
+        task = TaskConfig(kind="summarize", chunking=chunking, reduce=reduce)
+        state = start_reduce(parts, ItemStats(chunk_count=6), "document", task)
+        requests = plan_round(state, task, tokenizer, level=1, last=False)
+        return [r.request.messages[1]["content"].count("\nPart ") for r in requests]
+
+    by_chunking = groups(None)  # default: the chunk budget, as before
+    assert by_chunking == [len(g) for g in pack([size] * 6, 40)] and len(by_chunking) > 1
+    assert groups(6 * size) == [6]  # everything fits one (final) request
+    assert groups(2 * size) == [2, 2, 2]
+    assert groups(1) == [1] * 6
