@@ -111,9 +111,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(bench=_bench_schemas)
 
     p = targets.add_parser("pipeline", help="pipeline vs engine alone, prefix grouping on vs off")
-    p.add_argument("--documents", type=int, default=16)
+    p.add_argument("--documents", type=int, default=64)
     p.add_argument("--questions", type=int, default=4)
-    p.add_argument("--doc-tokens", type=int, default=2048)
+    p.add_argument("--doc-tokens", type=int, default=1024)
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--requests-per-call", type=int, default=16)
     p.add_argument("--cache-bytes", type=int, default=4 << 20)

@@ -71,6 +71,10 @@ class Engine:
         self._grammars: GrammarCompiler | None = None
         self._batch: DecodeBatch | None = None  # generating sequences, packed (see _decode)
         self._rows: list[Sequence] = []
+        # Prefixes that waiting requests of this batch plan to restore: count of such requests,
+        # and the pinned cache handles of those already computed (see _hold_for_consumers).
+        self._awaited: dict[tuple[int, ...], int] = {}
+        self._held: dict[tuple[int, ...], object] = {}
 
     @classmethod
     def load(
@@ -110,17 +114,22 @@ class Engine:
         waiting = self._plan(live)
         running: list[Sequence] = []
         self._batch, self._rows = None, []
-        with torch.inference_mode():
-            while waiting or running:
-                waiting = self._admit_ready(waiting, running)
-                self._step(running)
-                for seq in running:
-                    if seq.finished:
-                        self._release(seq)
-                running = [s for s in running if not s.finished]
-                if progress is not None:
-                    progress(self._progress(seqs, started))
-        self._batch, self._rows = None, []
+        try:
+            with torch.inference_mode():
+                while waiting or running:
+                    waiting = self._admit_ready(waiting, running)
+                    self._step(running)
+                    for seq in running:
+                        if seq.finished:
+                            self._release(seq)
+                    running = [s for s in running if not s.finished]
+                    if progress is not None:
+                        progress(self._progress(seqs, started))
+        finally:
+            self._batch, self._rows = None, []
+            for handle in self._held.values():
+                self.cache.unpin(handle)
+            self._awaited, self._held = {}, {}
         return [self._result(s) for s in seqs]
 
     # ---- preparation ---------------------------------------------------------------------------
@@ -169,6 +178,9 @@ class Engine:
             regular = range(self.snapshot_interval, n - 1, self.snapshot_interval)
             seq.snapshot_points = sorted({*branch, *regular, n - 1} - {0})
             seq.restore_length = restore
+            if restore:
+                key = tuple(seq.prompt[:restore])
+                self._awaited[key] = self._awaited.get(key, 0) + 1
         return [seqs[i] for i in plan.order]
 
     # ---- admission / release -------------------------------------------------------------------
@@ -204,6 +216,11 @@ class Engine:
             self.cache.pin(match.handle)
         else:
             seq.state = self.model.empty_state()
+        if seq.restore_length:  # one consumer of a planned prefix fewer to hold it for
+            key = tuple(seq.prompt[: seq.restore_length])
+            self._awaited[key] -= 1
+            if self._awaited[key] == 0 and key in self._held:
+                self.cache.unpin(self._held.pop(key))
 
     def _release(self, seq: Sequence) -> None:
         if seq.pinned is not None:
@@ -243,8 +260,19 @@ class Engine:
         for seq, _ in outcome:
             seq.computed += size
             if seq.computed in seq.snapshot_points:
-                self.cache.insert(seq.prompt[: seq.computed], seq.state)
+                self._snapshot(seq)
         self._emit([(seq, logits) for seq, logits in outcome if not seq.prefilling])
+
+    def _snapshot(self, seq: Sequence) -> None:
+        """Cache the state at this prompt position. A prefix that requests of this batch still
+        waiting to be admitted plan to restore stays pinned until the last of them is admitted:
+        otherwise the snapshots that concurrent prefills insert meanwhile could evict it first."""
+        prefix = seq.prompt[: seq.computed]
+        handle = self.cache.insert(prefix, seq.state)
+        key = tuple(prefix)
+        if handle is not None and self._awaited.get(key) and key not in self._held:
+            self.cache.pin(handle)
+            self._held[key] = handle
 
     def _decode(self, group: list[Sequence]) -> None:
         """One token for every generating sequence, all in one `decode_step` over the packed

@@ -9,11 +9,11 @@ engine (empty prefix cache):
 - pipeline: the whole job through the DirectRunner, prefix grouping on;
 - ungrouped: the same job with grouping off (requests scattered over engine calls).
 
-`requests_per_call` below the job's request count and a prefix cache (`cache_bytes`, default
-4 MiB: the states of a few documents of the tiny model) that cannot hold every document model a
-worker that sees far more documents than fit its memory: there, a document's questions are
-served from the cache reliably only when they reach the engine together. Wall times include
-Beam's start-up and writing the Parquet files.
+`requests_per_call` far below the job's request count (16 of 256 by default) and a prefix cache
+(`cache_bytes`, default 4 MiB: the states of about a dozen documents of the tiny model) that
+cannot hold every document model a worker that sees far more documents than fit one engine call
+or its memory: there, a document's questions are served from the cache reliably only when they
+reach the engine together. Wall times include Beam's start-up and writing the Parquet files.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ _WORDS = (
 
 
 def bench_pipeline(
-    documents: int = 16,
+    documents: int = 64,
     questions: int = 4,
-    doc_tokens: int = 2048,
+    doc_tokens: int = 1024,
     max_tokens: int = 16,
     requests_per_call: int = 16,
     cache_bytes: int = 4 << 20,

@@ -52,7 +52,7 @@ def test_bench_pipeline_prints_json(monkeypatch, capsys):
     assert code == 0
     assert json.loads(capsys.readouterr().out) == {"benchmark": "pipeline", "grouping_speedup": 1.5}
     assert seen["documents"] == 3 and seen["questions"] == 2 and seen["threads"] == 1
-    assert seen["doc_tokens"] == 2048 and seen["preset"] == "tiny"
+    assert seen["doc_tokens"] == 1024 and seen["preset"] == "tiny"
 
 
 def test_python_dash_m_runs_the_same_command():

@@ -83,6 +83,20 @@ def test_small_cache_budget_evicts_but_stays_exact(checkpoint):
     assert [r.token_ids for r in results] == [r.token_ids for r in reference]
 
 
+def test_a_planned_prefix_stays_cached_until_its_requests_are_admitted(checkpoint):
+    # Two documents' first questions fill the batch; while they finish, their later snapshots
+    # would push the documents' prefixes out of a cache with room for about two snapshots.
+    reqs = doc_questions(docs=2, questions=2)
+    engine = make_engine(checkpoint, cache_bytes=90_000, max_batch_size=2)
+    results = {r.id: r for r in engine.generate(reqs)}
+    hits = {rid: r.usage.prompt_cache_hit_tokens for rid, r in results.items()}
+    assert sorted(hits[f"d0q{q}"] for q in range(2)) == [0, 150]
+    assert sorted(hits[f"d1q{q}"] for q in range(2)) == [0, 151]
+    assert engine.cache.num_pinned == 0 and engine.cache.used_bytes <= 90_000
+    reference = make_engine(checkpoint, cache_bytes=0).generate(reqs)
+    assert [results[r.id].token_ids for r in reqs] == [r.token_ids for r in reference]
+
+
 def test_chunked_prefill_and_small_batches_give_the_same_tokens(checkpoint):
     reqs = [
         Request(id=f"r{i}", prompt_token_ids=tokens(40 + 61 * i, 30 + i), max_tokens=6)
