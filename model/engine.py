@@ -72,7 +72,7 @@ class Engine:
         self._batch: DecodeBatch | None = None  # generating sequences, packed (see _decode)
         self._rows: list[Sequence] = []
         # Prefixes that waiting requests of this batch plan to restore: count of such requests,
-        # and the pinned cache handles of those already computed (see _hold_for_consumers).
+        # and the pinned cache handles of those already computed (see _snapshot).
         self._awaited: dict[tuple[int, ...], int] = {}
         self._held: dict[tuple[int, ...], object] = {}
 

@@ -152,8 +152,8 @@ def batch_loss(
     prompt_weight: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the loss to optimise, the answer-token cross entropy). With `prompt_weight` > 0 the
-    prompt's tokens are predicted too, at that weight (plain language modelling of the documents,
-    which teaches the copying that extraction needs sooner)."""
+    prompt's tokens are predicted too, at that weight (plain language modelling of the documents:
+    a denser signal than the answer tokens alone)."""
     answer = targets != -100
     if prompt_weight <= 0:
         loss = F.cross_entropy(model(inputs, answer), targets[answer])
