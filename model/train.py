@@ -94,8 +94,6 @@ def encode_example(tok: Tokenizer, ex) -> tuple[list[int], int]:
 def example_stream(tok: Tokenizer, seed: int, max_len: int, short_docs: float = 0.0):
     """An endless, seeded stream of encoded examples drawn by TASK_MIX; a `short_docs` share of
     the business documents get less boilerplate (25-90%), so more of them fit a batch."""
-    from .synthetic_business import extraction_example
-
     rng = random.Random(seed)
     tasks, weights = zip(*TASK_MIX.items())
     counters = dict.fromkeys(tasks, 0)
@@ -106,7 +104,8 @@ def example_stream(tok: Tokenizer, seed: int, max_len: int, short_docs: float = 
         item_seed = seed * 1_000_003 + i
         if task == "extract" and short_docs > 0 and rng.random() < short_docs:
             scale = rng.uniform(0.25, 0.9)
-            ex = extraction_example(synthetic.item_rng(item_seed, task, "train", 0), "train", scale)
+            item_rng = synthetic.item_rng(item_seed, task, "train", 0)
+            ex = synthetic.extraction_example(item_rng, "train", scale)
         else:
             ex = synthetic.generate(task, 1, seed=item_seed)[0]
         ids, n_prompt = encode_example(tok, ex)
