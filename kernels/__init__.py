@@ -55,9 +55,12 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def _use_triton(tensor: torch.Tensor) -> bool:
+    """Triton on CUDA tensors; the Triton kernels are forward-only, so a tensor that autograd
+    tracks (training) takes the differentiable torch reference."""
     if _backend != "auto":
         return _backend == "triton"
-    return HAS_TRITON and tensor.is_cuda
+    tracked = torch.is_grad_enabled() and tensor.requires_grad
+    return HAS_TRITON and tensor.is_cuda and not tracked
 
 
 def sparse_attention(

@@ -55,13 +55,13 @@ def sparse_attention_reference(
         idx = indices[s : s + step].long()
         valid = idx >= 0
         keys = kv[idx.clamp(min=0)].float()  # [b, K, D]
-        logits = torch.einsum("bhd,bkd->bhk", q[s : s + step].float(), keys) * scale
+        logits = torch.bmm(q[s : s + step].float(), keys.transpose(1, 2)) * scale  # [b, H, K]
         logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
         m = torch.maximum(logits.amax(-1), sink)  # [b, H]
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
         p = torch.exp(logits - m[..., None])
         denom = p.sum(-1) + torch.exp(sink - m)
-        o = torch.einsum("bhk,bkd->bhd", p, keys)
+        o = torch.bmm(p, keys)
         o = o / torch.where(denom > 0, denom, torch.ones_like(denom))[..., None]
         out[s : s + step] = o.to(q.dtype)
     return out

@@ -60,10 +60,7 @@ def select_topk(
     Equal scores rank the lower index first."""
     n, w = scores.shape
     kk = min(k, w)
-    # A stable sort breaks exact ties (ReLU zeros are common) towards the earlier entry, so the
-    # choice never depends on the row width, i.e. on what else shares the batch.
-    vals, cols = torch.sort(scores, dim=1, descending=True, stable=True)
-    vals, cols = vals[:, :kk], cols[:, :kk]
+    vals, cols = _best_columns(scores, kk)
     valid = torch.arange(kk, device=scores.device)[None, :] < count[:, None]
     idx = torch.where(valid, cols + key_start.long()[:, None], -1)
     vals = torch.where(valid, vals, float("-inf"))
@@ -71,6 +68,28 @@ def select_topk(
         idx = torch.cat([idx, idx.new_full((n, k - kk), -1)], dim=1)
         vals = torch.cat([vals, vals.new_full((n, k - kk), float("-inf"))], dim=1)
     return idx.to(torch.int32), vals
+
+
+def _best_columns(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first k of each row in a stable descending sort: exact ties (ReLU zeros are common)
+    go to the earlier column, so the choice never depends on the row width, i.e. on what else
+    shares the batch. `topk` finds them (a radix select, several times cheaper than sorting the
+    row), then the k picks are ordered by (score desc, column asc); the rows where the k-th score
+    ties a column that topk left out take the full stable sort."""
+    if k == 0:
+        return scores[:, :0], scores.new_zeros(scores.shape[0], 0, dtype=torch.long)
+    vals, cols = scores.topk(k, dim=1)
+    cols, order = cols.sort(dim=1)
+    vals, order = vals.gather(1, order).sort(dim=1, descending=True, stable=True)
+    cols = cols.gather(1, order)
+    kth = vals[:, -1:]
+    # -inf at the cut: the row has fewer than k visible keys, and the -inf picks are dropped.
+    cut_tie = ((scores == kth).sum(1) > (vals == kth).sum(1)) & (kth[:, 0] > float("-inf"))
+    rows = cut_tie.nonzero()[:, 0]
+    if rows.numel():
+        v, c = torch.sort(scores[rows], dim=1, descending=True, stable=True)
+        vals[rows], cols[rows] = v[:, :k], c[:, :k]
+    return vals, cols
 
 
 def indexer_topk_reference(
@@ -105,11 +124,18 @@ def _score_runs(q, weights, keys, starts, runs, count, scores) -> None:
             step = max(1, _SCORE_BUDGET_BYTES // max(1, width * q.shape[1] * 4))
             for s in range(row, row + run, step):
                 e = min(row + run, s + step)
-                logits = torch.einsum("nhd,wd->nhw", q[s:e].float(), block).relu_()
-                score = torch.einsum("nhw,nh->nw", logits, weights[s:e].float())
+                qs = q[s:e].float()
+                logits = (qs.flatten(0, 1) @ block.T).view(*qs.shape[:2], width).relu_()
+                score = _weigh_heads(logits, weights[s:e])
                 visible = torch.arange(width, device=q.device)[None, :] < count[s:e, None]
                 scores[s:e, :width] = score.masked_fill(~visible, float("-inf"))
         row += run
+
+
+def _weigh_heads(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_h weights[n, h] * logits[n, h, w] -> [N, W], as one batched [1, H] x [H, W] product
+    per query (an einsum picks a far slower batching for these shapes on CPU)."""
+    return torch.bmm(weights.float().unsqueeze(1), logits).squeeze(1)
 
 
 def _score_gathered(q, weights, keys, key_start, count, scores) -> None:
@@ -122,8 +148,8 @@ def _score_gathered(q, weights, keys, key_start, count, scores) -> None:
         e = min(n, s + step)
         visible = cols[None, :] < count[s:e, None]
         rows = (key_start[s:e].long()[:, None] + cols[None, :]).where(visible, 0)
-        logits = torch.einsum("nhd,nwd->nhw", q[s:e].float(), keys[rows].float())
-        score = torch.einsum("nhw,nh->nw", logits.relu(), weights[s:e].float())
+        logits = torch.bmm(q[s:e].float(), keys[rows].float().transpose(1, 2)).relu_()
+        score = _weigh_heads(logits, weights[s:e])
         scores[s:e] = score.masked_fill(~visible, float("-inf"))
 
 

@@ -176,7 +176,9 @@ class Engine:
         for seq, restore, branch in zip(seqs, plan.restore_lengths, plan.branch_points):
             n = len(seq.prompt)
             regular = range(self.snapshot_interval, n - 1, self.snapshot_interval)
-            seq.snapshot_points = sorted({*branch, *regular, n - 1} - {0})
+            points = {*branch, *regular, n - 1} - {0}
+            # A disabled cache stores nothing: a snapshot would only cut the prefill into chunks.
+            seq.snapshot_points = sorted(points) if self.cache.capacity_bytes else []
             seq.restore_length = restore
             if restore:
                 key = tuple(seq.prompt[:restore])

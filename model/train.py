@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class TrainOptions:
     log_every: int = 25
     short_docs: float = 0.5  # share of business documents with shortened boilerplate
     prompt_weight: float = 0.2  # weight of the prompt tokens' language-modelling loss
+    device: str = "cpu"  # e.g. "cuda": the network and batches live there, data stays on the CPU
     config_overrides: dict | None = None  # e.g. smaller dims for a quick test run
 
 
@@ -176,23 +178,40 @@ def lr_at(step: int, opts: TrainOptions) -> float:
 
 def train(opts: TrainOptions) -> dict:
     """Train, write the checkpoint to `opts.out`, return the run's summary. Deterministic
-    kernels are on for the run (the fused attention backward otherwise sums in thread order)."""
+    kernels are on for the run (the fused attention backward otherwise sums in thread order).
+    On a CUDA device, kernels without a deterministic variant warn instead of failing, so a GPU
+    run reproduces its data, initial weights and batch order but not necessarily every bit."""
+    device = _training_device(opts.device)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     try:
-        return _train(opts)
+        return _train(opts, device)
     finally:
         torch.use_deterministic_algorithms(previous)
 
 
-def _train(opts: TrainOptions) -> dict:
+def _training_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device {name!r} is not a torch device name (cpu, cuda, cuda:1)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: no CUDA device is available here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: training runs on cpu or cuda")
+    return device
+
+
+def _train(opts: TrainOptions, device: torch.device) -> dict:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     started = time.perf_counter()
     config = ModelConfig(**{**DEFAULT_CONFIG, **(opts.config_overrides or {})})
     tok = build_tokenizer(config.vocab_size, opts.seed, opts.tokenizer_docs)
-    model = init_weights(Transformer(config), seed=opts.seed)
+    model = init_weights(Transformer(config), seed=opts.seed).to(device)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "hc_" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "hc_" not in n)]
@@ -205,7 +224,7 @@ def _train(opts: TrainOptions) -> dict:
     stream = batches(examples, opts.batch_tokens)
     log = []
     for step in range(opts.steps):
-        inputs, targets, prompt_targets = collate(next(stream), tok.eos_id)
+        inputs, targets, prompt_targets = (t.to(device) for t in collate(next(stream), tok.eos_id))
         for group in optim.param_groups:
             group["lr"] = lr_at(step, opts)
         loss, answer_loss = batch_loss(model, inputs, targets, prompt_targets, opts.prompt_weight)
@@ -221,7 +240,7 @@ def _train(opts: TrainOptions) -> dict:
             }
             log.append(entry)
             print(json.dumps(entry), flush=True)
-    model.eval()
+    model.eval().cpu()
     opts.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, opts.out, dtype=torch.bfloat16)
     tok.save(opts.out)
@@ -231,6 +250,7 @@ def _train(opts: TrainOptions) -> dict:
         "final_loss": log[-1]["loss"],
         "train_s": round(time.perf_counter() - started, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "device": str(device),
     }
     (opts.out / "training.json").write_text(json.dumps({**summary, "log": log}, indent=1) + "\n")
     return summary
@@ -248,7 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-len", type=int, default=TrainOptions.max_len)
     p.add_argument("--short-docs", type=float, default=TrainOptions.short_docs)
     p.add_argument("--log-every", type=int, default=TrainOptions.log_every)
+    p.add_argument("--device", default=TrainOptions.device, help="cpu (default) or cuda[:N]")
     a = p.parse_args(argv)
+    try:
+        _training_device(a.device)
+    except ValueError as e:
+        p.error(str(e))
     summary = train(
         TrainOptions(
             out=a.out,
@@ -261,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             max_len=a.max_len,
             short_docs=a.short_docs,
             log_every=a.log_every,
+            device=a.device,
         )
     )
     print(json.dumps(summary))

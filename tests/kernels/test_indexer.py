@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flashbeam.kernels.indexer import indexer_topk_reference, indexer_topk_triton
+from flashbeam.kernels.indexer import indexer_topk_reference, indexer_topk_triton, select_topk
 
 
 def naive_score(q, weights, keys, n, s):
@@ -88,6 +88,26 @@ def test_ties_on_relu_zeros_are_still_valid(device):
     idx, vals = indexer_topk_triton(q, weights, keys, start, end, 4)
     check_selection(idx, vals, q, weights, keys, start, end, 4)
     assert vals[0].eq(0).all() and idx[1, 3].item() == -1
+
+
+@pytest.mark.parametrize("k", [1, 4, 9, 40])
+def test_selection_is_the_stable_sort_prefix_under_heavy_ties(k):
+    """Ties go to the earlier key whatever the row width: the picks equal the first k of a stable
+    descending sort, also when the k-th score ties keys left out, and with -inf padding."""
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 4, (200, 30), generator=gen).float()  # four distinct values
+    count = torch.randint(0, 31, (200,), generator=gen)
+    scores[torch.arange(30)[None, :] >= count[:, None]] = float("-inf")
+    start = torch.randint(0, 100, (200,), generator=gen)
+    idx, vals = select_topk(scores, start, count, k)
+    kk = min(k, 30)
+    want_vals, want_cols = torch.sort(scores, dim=1, descending=True, stable=True)
+    visible = torch.arange(kk)[None, :] < count[:, None]
+    assert torch.equal(
+        idx[:, :kk].long(), torch.where(visible, want_cols[:, :kk] + start[:, None], -1)
+    )
+    assert torch.equal(vals[:, :kk], torch.where(visible, want_vals[:, :kk], float("-inf")))
+    assert idx.shape == (200, k) and idx[:, kk:].eq(-1).all()
 
 
 def test_no_visible_keys_at_all(device):

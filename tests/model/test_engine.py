@@ -218,3 +218,31 @@ def test_a_model_failure_in_prefill_fails_only_its_request(checkpoint, monkeypat
     for rid in ("bad", "alone"):
         assert results[rid].finish_reason == "error"
         assert "injected failure" in results[rid].error
+
+
+def record_prefill_chunks(engine) -> list[int]:
+    """The chunk lengths of every `forward_step` (prefill) call the engine makes from now on."""
+    calls: list[int] = []
+    forward_step = engine.model.forward_step
+
+    def recording(ids, states, **kw):
+        calls.append(ids.shape[1])
+        return forward_step(ids, states, **kw)
+
+    engine.model.forward_step = recording
+    return calls
+
+
+def test_a_disabled_cache_cuts_no_prefill_chunks_for_snapshots(checkpoint):
+    """Snapshots exist for the cache; with cache_bytes=0 a prompt that fits the step budget
+    prefills in one forward call (not up to its last token and then that token alone), and the
+    tokens are those of the cached engine."""
+    request = Request(id="a", prompt_token_ids=tokens(300, seed=5), max_tokens=4)
+    runs = {}
+    for cache_bytes in (0, 1 << 26):
+        engine = make_engine(checkpoint, max_batch_tokens=4096, cache_bytes=cache_bytes)
+        chunks = record_prefill_chunks(engine)
+        runs[cache_bytes] = (chunks, engine.generate([request])[0].token_ids)
+    assert runs[0][0] == [300]
+    assert runs[1 << 26][0] == [299, 1]  # the cached engine snapshots one token before the end
+    assert runs[0][1] == runs[1 << 26][1]

@@ -2,11 +2,12 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from flashbeam.model import Engine, Request
-from flashbeam.model.train import TrainOptions, collate, train
+from flashbeam.model.train import TrainOptions, collate, main, train
 
 SMALL = dict(vocab_size=512, hidden_size=32, num_attention_heads=2, head_dim=16,
              qk_rope_head_dim=8, q_lora_rank=16, o_lora_rank=8, moe_intermediate_size=32,
@@ -41,3 +42,13 @@ def test_collate_masks_the_prompt_and_padding():
     assert targets.tolist() == [[-100, 7, 8], [-100, 11, -100]]
     # ... and the prompt's own next tokens the prompt targets; padding is in neither.
     assert prompt.tolist() == [[6, -100, -100], [10, -100, -100]]
+
+
+def test_an_unusable_device_is_refused_with_the_fix(capsys):
+    with pytest.raises(SystemExit):
+        main(["--out", "unused", "--device", "tpu"])
+    assert "--device 'tpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            main(["--out", "unused", "--device", "cuda"])
+        assert "no CUDA device" in capsys.readouterr().err
