@@ -63,6 +63,12 @@ def _use_triton(tensor: torch.Tensor) -> bool:
     return HAS_TRITON and tensor.is_cuda and not tracked
 
 
+def uses_triton(tensor: torch.Tensor) -> bool:
+    """Whether the ops here run their Triton kernels for `tensor` (a caller with a batched
+    torch alternative to an op's index-list interface picks by this)."""
+    return _use_triton(tensor)
+
+
 def sparse_attention(
     q: torch.Tensor, kv: torch.Tensor, indices: torch.Tensor, sink: torch.Tensor, scale: float
 ) -> torch.Tensor:

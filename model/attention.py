@@ -16,7 +16,7 @@ from flashbeam import kernels
 
 from .cache import CompressorState, LayerState
 from .config import ModelConfig
-from .layers import RMSNorm, RopeTable, apply_rope, rms_normalize
+from .layers import RMSNorm, RopeTable, apply_rope, fp32, rms_normalize
 from .quantized import FP8Linear
 
 # With autograd on (training), whole fresh sequences up to this length use one fused masked
@@ -138,9 +138,10 @@ class Compressor(nn.Module):
         self, x: torch.Tensor, positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """fp32 projections (pitfall 11); gate logits get the position bias of each slot."""
-        kv = F.linear(x.float(), self.wkv.weight.float())
-        gate = F.linear(x.float(), self.wgate.weight.float())
-        return kv, gate + self.ape.float()[positions % self.ratio]
+        xf = fp32(x)
+        kv = F.linear(xf, fp32(self.wkv.weight))
+        gate = F.linear(xf, fp32(self.wgate.weight))
+        return kv, gate + fp32(self.ape)[positions % self.ratio]
 
     def _prior(self, state, win_kv, win_gate):
         """The A halves each new window pools first: the previous window's (-inf if none)."""
@@ -192,7 +193,7 @@ class Indexer(nn.Module):
         q = self.wq_b(qr).view(bsz, seq, self.heads, self.dim)
         cos, sin = rope
         q = apply_rope(q, cos.unsqueeze(2), sin.unsqueeze(2))
-        return q, self.weights_proj(x).float() * (self.dim**-0.5 * self.heads**-0.5)
+        return q, fp32(self.weights_proj(x)) * (self.dim**-0.5 * self.heads**-0.5)
 
     def select(
         self,

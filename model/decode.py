@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import torch
 
 from flashbeam import kernels
+from flashbeam.kernels.indexer import select_topk
 
 from .attention import Attention, Compressor
 from .cache import CompressorState, SequenceState
+from .layers import cast, fp32
 
 
 @dataclass
@@ -183,32 +185,76 @@ def _ring(per_seq, states, window, dim, dtype, device) -> torch.Tensor:
 
 
 def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, pos: torch.Tensor):
-    """One token per row through `attn`, updating `layer` in place. x [B,1,D] -> [B,1,D]."""
+    """One token per row through `attn`, updating `layer` in place. x [B,1,D] -> [B,1,D].
+
+    With the Triton kernels (GPU), the ring and the entries go into one key pool addressed by
+    per-row index lists (`kernels.sparse_attention`). Otherwise the attention runs directly on
+    the batched tensors (`_attend_parts`): no pool is copied and no window is gathered, which
+    matters for wide windows (768 slots in the embedded model).
+    """
     bsz, device = x.shape[0], x.device
     rows = torch.arange(bsz, device=device)
     qr, q, kv, rope = attn.project_in(x, pos[:, None])
     w = attn.window
     layer.window[rows, pos % w] = kv[:, 0]
-    slot_pos = pos[:, None] - (pos[:, None] - torch.arange(w, device=device)) % w
-    indices = torch.where(slot_pos >= 0, rows[:, None] * w + torch.arange(w, device=device), -1)
-    pool = layer.window.reshape(bsz * w, -1)
+    slots = torch.arange(w, device=device)
+    ring_valid = pos[:, None] - (pos[:, None] - slots) % w >= 0  # slot holds a position >= 0
+    picked = visible = None
     if layer.compressor is not None:
         comp = layer.compressor
         comp.append(attn.compressor, x, pos)
-        cap = comp.entries.shape[1]
-        base = bsz * w + rows[:, None] * cap
-        pool = torch.cat((pool, comp.entries.reshape(bsz * cap, -1)))
         if layer.indexer is not None:
             picked = _indexer_picks(attn, x, qr, rope, layer.indexer, pos)
-            entry_idx = torch.where(picked >= 0, base + picked, -1)
         else:  # HCA: every completed entry
-            visible = torch.arange(cap, device=device) < comp.count[:, None]
-            entry_idx = torch.where(visible, base + torch.arange(cap, device=device), -1)
-        indices = torch.cat((indices, entry_idx), dim=1)
-    out = kernels.sparse_attention(
-        q[:, 0], pool, indices.to(torch.int32), attn.attn_sink.float(), attn.head_dim**-0.5
-    )
+            visible = torch.arange(comp.entries.shape[1], device=device) < comp.count[:, None]
+    sink, scale = fp32(attn.attn_sink), attn.head_dim**-0.5
+    if kernels.uses_triton(q):
+        indices = torch.where(ring_valid, rows[:, None] * w + slots, -1)
+        pool = layer.window.reshape(bsz * w, -1)
+        if layer.compressor is not None:
+            entries = layer.compressor.entries
+            base = bsz * w + rows[:, None] * entries.shape[1]
+            pool = torch.cat((pool, entries.reshape(-1, entries.shape[-1])))
+            if picked is not None:
+                entry_idx = torch.where(picked >= 0, base + picked, -1)
+            else:
+                columns = torch.arange(visible.shape[1], device=device)
+                entry_idx = torch.where(visible, base + columns, -1)
+            indices = torch.cat((indices, entry_idx), dim=1)
+        out = kernels.sparse_attention(q[:, 0], pool, indices.to(torch.int32), sink, scale)
+    else:
+        parts = [(layer.window, ring_valid)]
+        if picked is not None:
+            entries = layer.compressor.entries
+            chosen = entries[rows[:, None], picked.clamp(min=0)]  # [B, k, d]
+            parts.append((chosen, picked >= 0))
+        elif visible is not None:
+            parts.append((layer.compressor.entries, visible))
+        out = _attend_parts(q[:, 0], parts, sink, scale)
     return attn.project_out(out.unsqueeze(1), rope)
+
+
+def _attend_parts(
+    q: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]], sink: torch.Tensor, scale
+) -> torch.Tensor:
+    """q [B,H,d] attends over the union of key sets [(keys = values [B,T,d], valid [B,T])]: one
+    softmax across all parts with the per-head sink in the denominator, fp32 (as
+    `sparse_attention_reference`, without gathering the keys into one list)."""
+    qf = fp32(q)
+    logits = []
+    for keys, valid in parts:
+        scores = torch.bmm(qf, fp32(keys).transpose(1, 2)).mul_(scale)
+        logits.append(scores.masked_fill_(~valid[:, None, :], float("-inf")))
+    top = torch.stack([s.amax(dim=-1) for s in logits]).amax(dim=0)
+    top = torch.maximum(top, sink)  # finite: the sink is
+    denom = torch.exp(sink - top)
+    out = None
+    for scores, (keys, _) in zip(logits, parts):
+        probs = torch.exp(scores - top[..., None])
+        denom = denom + probs.sum(dim=-1)
+        part = torch.bmm(probs, fp32(keys))
+        out = part if out is None else out + part
+    return cast(out / denom[..., None], q.dtype)
 
 
 def _indexer_picks(attn, x, qr, rope, idx: CompressorBatch, pos) -> torch.Tensor:
@@ -219,6 +265,16 @@ def _indexer_picks(attn, x, qr, rope, idx: CompressorBatch, pos) -> torch.Tensor
     if width == 0:
         return torch.full((bsz, 1), -1, device=x.device)
     q, weights = attn.indexer.queries(x, qr, rope)
+    if not kernels.uses_triton(q):  # score the padded batch in place, no key gather
+        count = idx.count
+        keys = fp32(idx.entries[:, : int(count.max())])
+        logits = torch.bmm(fp32(q[:, 0]), keys.transpose(1, 2)).relu_()  # [B, heads, n]
+        scores = torch.bmm(fp32(weights[:, 0]).unsqueeze(1), logits).squeeze(1)
+        hidden = torch.arange(keys.shape[1], device=x.device) >= count[:, None]
+        picked, _ = select_topk(
+            scores.masked_fill_(hidden, float("-inf")), torch.zeros_like(count), count, width
+        )
+        return picked.long()
     start = torch.arange(bsz, device=x.device) * cap
     picked, _ = kernels.indexer_topk(
         q[:, 0], weights[:, 0], idx.entries.reshape(bsz * cap, -1), start, start + idx.count, width

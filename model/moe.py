@@ -7,10 +7,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .layers import cast, fp32
 from .quantized import PackedExperts
 
 # Up to this many tokens (decode steps), routing runs as dense matmuls over all experts.
 DENSE_ROUTING_TOKENS = 256
+# The dense path keeps a side-by-side copy of the expert weights up to this size (small models).
+STACKED_CACHE_BYTES = 64 << 20
 
 
 class Gate(nn.Module):
@@ -31,11 +34,11 @@ class Gate(nn.Module):
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T,D], ids [T] -> (expert ids [T,k], weights [T,k] fp32)."""
-        scores = F.softplus(F.linear(x.float(), self.weight.float())).sqrt()
+        scores = F.softplus(F.linear(fp32(x), fp32(self.weight))).sqrt()
         if self.hashed:
             chosen = self.tid2eid[ids]
         else:
-            chosen = (scores + self.bias.float()).topk(self.topk, dim=-1).indices
+            chosen = (scores + fp32(self.bias)).topk(self.topk, dim=-1).indices
         weights = scores.gather(1, chosen)
         weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-20)
         return chosen, weights * self.route_scale
@@ -52,12 +55,12 @@ class Expert(nn.Module):
         self.limit = limit
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        gate = self.w1(x).float().clamp(max=self.limit)
-        up = self.w3(x).float().clamp(-self.limit, self.limit)
+        gate = fp32(self.w1(x)).clamp(max=self.limit)
+        up = fp32(self.w3(x)).clamp(-self.limit, self.limit)
         h = F.silu(gate) * up
         if weight is not None:  # routing weight goes in before the down projection (pitfall 19)
             h = h * weight.unsqueeze(-1)
-        return self.w2(h.to(x.dtype))
+        return self.w2(cast(h, x.dtype))
 
 
 class MoE(nn.Module):
@@ -81,7 +84,7 @@ class MoE(nn.Module):
         else:
             routed = self._grouped_experts(flat, chosen, weights)
         # Routed sum in fp32, plus the shared expert, one cast at the end (pitfall 20).
-        return (routed + self.shared_experts(flat).float()).to(x.dtype).view(shape)
+        return cast(routed + fp32(self.shared_experts(flat)), x.dtype).view(shape)
 
     def _grouped_experts(self, flat, chosen, weights) -> torch.Tensor:
         """Each expert runs once on the tokens routed to it."""
@@ -93,15 +96,40 @@ class MoE(nn.Module):
         return routed
 
     def _all_experts(self, flat, chosen, weights) -> torch.Tensor:
-        """A few tokens (decode): every expert on every token in three batched matmuls, with
-        zero weight where the token is not routed; cheaper than a Python loop over experts."""
-        first = self.experts[0]
-        w1 = torch.stack([e.w1.weight for e in self.experts])
-        w3 = torch.stack([e.w3.weight for e in self.experts])
-        w2 = torch.stack([e.w2.weight for e in self.experts])
-        route = torch.zeros(flat.shape[0], len(self.experts), device=flat.device)
+        """A few tokens (decode): every expert on every token in two matmuls over the experts'
+        weights laid side by side, with zero weight where the token is not routed; cheaper
+        than a Python loop over experts."""
+        limit, experts = self.experts[0].limit, len(self.experts)
+        up_proj, down_proj = self._side_by_side()
+        route = torch.zeros(flat.shape[0], experts, device=flat.device)
         route.scatter_add_(1, chosen, weights)
-        gate = torch.einsum("td,eid->tei", flat, w1).float().clamp(max=first.limit)
-        up = torch.einsum("td,eid->tei", flat, w3).float().clamp(-first.limit, first.limit)
+        gate_up = fp32(F.linear(flat, up_proj)).unflatten(-1, (experts, 2, -1))
+        gate = gate_up[..., 0, :].clamp(max=limit)
+        up = gate_up[..., 1, :].clamp(-limit, limit)
         h = F.silu(gate) * up * route.unsqueeze(-1)
-        return torch.einsum("tei,edi->td", h.to(flat.dtype), w2).float()
+        return fp32(F.linear(cast(h.flatten(1), flat.dtype), down_proj))
+
+    def _side_by_side(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w1 and w3 of every expert stacked [E*2*I, D], w2 of every expert side by side
+        [D, E*I]). Without autograd, and when the copy is small (up to STACKED_CACHE_BYTES),
+        they are built once and reused until a weight changes."""
+
+        def build():
+            up = torch.cat([torch.cat((e.w1.weight, e.w3.weight)) for e in self.experts])
+            return up, torch.cat([e.w2.weight for e in self.experts], dim=1)
+
+        first = self.experts[0].w1.weight
+        size = 3 * first.numel() * first.element_size() * len(self.experts)
+        if torch.is_grad_enabled() or size > STACKED_CACHE_BYTES:
+            return build()
+        # Inference tensors keep no version counter; they only change by replacement.
+        key = tuple(
+            (w.data_ptr(), None if w.is_inference() else w._version)
+            for e in self.experts
+            for w in (e.w1.weight, e.w2.weight, e.w3.weight)
+        )
+        cached = self.__dict__.get("_stacked")
+        if cached is None or cached[0] != key:
+            cached = (key, *build())
+            self.__dict__["_stacked"] = cached
+        return cached[1], cached[2]

@@ -19,7 +19,7 @@ from .attention import Attention
 from .cache import SequenceState
 from .config import ModelConfig
 from .decode import DecodeBatch, decode_attention
-from .layers import RMSNorm, rms_normalize
+from .layers import RMSNorm, cast, fp32, rms_normalize
 from .moe import MoE
 
 
@@ -36,12 +36,18 @@ def hc_weights(
     (columns first, then rows/columns `hc_sinkhorn_iters - 1` more times).
     """
     n, eps = config.hc_mult, config.hc_eps
-    flat = rms_normalize(streams.flatten(-2).float(), config.rms_norm_eps)
-    mix = F.linear(flat, fn.float())
-    base, scale = base.float(), scale.float()
-    pre = torch.sigmoid(mix[..., :n] * scale[0] + base[:n]) + eps
-    post = 2 * torch.sigmoid(mix[..., n : 2 * n] * scale[1] + base[n : 2 * n])
-    comb = mix[..., 2 * n :].unflatten(-1, (n, n)) * scale[2] + base[2 * n :].view(n, n)
+    flat = rms_normalize(fp32(streams.flatten(-2)), config.rms_norm_eps)
+    mix = F.linear(flat, fp32(fn))
+    base, scale = fp32(base), fp32(scale)
+    # pre and post in one sigmoid over a [.., 2, N] view: row 0 pre, row 1 post.
+    gates = torch.sigmoid(
+        torch.addcmul(
+            base[: 2 * n].view(2, n), mix[..., : 2 * n].unflatten(-1, (2, n)), scale[:2, None]
+        )
+    )
+    pre, post = gates[..., 0, :] + eps, gates[..., 1, :] * 2
+    comb_mix = mix[..., 2 * n :].unflatten(-1, (n, n))
+    comb = torch.addcmul(base[2 * n :].view(n, n), comb_mix, scale[2])
     comb = comb.softmax(dim=-1) + eps
     comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
     for _ in range(config.hc_sinkhorn_iters - 1):
@@ -51,7 +57,7 @@ def hc_weights(
 
 
 def hc_collapse(streams: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-    return (pre.unsqueeze(-1) * streams.float()).sum(dim=-2).to(streams.dtype)
+    return cast((pre.unsqueeze(-1) * fp32(streams)).sum(dim=-2), streams.dtype)
 
 
 def hc_expand(
@@ -59,8 +65,8 @@ def hc_expand(
 ) -> torch.Tensor:
     """X'_k = post_k * F + sum_j comb[j,k] * X_j, in fp32, stored back in the stream dtype."""
     # Sum over input streams j of comb[j, k] * X_j; N is tiny (4), so broadcasting beats einsum.
-    mixed = (comb.unsqueeze(-1) * streams.float().unsqueeze(-2)).sum(dim=-3)
-    return (post.unsqueeze(-1) * out.float().unsqueeze(-2) + mixed).to(streams.dtype)
+    mixed = (comb.unsqueeze(-1) * fp32(streams).unsqueeze(-2)).sum(dim=-3)
+    return cast(torch.addcmul(mixed, post.unsqueeze(-1), fp32(out).unsqueeze(-2)), streams.dtype)
 
 
 class Block(nn.Module):
@@ -186,8 +192,8 @@ class Transformer(nn.Module):
 
     def logits(self, streams: torch.Tensor) -> torch.Tensor:
         """Final hc head collapse, norm and the fp32 lm head (pitfall 22)."""
-        flat = rms_normalize(streams.flatten(-2).float(), self.config.rms_norm_eps)
-        mix = F.linear(flat, self.hc_head_fn.float())
-        pre = torch.sigmoid(mix * self.hc_head_scale.float() + self.hc_head_base.float())
+        flat = rms_normalize(fp32(streams.flatten(-2)), self.config.rms_norm_eps)
+        mix = F.linear(flat, fp32(self.hc_head_fn))
+        pre = torch.sigmoid(torch.addcmul(fp32(self.hc_head_base), mix, fp32(self.hc_head_scale)))
         hidden = self.norm(hc_collapse(streams, pre + self.config.hc_eps))
-        return F.linear(hidden.float(), self.head.weight.float())
+        return F.linear(fp32(hidden), fp32(self.head.weight))

@@ -73,6 +73,8 @@ class TrainOptions:
     log_every: int = 25
     short_docs: float = 0.5  # share of business documents with shortened boilerplate
     prompt_weight: float = 0.2  # weight of the prompt tokens' language-modelling loss
+    copy_steps: int = 0  # first steps on repeated random spans (copy curriculum), then the tasks
+    copy_span: int = 48
     device: str = "cpu"  # e.g. "cuda": the network and batches live there, data stays on the CPU
     config_overrides: dict | None = None  # e.g. smaller dims for a quick test run
 
@@ -145,6 +147,28 @@ def collate(group, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return inputs, targets, prompt_targets
 
 
+def copy_batch(
+    gen: torch.Generator, tok: Tokenizer, batch_tokens: int, span: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A copy-curriculum batch in `collate`'s layout: rows of BOS + a random span of ordinary
+    tokens + the same span again, the repeat as answer targets.
+
+    A network has to learn to find an earlier occurrence and copy what followed it (an induction
+    circuit) before it can copy names and numbers out of a document; on the extraction data alone,
+    whose answers are a small share of the tokens, that takes far longer to emerge.
+    """
+    if span < 1:
+        raise ValueError(f"copy span must be >= 1 token, got {span}")
+    rows = max(1, batch_tokens // (2 * span + 1))
+    ordinary = max(tok.backend.get_added_tokens_decoder()) + 1  # special tokens come first
+    spans = torch.randint(ordinary, tok.vocab_size, (rows, span), generator=gen)
+    bos = torch.full((rows, 1), tok.bos_id, dtype=torch.long)
+    seq = torch.cat((bos, spans, spans), dim=1)
+    inputs, targets = seq[:, :-1], seq[:, 1:].clone()
+    targets[:, :span] = -100
+    return inputs, targets, torch.full_like(targets, -100)
+
+
 def batch_loss(
     model: Transformer,
     inputs: torch.Tensor,
@@ -156,7 +180,7 @@ def batch_loss(
     prompt's tokens are predicted too, at that weight (plain language modelling of the documents:
     a denser signal than the answer tokens alone)."""
     answer = targets != -100
-    if prompt_weight <= 0:
+    if prompt_weight <= 0 or not (prompt_targets != -100).any():
         loss = F.cross_entropy(model(inputs, answer), targets[answer])
         return loss, loss.detach()
     prompt = prompt_targets != -100
@@ -222,9 +246,14 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
     )
     examples = example_stream(tok, opts.seed, opts.max_len, opts.short_docs)
     stream = batches(examples, opts.batch_tokens)
+    copy_gen = torch.Generator().manual_seed(opts.seed)
     log = []
     for step in range(opts.steps):
-        inputs, targets, prompt_targets = (t.to(device) for t in collate(next(stream), tok.eos_id))
+        if step < opts.copy_steps:
+            batch = copy_batch(copy_gen, tok, opts.batch_tokens, opts.copy_span)
+        else:
+            batch = collate(next(stream), tok.eos_id)
+        inputs, targets, prompt_targets = (t.to(device) for t in batch)
         for group in optim.param_groups:
             group["lr"] = lr_at(step, opts)
         loss, answer_loss = batch_loss(model, inputs, targets, prompt_targets, opts.prompt_weight)
@@ -266,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--prompt-weight", type=float, default=TrainOptions.prompt_weight)
     p.add_argument("--max-len", type=int, default=TrainOptions.max_len)
+    p.add_argument(
+        "--copy-steps",
+        type=int,
+        default=TrainOptions.copy_steps,
+        help="first steps on repeated random spans (copy curriculum); 0 to skip",
+    )
     p.add_argument("--short-docs", type=float, default=TrainOptions.short_docs)
     p.add_argument("--log-every", type=int, default=TrainOptions.log_every)
     p.add_argument("--device", default=TrainOptions.device, help="cpu (default) or cuda[:N]")
@@ -284,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=a.threads,
             prompt_weight=a.prompt_weight,
             max_len=a.max_len,
+            copy_steps=a.copy_steps,
             short_docs=a.short_docs,
             log_every=a.log_every,
             device=a.device,

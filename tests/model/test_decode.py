@@ -1,8 +1,12 @@
 """Batched decode (DecodeBatch) computes what per-sequence forward_step computes."""
 
+import os
+
 import pytest
 import torch
 
+from flashbeam import kernels
+from flashbeam.kernels._triton import HAS_TRITON
 from flashbeam.model import tiny_config
 from flashbeam.model.decode import DecodeBatch
 from flashbeam.model.random_init import random_model
@@ -37,3 +41,38 @@ def test_batched_decode_matches_full_forward_through_regrouping(preset):
                 rows = [1, 0, 2, 3, 4]
     assert worst <= 1e-5
     assert batch.positions.tolist() == [lengths[i] + 25 for i in rows]
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"),
+    reason="needs triton on a GPU or in its interpreter",
+)
+@pytest.mark.parametrize("preset", ["tiny", "tiny-hca"])
+def test_the_kernel_and_batched_torch_decode_paths_agree(preset):
+    """Decode attends through the Triton kernels' key pool on GPU and directly on the batched
+    tensors otherwise; both must compute the same logits (here the kernels run interpreted)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = random_model(tiny_config(preset), seed=1).to(device)
+    lengths = [2, 37, 140]
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(16, model.config.vocab_size, (3, 150), generator=gen).to(device)
+    with torch.inference_mode():
+        states = [
+            model.forward_step(ids[i : i + 1, :n], [model.empty_state()])[1][0]
+            for i, n in enumerate(lengths)
+        ]
+        runs = []
+        for backend in ("auto", "triton"):
+            batch = DecodeBatch.build(model, states, extra_tokens=8)
+            with kernels.use_backend(backend):
+                runs.append(
+                    [
+                        model.decode_step(
+                            torch.stack([ids[i, n + t : n + t + 1] for i, n in enumerate(lengths)]),
+                            batch,
+                        )
+                        for t in range(6)
+                    ]
+                )
+    for torch_step, kernel_step in zip(*runs):
+        torch.testing.assert_close(torch_step, kernel_step, rtol=1e-4, atol=1e-4)

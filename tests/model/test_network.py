@@ -181,3 +181,27 @@ def test_training_path_matches_inference_path(preset):
     dense = model(ids)
     assert dense.requires_grad
     assert (dense.detach() - sparse).abs().max().item() <= 1e-4
+
+
+def test_dense_expert_path_matches_grouped_and_follows_weight_updates():
+    """Decode-sized batches run every expert at once over a cached side-by-side copy of the
+    expert weights; it must agree with the per-expert path and never serve stale weights."""
+    model = random_model(tiny_config("tiny"), seed=0)
+    moe = model.layers[2].ffn  # learned (not hashed) routing
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 40, model.config.hidden_size, generator=gen)
+    ids = torch.randint(16, model.config.vocab_size, (1, 40), generator=gen)
+    flat = x.view(40, -1)
+    with torch.inference_mode():
+        chosen, weights = moe.gate(flat, ids.view(-1))
+        dense = moe._all_experts(flat, chosen, weights)
+        grouped = moe._grouped_experts(flat, chosen, weights)
+        assert (dense - grouped).abs().max() <= 1e-5
+        before = moe(x, ids)
+    with torch.no_grad():  # e.g. an optimiser step or a weight reload
+        moe.experts[int(chosen[0, 0])].w2.weight.mul_(2.0)
+    with torch.inference_mode():
+        after = moe(x, ids)
+        grouped = moe._grouped_experts(flat, chosen, weights)
+        assert not torch.allclose(before, after)
+        assert (moe._all_experts(flat, chosen, weights) - grouped).abs().max() <= 1e-5
