@@ -39,7 +39,9 @@ def test_batched_decode_matches_full_forward_through_regrouping(preset):
                 head, tail = rest.select(torch.tensor([0])), rest.select(torch.tensor([1, 2, 3]))
                 batch = DecodeBatch.concat([moved, head, tail])
                 rows = [1, 0, 2, 3, 4]
-    assert worst <= 1e-5
+    # Decode sums in other orders than the whole-sequence path (attention over the ring and the
+    # entries as two parts, all experts in one matmul): fp32 rounding, logits of magnitude ~5.
+    assert worst <= 2e-5
     assert batch.positions.tolist() == [lengths[i] + 25 for i in rows]
 
 
