@@ -64,8 +64,12 @@ def hc_expand(
     out: torch.Tensor, streams: torch.Tensor, post: torch.Tensor, comb: torch.Tensor
 ) -> torch.Tensor:
     """X'_k = post_k * F + sum_j comb[j,k] * X_j, in fp32, stored back in the stream dtype."""
-    # Sum over input streams j of comb[j, k] * X_j; N is tiny (4), so broadcasting beats einsum.
-    mixed = (comb.unsqueeze(-1) * fp32(streams).unsqueeze(-2)).sum(dim=-3)
+    # Sum over input streams j of comb[j, k] * X_j, one multiply-add per input stream (N is tiny),
+    # without materialising the [.., N, N, D] products.
+    streams32 = fp32(streams)
+    mixed = comb[..., 0, :, None] * streams32[..., 0:1, :]
+    for j in range(1, streams.shape[-2]):
+        mixed = torch.addcmul(mixed, comb[..., j, :, None], streams32[..., j : j + 1, :])
     return cast(torch.addcmul(mixed, post.unsqueeze(-1), fp32(out).unsqueeze(-2)), streams.dtype)
 
 
