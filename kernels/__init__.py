@@ -54,19 +54,14 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def _use_triton(tensor: torch.Tensor) -> bool:
-    """Triton on CUDA tensors; the Triton kernels are forward-only, so a tensor that autograd
-    tracks (training) takes the differentiable torch reference."""
+def uses_triton(tensor: torch.Tensor) -> bool:
+    """Whether the ops here run their Triton kernels for `tensor`: on CUDA tensors, except those
+    autograd tracks (training), since the Triton kernels are forward-only. A caller with a batched
+    torch alternative to an op's index-list interface picks by this too."""
     if _backend != "auto":
         return _backend == "triton"
     tracked = torch.is_grad_enabled() and tensor.requires_grad
     return HAS_TRITON and tensor.is_cuda and not tracked
-
-
-def uses_triton(tensor: torch.Tensor) -> bool:
-    """Whether the ops here run their Triton kernels for `tensor` (a caller with a batched
-    torch alternative to an op's index-list interface picks by this)."""
-    return _use_triton(tensor)
 
 
 def sparse_attention(
@@ -74,7 +69,7 @@ def sparse_attention(
 ) -> torch.Tensor:
     """q `[N, H, D]` attends to `kv[indices[n]]` (`kv` `[M, D]`, indices `[N, K]`, -1 = skip)
     with per-head sink logits `[H]` in the denominator -> `[N, H, D]`."""
-    impl = sparse_attention_triton if _use_triton(q) else sparse_attention_reference
+    impl = sparse_attention_triton if uses_triton(q) else sparse_attention_reference
     return impl(q, kv, indices, sink, scale)
 
 
@@ -88,7 +83,7 @@ def indexer_topk(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k pool keys in `[key_start[n], key_end[n])` by `sum_h w[n,h] relu(q[n,h] . key)` ->
     (int32 indices `[N, k]`, -1 padded; fp32 scores `[N, k]`, -inf padded)."""
-    impl = indexer_topk_triton if _use_triton(q) else indexer_topk_reference
+    impl = indexer_topk_triton if uses_triton(q) else indexer_topk_reference
     return impl(q, weights, keys, key_start, key_end, k)
 
 
@@ -101,19 +96,19 @@ def fused_moe(
 ) -> torch.Tensor:
     """Routed experts with clamped SwiGLU: x `[T, D]`, topk ids/weights `[T, k]` -> fp32
     `[T, D]` (sum over the token's experts; add the shared expert, then cast)."""
-    impl = fused_moe_triton if _use_triton(x) else fused_moe_reference
+    impl = fused_moe_triton if uses_triton(x) else fused_moe_reference
     return impl(x, topk_ids, topk_weights, experts, swiglu_limit)
 
 
 def fp8_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x `[..., in]` times the FP8 block-scaled weight `[out, in]` transposed, in x's dtype."""
-    impl = fp8_linear_triton if _use_triton(x) else fp8_linear_reference
+    impl = fp8_linear_triton if uses_triton(x) else fp8_linear_reference
     return impl(x, weight, scale)
 
 
 def apply_token_bitmask_(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
     """In place: logits `[B, V]` get -inf where the int32 bitmask `[B, ceil(V/32)]` has a 0 bit."""
-    impl = apply_token_bitmask_triton_ if _use_triton(logits) else apply_token_bitmask_reference_
+    impl = apply_token_bitmask_triton_ if uses_triton(logits) else apply_token_bitmask_reference_
     return impl(logits, bitmask)
 
 

@@ -138,6 +138,17 @@ def _weigh_heads(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.bmm(weights.float().unsqueeze(1), logits).squeeze(1)
 
 
+def score_padded(
+    q: torch.Tensor, weights: torch.Tensor, keys: torch.Tensor, count: torch.Tensor
+) -> torch.Tensor:
+    """Scores [N, W] of queries q [N, Hi, Di] (head weights [N, Hi]) against their own padded
+    keys [N, W, Di], of which the first count[n] are visible (-inf beyond)."""
+    logits = torch.bmm(q.float(), keys.float().transpose(1, 2)).relu_()
+    score = _weigh_heads(logits, weights)
+    visible = torch.arange(keys.shape[1], device=q.device)[None, :] < count[:, None]
+    return score.masked_fill(~visible, float("-inf"))
+
+
 def _score_gathered(q, weights, keys, key_start, count, scores) -> None:
     """Queries with their own key ranges (batched decode): gather each query's keys."""
     n, hi, di = q.shape
@@ -148,9 +159,7 @@ def _score_gathered(q, weights, keys, key_start, count, scores) -> None:
         e = min(n, s + step)
         visible = cols[None, :] < count[s:e, None]
         rows = (key_start[s:e].long()[:, None] + cols[None, :]).where(visible, 0)
-        logits = torch.bmm(q[s:e].float(), keys[rows].float().transpose(1, 2)).relu_()
-        score = _weigh_heads(logits, weights[s:e])
-        scores[s:e] = score.masked_fill(~visible, float("-inf"))
+        scores[s:e] = score_padded(q[s:e], weights[s:e], keys[rows], count[s:e])
 
 
 def indexer_topk_triton(

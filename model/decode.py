@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from flashbeam import kernels
-from flashbeam.kernels.indexer import select_topk
+from flashbeam.kernels.indexer import score_padded, select_topk
 
 from .attention import Attention, Compressor
 from .cache import CompressorState, SequenceState
@@ -267,13 +267,9 @@ def _indexer_picks(attn, x, qr, rope, idx: CompressorBatch, pos) -> torch.Tensor
     q, weights = attn.indexer.queries(x, qr, rope)
     if not kernels.uses_triton(q):  # score the padded batch in place, no key gather
         count = idx.count
-        keys = fp32(idx.entries[:, : int(count.max())])
-        logits = torch.bmm(fp32(q[:, 0]), keys.transpose(1, 2)).relu_()  # [B, heads, n]
-        scores = torch.bmm(fp32(weights[:, 0]).unsqueeze(1), logits).squeeze(1)
-        hidden = torch.arange(keys.shape[1], device=x.device) >= count[:, None]
-        picked, _ = select_topk(
-            scores.masked_fill_(hidden, float("-inf")), torch.zeros_like(count), count, width
-        )
+        keys = idx.entries[:, : int(count.max())]
+        scores = score_padded(q[:, 0], weights[:, 0], keys, count)
+        picked, _ = select_topk(scores, torch.zeros_like(count), count, width)
         return picked.long()
     start = torch.arange(bsz, device=x.device) * cap
     picked, _ = kernels.indexer_topk(
