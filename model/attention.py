@@ -252,13 +252,22 @@ class Attention(nn.Module):
         return LayerState(window, comp, idx)
 
     def forward(
-        self, x: torch.Tensor, starts: list[int], states: list[LayerState]
+        self,
+        x: torch.Tensor,
+        starts: list[int],
+        states: list[LayerState],
+        tail: int | None = None,
     ) -> tuple[torch.Tensor, list[LayerState]]:
+        """Attend for x [B,S,D] (sequence b continuing at starts[b]); returns the outputs and the
+        new states. With `tail`, every position still enters the state but only the last `tail`
+        positions query and get outputs ([B,tail,D]): a prefill whose other outputs nothing
+        reads (the last layer when only the next token's logits are wanted)."""
         bsz, seq, _ = x.shape
         positions = torch.tensor(starts, device=x.device)[:, None] + torch.arange(
             seq, device=x.device
         )
-        qr, q, kv, (cos, sin) = self.project_in(x, positions)
+        tail = seq if tail is None else min(tail, seq)
+        qr, q, kv, (cos, sin) = self.project_in(x, positions, tail)
 
         comp = idx = [None] * bsz
         if self.compressor is not None:
@@ -268,37 +277,48 @@ class Attention(nn.Module):
 
         windows = [torch.cat((s.window, kv[b])) for b, s in enumerate(states)]
         entries = [c.entries for c in comp] if self.compressor is not None else []
+        q_positions, q_rope = (
+            positions[:, seq - tail :],
+            (cos[:, seq - tail :], sin[:, seq - tail :]),
+        )
         picked = None
         if self.indexer is not None:
             width = min(self.config.index_topk, max(e.shape[0] for e in entries))
             if width > 0:
-                picked = self.indexer.select(x, qr, (cos, sin), positions, idx, width)
-        if torch.is_grad_enabled() and not any(starts) and seq <= DENSE_MAX_TOKENS:
+                picked = self.indexer.select(
+                    x[:, seq - tail :], qr, q_rope, q_positions, idx, width
+                )
+        dense = torch.is_grad_enabled() and not any(starts) and tail == seq
+        if dense and seq <= DENSE_MAX_TOKENS:
             out = self._dense_attention(q, kv, entries, positions, picked)
         else:
-            out = self._sparse_attention(q, windows, entries, starts, positions, picked)
+            out = self._sparse_attention(q, windows, entries, starts, q_positions, picked, seq)
         keep = self.window - 1
         new_states = [
             LayerState(w[max(0, w.shape[0] - keep) :] if keep else w[:0], comp[b], idx[b])
             for b, w in enumerate(windows)
         ]
-        return self.project_out(out, (cos, sin)), new_states
+        return self.project_out(out, q_rope), new_states
 
-    def project_in(self, x: torch.Tensor, positions: torch.Tensor):
-        """(qr, roped per-head-normalised q [B,S,H,d], roped kv [B,S,d], rope cos/sin)."""
+    def project_in(self, x: torch.Tensor, positions: torch.Tensor, tail: int | None = None):
+        """(qr, roped per-head-normalised q [B,tail,H,d] of the last `tail` positions (default
+        all), roped kv [B,S,d] of all, rope cos/sin of all)."""
         bsz, seq, _ = x.shape
+        tail = seq if tail is None else tail
         cos, sin = self.rope.angles(positions)
-        qr = self.q_norm(self.wq_a(x))
-        q = self.wq_b(qr).view(bsz, seq, self.heads, self.head_dim)
+        qr = self.q_norm(self.wq_a(x[:, seq - tail :]))
+        q = self.wq_b(qr).view(bsz, tail, self.heads, self.head_dim)
         q = rms_normalize(q, self.config.rms_norm_eps)
-        q = apply_rope(q, cos.unsqueeze(2), sin.unsqueeze(2))
+        q_cos, q_sin = cos[:, seq - tail :], sin[:, seq - tail :]
+        q = apply_rope(q, q_cos.unsqueeze(2), q_sin.unsqueeze(2))
         kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)
         return qr, q, kv, (cos, sin)
 
-    def _sparse_attention(self, q, windows, entries, starts, positions, picked):
-        """Each query attends to its own index list into one pool of key vectors."""
+    def _sparse_attention(self, q, windows, entries, starts, positions, picked, chunk):
+        """Each query (at `positions`, among the last of this step's `chunk` tokens) attends to
+        its own index list into one pool of key vectors."""
         bsz, seq = q.shape[:2]
-        pool, indices, entry_base = self._gather_plan(windows, entries, starts, positions)
+        pool, indices, entry_base = self._gather_plan(windows, entries, starts, positions, chunk)
         if picked is not None:
             picked = torch.where(picked >= 0, picked + entry_base[:, None, None], picked)
             indices = torch.cat((indices, picked), dim=-1)
@@ -335,7 +355,7 @@ class Attention(nn.Module):
             mask = torch.cat((mask, entry_mask), dim=-1)
         return sdpa_with_sink(q, keys, mask, self.attn_sink, self.head_dim**-0.5)
 
-    def _gather_plan(self, windows, entries, starts, positions):
+    def _gather_plan(self, windows, entries, starts, positions, chunk):
         """One key pool for the whole step and each query's window (+ HCA entry) indices into it.
 
         Pool layout per sequence b: its window rows (positions starts[b]-n_b .. end), then its
@@ -349,9 +369,8 @@ class Attention(nn.Module):
             w.shape[0] + (entries[b].shape[0] if entries else 0) for b, w in enumerate(windows)
         ]
         base = torch.tensor([0] + sizes[:-1], device=device).cumsum(0)
-        seq = positions.shape[1]
         first_pos = torch.tensor(
-            [s - (w.shape[0] - seq) for s, w in zip(starts, windows)], device=device
+            [s - (w.shape[0] - chunk) for s, w in zip(starts, windows)], device=device
         )
         key_pos = (
             positions.unsqueeze(-1) - self.window + 1 + torch.arange(self.window, device=device)

@@ -29,8 +29,10 @@ def hc_weights(
     base: torch.Tensor,
     scale: torch.Tensor,
     config: ModelConfig,
+    tail: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """mHC mixing weights, all in fp32 (pitfall 2): (pre [..,N], post [..,N], comb [..,N,N]).
+    """mHC mixing weights of streams [B,S,N,D], all in fp32 (pitfall 2): (pre [B,S,N],
+    post [B,S,N], comb [B,S,N,N]); with `tail`, post and comb only for the last `tail` positions.
 
     comb[j, k] mixes input stream j into output stream k; Sinkhorn makes it doubly stochastic
     (columns first, then rows/columns `hc_sinkhorn_iters - 1` more times).
@@ -46,6 +48,8 @@ def hc_weights(
         )
     )
     pre, post = gates[..., 0, :] + eps, gates[..., 1, :] * 2
+    if tail is not None:
+        post, mix = post[:, -tail:], mix[:, -tail:]
     comb_mix = mix[..., 2 * n :].unflatten(-1, (n, n))
     comb = torch.addcmul(base[2 * n :].view(n, n), comb_mix, scale[2])
     comb = comb.softmax(dim=-1) + eps
@@ -88,14 +92,18 @@ class Block(nn.Module):
             self.register_parameter(f"hc_{part}_base", nn.Parameter(torch.zeros(mix)))
             self.register_parameter(f"hc_{part}_scale", nn.Parameter(torch.ones(3)))
 
-    def forward(self, streams, ids, attend):
+    def forward(self, streams, ids, attend, tail=None):
         """`attend(x)` runs this block's attention on the normalised collapsed streams (with
-        whatever state the caller keeps) and returns its output [B,S,D]."""
+        whatever state the caller keeps) and returns its output [B,S,D]. With `tail`, attend
+        returns only the last `tail` positions' outputs and the block continues with those
+        positions alone (streams [B,tail,N,D] out)."""
         cfg = self.config
         pre, post, comb = hc_weights(
-            streams, self.hc_attn_fn, self.hc_attn_base, self.hc_attn_scale, cfg
+            streams, self.hc_attn_fn, self.hc_attn_base, self.hc_attn_scale, cfg, tail
         )
         out = attend(self.attn_norm(hc_collapse(streams, pre)))
+        if tail is not None:
+            streams, ids = streams[:, -tail:], ids[:, -tail:]
         streams = hc_expand(out, streams, post, comb)
         pre, post, comb = hc_weights(
             streams, self.hc_ffn_fn, self.hc_ffn_base, self.hc_ffn_scale, cfg
@@ -150,28 +158,34 @@ class Transformer(nn.Module):
                 f"input_ids must be [batch, seq] with one state per row; got shape "
                 f"{tuple(input_ids.shape)} and {len(states)} states"
             )
-        streams, new_states = self._run(input_ids, states)
-        if last_only:
-            streams = streams[:, -1:]
+        streams, new_states = self._run(input_ids, states, tail=1 if last_only else None)
         return self.logits(streams), new_states
 
     def _run(
-        self, input_ids: torch.Tensor, states: list[SequenceState]
+        self, input_ids: torch.Tensor, states: list[SequenceState], tail: int | None = None
     ) -> tuple[torch.Tensor, list[SequenceState]]:
-        """The residual streams after the last block [B,S,N,D], and the new states."""
+        """The residual streams after the last block [B,S,N,D], and the new states.
+
+        With `tail`, only the last `tail` positions' streams are returned ([B,tail,N,D]), and the
+        last block computes only what those need: every position still enters its attention
+        state, but queries, attention, the MoE and the mHC mixing after the attention run for
+        the tail alone (a prompt's prefill wants the next token's logits only).
+        """
         starts = [s.length for s in states]
         x = self.embed(input_ids)
         streams = x.unsqueeze(-2).expand(*x.shape[:-1], self.config.hc_mult, x.shape[-1])
         per_layer = [list(layer_states) for layer_states in zip(*(s.layers for s in states))]
         new_layers = []
-        for block, layer_states in zip(self.layers, per_layer):
+        last = len(self.layers) - 1
+        for i, (block, layer_states) in enumerate(zip(self.layers, per_layer)):
+            block_tail = tail if i == last else None
 
-            def attend(x, attn=block.attn, layer_states=layer_states):
-                out, updated = attn(x, starts, layer_states)
+            def attend(x, attn=block.attn, layer_states=layer_states, block_tail=block_tail):
+                out, updated = attn(x, starts, layer_states, block_tail)
                 new_layers.append(updated)
                 return out
 
-            streams = block(streams, input_ids, attend)
+            streams = block(streams, input_ids, attend, block_tail)
         seq = input_ids.shape[1]
         new_states = [
             SequenceState(start + seq, tuple(layer[b] for layer in new_layers))

@@ -97,6 +97,43 @@ def test_chunked_prefill_and_decode_match_full_forward(preset):
 
 
 @pytest.mark.parametrize("preset", PRESETS)
+def test_last_only_prefill_gives_the_last_logits_and_full_states(preset):
+    # last_only skips the last block's queries, attention and MoE for all but the last position;
+    # its logits and the states it leaves must be those of the full computation.
+    config = tiny_config(preset)
+    model = random_model(config, seed=0)
+    ids = _ids(config, 2, 300)
+    with torch.no_grad():
+        full = model(ids)
+        states = [model.empty_state() for _ in range(2)]
+        pos = 0
+        for size in (1, 140, 3, 1, 155):
+            logits, states = model.forward_step(ids[:, pos : pos + size], states, last_only=True)
+            pos += size
+            assert logits.shape == (2, 1, config.vocab_size)
+            assert (logits[:, 0] - full[:, pos - 1]).abs().max().item() <= 1e-5, pos
+        assert [s.length for s in states] == [300, 300]
+        # the states equal those of a prefill that computes every position
+        _, cut = model.forward_step(ids[:, :250], [model.empty_state() for _ in range(2)], True)
+        _, whole = model.forward_step(ids[:, :250], [model.empty_state() for _ in range(2)])
+    assert _state_tensors(cut) and len(_state_tensors(cut)) == len(_state_tensors(whole))
+    for a, b in zip(_state_tensors(cut), _state_tensors(whole)):
+        assert torch.equal(a, b)
+
+
+def _state_tensors(states):
+    return [
+        t
+        for state in states
+        for layer in state.layers
+        for part in (layer, layer.compressor, layer.indexer)
+        if part is not None
+        for t in vars(part).values()
+        if isinstance(t, torch.Tensor)
+    ]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_ragged_batched_decode_matches_single_sequences(preset):
     config = tiny_config(preset)
     model = random_model(config, seed=0)
