@@ -1,9 +1,13 @@
 """V4 attention: low-rank q, one shared K=V head, sliding window, CSA and HCA compression.
 
 Every layer attends over the union of its sliding window and (for compressed layers) compressed
-entries in one joint softmax with a per-head sink. Queries of all sequences in a step are flattened
-and given per-query index lists into one pool of key vectors, so prefill chunks and batched decode
-run through the same `kernels.sparse_attention` call.
+entries in one joint softmax with a per-head sink. Two ways to compute it:
+- with the Triton kernels (GPU), the queries of all sequences in a step are flattened and given
+  per-query index lists into one pool of key vectors (`kernels.sparse_attention`), for prefill
+  chunks and batched decode alike;
+- on the torch path, the same softmax over separate key sets (`attend_parts`): a prefill chunk's
+  queries in blocks over a band of window keys plus their entries, a decode step's over the
+  batched window ring plus the entries. Gathering every query's window would copy it per query.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from flashbeam import kernels
 
 from .cache import CompressorState, LayerState
 from .config import ModelConfig
-from .layers import RMSNorm, RopeTable, apply_rope, fp32, rms_normalize
+from .layers import RMSNorm, RopeTable, apply_rope, cast, fp32, rms_normalize
 from .quantized import FP8Linear
 
 # With autograd on (training), whole fresh sequences up to this length use one fused masked
-# attention (torch SDPA), fast to differentiate. Inference always takes the per-query index-list
-# path, so prefill, decode and cache hits share one numerical path.
+# attention (torch SDPA), fast to differentiate. Inference takes the paths above; they sum in
+# different orders, so prefill, decode and cache hits agree to fp32 rounding (the tests allow
+# 1e-5, and 2e-5 for the packed decode batch).
 DENSE_MAX_TOKENS = 2048
 
 
@@ -48,6 +53,41 @@ def sdpa_with_sink(
     bias[..., :count].masked_fill_(~mask.unsqueeze(1), float("-inf"))
     out = F.scaled_dot_product_attention(q_aug, k_aug, k_aug, attn_mask=bias, scale=scale)
     return out[..., :dim].transpose(1, 2).to(q.dtype)
+
+
+def attend_parts(
+    q: torch.Tensor,
+    parts: list[tuple[torch.Tensor, torch.Tensor]],
+    sink: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Queries q [R,H,d] attend over the union of several key sets, one softmax across all of
+    them with the per-head sink in the denominator, fp32 (the function of
+    `kernels.sparse_attention`, without gathering every query's keys into one list).
+
+    A part is (keys = values [G,T,d], valid [G,M|1,T]) for a grouping of the R*H query rows into
+    G groups of M consecutive rows that share those keys: G = R (each query its own keys), or
+    fewer, larger groups (a block of queries and all their heads over one band of keys).
+    """
+    rows, heads, dim = q.shape
+    qf = fp32(q)
+    parts = [part for part in parts if part[0].shape[-2]]  # a part with no keys adds nothing
+    logits = []
+    for keys, valid in parts:
+        groups = keys.shape[0]
+        scores = torch.matmul(qf.reshape(groups, -1, dim), fp32(keys).transpose(-1, -2))
+        scores = scores.mul_(scale).masked_fill_(~valid, float("-inf"))
+        logits.append(scores.view(rows, heads, -1))
+    top = torch.stack([s.amax(dim=-1) for s in logits]).amax(dim=0)
+    top = torch.maximum(top, sink)  # finite: the sink is
+    denom = torch.exp(sink - top)
+    out = None
+    for scores, (keys, _) in zip(logits, parts):
+        probs = torch.exp(scores - top[..., None])
+        denom = denom + probs.sum(dim=-1)
+        part = torch.matmul(probs.view(keys.shape[0], -1, keys.shape[1]), fp32(keys))
+        out = part.view(rows, heads, dim) if out is None else out + part.view(rows, heads, dim)
+    return cast(out / denom[..., None], q.dtype)
 
 
 class Compressor(nn.Module):
@@ -291,8 +331,10 @@ class Attention(nn.Module):
         dense = torch.is_grad_enabled() and not any(starts) and tail == seq
         if dense and seq <= DENSE_MAX_TOKENS:
             out = self._dense_attention(q, kv, entries, positions, picked)
-        else:
+        elif kernels.uses_triton(q):
             out = self._sparse_attention(q, windows, entries, starts, q_positions, picked, seq)
+        else:
+            out = self._banded_attention(q, kv, states, entries, q_positions, picked)
         keep = self.window - 1
         new_states = [
             LayerState(w[max(0, w.shape[0] - keep) :] if keep else w[:0], comp[b], idx[b])
@@ -330,6 +372,61 @@ class Attention(nn.Module):
             self.head_dim**-0.5,
         )
         return out.view(bsz, seq, self.heads, self.head_dim)
+
+    def _banded_attention(self, q, kv, states, entries, positions, picked):
+        """The torch path of `_sparse_attention` for a prefill chunk: blocks of queries attend
+        over a dense band of window keys (no per-query gather of the window), and the entries
+        (the indexer's CSA picks, or every HCA entry completed by the query's position) join
+        the same softmax (`attend_parts`).
+
+        q [B,Tq,H,d] are the chunk's last Tq positions, kv [B,S,d] the chunk's keys; each
+        sequence's window state holds the keys of its W-1 positions before the chunk.
+        """
+        bsz, tq, heads, dim = q.shape
+        seq, w = kv.shape[1], self.window
+        device = q.device
+        # window keys: W-1 rows of history (zeros where a sequence has fewer), then the chunk,
+        # from the row the first query's window starts at
+        history = kv.new_zeros(bsz, w - 1, dim)
+        missing = []
+        for b, state in enumerate(states):
+            n = state.window.shape[0]
+            if n:
+                history[b, w - 1 - n :] = state.window
+            missing.append(w - 1 - n)
+        keys = torch.cat((history, kv), dim=1)[:, seq - tq :]  # [B, tq + w - 1, d]
+        # blocks of a quarter window: each scores w + block - 1 keys for its w visible ones
+        # (a fifth wasted at most), in few enough batched products
+        block = max(1, min(tq, -(-w // 4)))
+        blocks = -(-tq // block)
+        padded = blocks * block
+        keys = F.pad(keys, (0, 0, 0, padded - tq))
+        bands = keys.unfold(1, block + w - 1, block).transpose(-1, -2)  # [B, nb, block+w-1, d]
+        # query i of a block sees band rows i .. i+w-1 that are not history padding
+        i = torch.arange(block, device=device)[:, None]
+        j = torch.arange(block + w - 1, device=device)
+        in_band = (j >= i) & (j <= i + w - 1)  # [block, block+w-1]
+        row = seq - tq + torch.arange(blocks, device=device)[:, None] * block + j  # [nb, K]
+        real = row >= torch.tensor(missing, device=device)[:, None, None]  # [B, nb, K]
+        valid = (in_band & real[:, :, None, :]).repeat_interleave(heads, dim=2)
+        parts = [(bands.flatten(0, 1), valid.flatten(0, 1))]
+        q = F.pad(q, (0, 0, 0, 0, 0, padded - tq))
+        if entries:
+            stacked = nn.utils.rnn.pad_sequence(entries, batch_first=True)  # [B, E, d]
+            if picked is not None:  # CSA: each query's picks
+                picked = F.pad(picked, (0, 0, 0, padded - tq), value=-1)
+                rows = torch.arange(bsz, device=device)[:, None, None]
+                chosen = stacked[rows, picked.clamp(min=0)]  # [B, Qp, k, d]
+                parts.append((chosen.flatten(0, 1), (picked >= 0).flatten(0, 1)[:, None]))
+            else:  # HCA: the entries completed by each query's position
+                done = (F.pad(positions, (0, padded - tq)) + 1) // self.ratio  # [B, Qp]
+                seen = torch.arange(stacked.shape[1], device=device) < done[..., None]
+                valid = seen.repeat_interleave(heads, dim=1)  # [B, Qp*H, E]
+                parts.append((stacked, valid))
+        out = attend_parts(
+            q.reshape(bsz * padded, heads, dim), parts, fp32(self.attn_sink), dim**-0.5
+        )
+        return out.view(bsz, padded, heads, dim)[:, :tq]
 
     def _dense_attention(self, q, kv, entries, positions, picked):
         """Fresh sequences of one length (a whole-sequence forward, training): the same joint

@@ -22,9 +22,9 @@ import torch
 from flashbeam import kernels
 from flashbeam.kernels.indexer import score_padded, select_topk
 
-from .attention import Attention, Compressor
+from .attention import Attention, Compressor, attend_parts
 from .cache import CompressorState, SequenceState
-from .layers import cast, fp32
+from .layers import fp32
 
 
 @dataclass
@@ -189,7 +189,7 @@ def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, pos: t
 
     With the Triton kernels (GPU), the ring and the entries go into one key pool addressed by
     per-row index lists (`kernels.sparse_attention`). Otherwise the attention runs directly on
-    the batched tensors (`_attend_parts`): no pool is copied and no window is gathered, which
+    the batched tensors (`attend_parts`): no pool is copied and no window is gathered, which
     matters for wide windows (768 slots in the embedded model).
     """
     bsz, device = x.shape[0], x.device
@@ -223,38 +223,15 @@ def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, pos: t
             indices = torch.cat((indices, entry_idx), dim=1)
         out = kernels.sparse_attention(q[:, 0], pool, indices.to(torch.int32), sink, scale)
     else:
-        parts = [(layer.window, ring_valid)]
+        parts = [(layer.window, ring_valid[:, None])]
         if picked is not None:
             entries = layer.compressor.entries
             chosen = entries[rows[:, None], picked.clamp(min=0)]  # [B, k, d]
-            parts.append((chosen, picked >= 0))
+            parts.append((chosen, (picked >= 0)[:, None]))
         elif visible is not None:
-            parts.append((layer.compressor.entries, visible))
-        out = _attend_parts(q[:, 0], parts, sink, scale)
+            parts.append((layer.compressor.entries, visible[:, None]))
+        out = attend_parts(q[:, 0], parts, sink, scale)
     return attn.project_out(out.unsqueeze(1), rope)
-
-
-def _attend_parts(
-    q: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]], sink: torch.Tensor, scale
-) -> torch.Tensor:
-    """q [B,H,d] attends over the union of key sets [(keys = values [B,T,d], valid [B,T])]: one
-    softmax across all parts with the per-head sink in the denominator, fp32 (as
-    `sparse_attention_reference`, without gathering the keys into one list)."""
-    qf = fp32(q)
-    logits = []
-    for keys, valid in parts:
-        scores = torch.bmm(qf, fp32(keys).transpose(1, 2)).mul_(scale)
-        logits.append(scores.masked_fill_(~valid[:, None, :], float("-inf")))
-    top = torch.stack([s.amax(dim=-1) for s in logits]).amax(dim=0)
-    top = torch.maximum(top, sink)  # finite: the sink is
-    denom = torch.exp(sink - top)
-    out = None
-    for scores, (keys, _) in zip(logits, parts):
-        probs = torch.exp(scores - top[..., None])
-        denom = denom + probs.sum(dim=-1)
-        part = torch.bmm(probs, fp32(keys))
-        out = part if out is None else out + part
-    return cast(out / denom[..., None], q.dtype)
 
 
 def _indexer_picks(attn, x, qr, rope, idx: CompressorBatch, pos) -> torch.Tensor:
