@@ -7,12 +7,14 @@ indexer), the A halves of the last complete window.
 
 Tensors here are never modified in place: a forward step returns new state objects. So a
 `SequenceState` *is* its own snapshot — keeping a reference is enough for exact prefix reuse,
-at any token position, with no copy.
+at any token position. A fresh state's tensors may be views into a step's larger tensors (the
+chunk's keys, every window pooled in the step), which a reference keeps alive; `compact()` gives
+a state that holds exactly its `nbytes`, which is what a byte-budgeted cache must keep.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -58,3 +60,21 @@ class SequenceState:
     @property
     def nbytes(self) -> int:
         return sum(layer.nbytes for layer in self.layers)
+
+    def compact(self) -> SequenceState:
+        """This state with every tensor that views a larger storage copied out (the others are
+        shared), so that keeping it retains `nbytes` and no more."""
+        return SequenceState(self.length, tuple(_compact(layer) for layer in self.layers))
+
+
+def _compact(part):
+    """A copy of a state dataclass whose view tensors own their storage; nested parts too."""
+    changes = {}
+    for field in fields(part):
+        value = getattr(part, field.name)
+        if isinstance(value, torch.Tensor):
+            if value.untyped_storage().nbytes() > value.numel() * value.element_size():
+                changes[field.name] = value.clone()
+        elif value is not None:
+            changes[field.name] = _compact(value)
+    return replace(part, **changes) if changes else part

@@ -270,7 +270,7 @@ class Engine:
         waiting to be admitted plan to restore stays pinned until the last of them is admitted:
         otherwise the snapshots that concurrent prefills insert meanwhile could evict it first."""
         prefix = seq.prompt[: seq.computed]
-        handle = self.cache.insert(prefix, seq.state)
+        handle = self.cache.insert(prefix, seq.state.compact())
         key = tuple(prefix)
         if handle is not None and self._awaited.get(key) and key not in self._held:
             self.cache.pin(handle)

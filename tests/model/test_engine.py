@@ -83,6 +83,25 @@ def test_small_cache_budget_evicts_but_stays_exact(checkpoint):
     assert [r.token_ids for r in results] == [r.token_ids for r in reference]
 
 
+def test_the_cache_budget_counts_all_the_memory_its_snapshots_keep(checkpoint):
+    # A fresh state's tensors can view the step's larger tensors (the chunk's keys, the windows
+    # pooled for the whole batch); the cache must hold compact copies, or a byte budget would
+    # keep many times its size alive.
+    engine = make_engine(checkpoint, cache_bytes=10_000_000, max_batch_tokens=512)
+    engine.generate(doc_questions(docs=3, questions=2))
+    storages = {}
+    for node in engine.cache._nodes():
+        if node.snapshot is None:
+            continue
+        for layer in node.snapshot.layers:
+            for part in (layer, layer.compressor, layer.indexer):
+                for t in vars(part).values() if part is not None else ():
+                    if isinstance(t, torch.Tensor) and t.numel():
+                        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    assert storages and engine.cache.used_bytes > 0
+    assert sum(storages.values()) <= engine.cache.used_bytes
+
+
 def test_a_planned_prefix_stays_cached_until_its_requests_are_admitted(checkpoint):
     # Two documents' first questions fill the batch; while they finish, their later snapshots
     # would push the documents' prefixes out of a cache with room for about two snapshots.
