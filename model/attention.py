@@ -126,6 +126,9 @@ class Compressor(nn.Module):
             seq, device=x.device
         )
         kv, gate = self.project(x, positions)
+        held = {state.buf_kv.shape[0] for state in states}
+        if len(held) == 1:
+            return self._forward_aligned(kv, gate, starts, states, held.pop(), x.dtype)
         windows_kv, windows_gate, prior_kv, prior_gate, firsts, counts = [], [], [], [], [], []
         rest = []
         for b, (start, state) in enumerate(zip(starts, states)):
@@ -158,6 +161,58 @@ class Compressor(nn.Module):
                 states, entries, rest, *self._last_windows(counts, win_kv, win_gate)
             )
         ]
+
+    def _forward_aligned(self, kv, gate, starts, states, held, dtype):
+        """`forward` when every sequence holds the same number of buffered rows, so all complete
+        the same number of windows (a prefill of fresh or equally advanced sequences): windows
+        are cut and joined with their prior halves as whole-batch tensors, and per sequence only
+        views are taken (`SequenceState.compact` copies what a cache keeps)."""
+        r, bsz = self.ratio, kv.shape[0]
+        if held:
+            kv = torch.cat((torch.stack([s.buf_kv for s in states]), kv), dim=1)
+            gate = torch.cat((torch.stack([s.buf_gate for s in states]), gate), dim=1)
+        n = kv.shape[1] // r
+        done = n * r
+        if n == 0:
+            return [
+                CompressorState(s.entries, kv[b], gate[b], s.prev_kv, s.prev_gate)
+                for b, s in enumerate(states)
+            ]
+        win_kv = kv[:, :done].unflatten(1, (n, r))  # [B, n, r, c]
+        win_gate = gate[:, :done].unflatten(1, (n, r))
+        prior = None
+        if self.overlap:  # each window pools the A halves of the one before it first
+            d = self.dim
+            prev_kv, prev_gate = self._batched_prev(states, win_kv)
+            prior = (
+                torch.cat((prev_kv, win_kv[:, :-1, :, :d]), dim=1).flatten(0, 1),
+                torch.cat((prev_gate, win_gate[:, :-1, :, :d]), dim=1).flatten(0, 1),
+            )
+        # the buffered rows precede the chunk: the first window completed starts at
+        # (start - held), i.e. window start // r
+        first = torch.tensor([start // r for start in starts], device=kv.device)
+        ids = (first[:, None] + torch.arange(n, device=kv.device)).flatten()
+        pooled = self.pool(win_kv.flatten(0, 1), win_gate.flatten(0, 1), prior, ids, dtype)
+        pooled = pooled.view(bsz, n, -1)
+        out = []
+        for b, s in enumerate(states):
+            entries = torch.cat((s.entries, pooled[b])) if s.entries.shape[0] else pooled[b]
+            last_kv, last_gate = s.prev_kv, s.prev_gate
+            if self.overlap:
+                last_kv, last_gate = win_kv[b, -1, :, : self.dim], win_gate[b, -1, :, : self.dim]
+            out.append(CompressorState(entries, kv[b, done:], gate[b, done:], last_kv, last_gate))
+        return out
+
+    def _batched_prev(self, states, win_kv):
+        """The A halves [B, 1, r, d] (fp32 kv, gate) of each sequence's last window before this
+        step; a sequence with none gets zeros with gate -inf (weight 0)."""
+        bsz, r, d = len(states), self.ratio, self.dim
+        prev_kv = win_kv.new_zeros(bsz, 1, r, d)
+        prev_gate = win_kv.new_full((bsz, 1, r, d), float("-inf"))
+        for b, s in enumerate(states):
+            if s.prev_kv is not None:
+                prev_kv[b, 0], prev_gate[b, 0] = s.prev_kv, s.prev_gate
+        return prev_kv, prev_gate
 
     def pool(self, win_kv, win_gate, prior, window_ids, dtype) -> torch.Tensor:
         """Entries [n, dim] of complete windows: gated softmax pooling per channel, norm, and
@@ -315,7 +370,10 @@ class Attention(nn.Module):
         if self.indexer is not None:
             idx = self.indexer.compressor(x, starts, [s.indexer for s in states])
 
-        windows = [torch.cat((s.window, kv[b])) for b, s in enumerate(states)]
+        windows = [
+            torch.cat((s.window, kv[b])) if s.window.shape[0] else kv[b]
+            for b, s in enumerate(states)
+        ]
         entries = [c.entries for c in comp] if self.compressor is not None else []
         q_positions, q_rope = (
             positions[:, seq - tail :],

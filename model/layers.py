@@ -95,15 +95,26 @@ def apply_rope(
     rd = 2 * cos.shape[-1]
     pairs = _as_complex(fp32(x[..., -rd:]).unflatten(-1, (-1, 2)))
     turn = torch.complex(cos, -sin if inverse else sin)
+    if x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad):
+        # inference: a copy of x with the rotated pairs written over its rope dims (a plain
+        # copy and a product, no concatenation of strided halves)
+        out = x.clone(memory_format=torch.contiguous_format)
+        target = out[..., -rd:].unflatten(-1, (-1, 2))
+        if _complex_viewable(target):
+            torch.mul(pairs, turn, out=torch.view_as_complex(target))
+            return out
     rotated = cast(torch.view_as_real(pairs * turn).flatten(-2), x.dtype)
     return torch.cat((x[..., :-rd], rotated), dim=-1)
 
 
 def _as_complex(pairs: torch.Tensor) -> torch.Tensor:
     """A complex view of [..., 2] pairs, copying only when the strides do not allow a view."""
-    if pairs.storage_offset() % 2 or any(s % 2 for s in pairs.stride()[:-1]):
-        pairs = pairs.contiguous()
-    return torch.view_as_complex(pairs)
+    return torch.view_as_complex(pairs if _complex_viewable(pairs) else pairs.contiguous())
+
+
+def _complex_viewable(pairs: torch.Tensor) -> bool:
+    """Whether [..., 2] pairs (unit last stride) can be viewed as complex numbers in place."""
+    return pairs.storage_offset() % 2 == 0 and all(s % 2 == 0 for s in pairs.stride()[:-1])
 
 
 class RopeTable(nn.Module):
