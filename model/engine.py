@@ -147,7 +147,8 @@ class Engine:
             if request.max_tokens < 1:
                 raise ValueError(f"max_tokens must be >= 1, got {request.max_tokens}")
             seq.max_tokens = min(request.max_tokens, self.context - len(seq.prompt))
-            seq.detokenizer = self.tokenizer.incremental_decoder()
+            if request.stop_strings:  # the text is needed as it grows, to find them
+                seq.detokenizer = self.tokenizer.incremental_decoder()
             if request.response_format and request.response_format.get("type") != "text":
                 compiled = self.grammars.compile(request.response_format)
                 seq.grammar = GrammarState(
@@ -374,8 +375,7 @@ class Engine:
             self._finish_text(seq, "stop")
             return
         seq.output.append(token)
-        seq.text += seq.detokenizer.add(token)
-        if self._hit_stop_string(seq):
+        if seq.detokenizer is not None and self._extend_text(seq, seq.detokenizer.add(token)):
             seq.finish("stop")
         elif seq.grammar is not None and seq.grammar.is_finished:
             self._finish_text(seq, "stop")
@@ -383,11 +383,15 @@ class Engine:
             self._finish_text(seq, "length")
 
     def _finish_text(self, seq: Sequence, reason) -> None:
-        seq.text += seq.detokenizer.flush()
-        self._hit_stop_string(seq)
+        if seq.detokenizer is None:  # no stop strings: decode the output once, at the end
+            seq.text = self.tokenizer.decode(seq.output)
+        else:
+            self._extend_text(seq, seq.detokenizer.flush())
         seq.finish(reason)
 
-    def _hit_stop_string(self, seq: Sequence) -> bool:
+    def _extend_text(self, seq: Sequence, piece: str) -> bool:
+        """Append a completed piece of text; True when a stop string now ends it (cut there)."""
+        seq.text += piece
         for stop in seq.request.stop_strings:
             at = seq.text.find(stop)
             if stop and at >= 0:

@@ -65,11 +65,12 @@ def _sinkhorn(logits: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
     """
     lead, n = logits.shape[:-2], logits.shape[-1]
     c = logits.reshape(-1, n, n).permute(1, 2, 0).contiguous()  # [j, k, T]
+    eps = c.new_tensor(eps)  # a tensor operand: each Python float is wrapped anew, per op
     c = c.softmax(dim=1) + eps
-    c = c / (c.sum(dim=0, keepdim=True) + eps)
+    c = c / c.sum(dim=0, keepdim=True).add_(eps)
     for _ in range(iters - 1):
-        c = c / (c.sum(dim=1, keepdim=True) + eps)
-        c = c / (c.sum(dim=0, keepdim=True) + eps)
+        c = c / c.sum(dim=1, keepdim=True).add_(eps)
+        c = c / c.sum(dim=0, keepdim=True).add_(eps)
     return c.permute(2, 0, 1).reshape(*lead, n, n)
 
 
