@@ -400,12 +400,15 @@ class Attention(nn.Module):
         ]
         return self.project_out(out, q_rope), new_states
 
-    def project_in(self, x: torch.Tensor, positions: torch.Tensor, tail: int | None = None):
+    def project_in(
+        self, x: torch.Tensor, positions: torch.Tensor, tail: int | None = None, rope=None
+    ):
         """(qr, roped per-head-normalised q [B,tail,H,d] of the last `tail` positions (default
-        all), roped kv [B,S,d] of all, rope cos/sin of all)."""
+        all), roped kv [B,S,d] of all, rope cos/sin of all; `rope` if given, computed once
+        for several layers)."""
         bsz, seq, _ = x.shape
         tail = seq if tail is None else tail
-        cos, sin = self.rope.angles(positions)
+        cos, sin = self.rope.angles(positions) if rope is None else rope
         qr = self.q_norm(self.wq_a(x[:, seq - tail :]))
         q = self.wq_b(qr).view(bsz, tail, self.heads, self.head_dim)
         q = rms_normalize(q, self.config.rms_norm_eps)

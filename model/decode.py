@@ -184,7 +184,37 @@ def _ring(per_seq, states, window, dim, dtype, device) -> torch.Tensor:
     return ring
 
 
-def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, pos: torch.Tensor):
+class StepShared:
+    """What every layer of one decode step would otherwise recompute from the positions: row
+    numbers, rope angles per rope kind, and each window size's ring slots and their validity."""
+
+    def __init__(self, positions: torch.Tensor) -> None:
+        self.pos = positions
+        self._memo: dict = {}
+
+    def get(self, key, make):
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def rows(self) -> torch.Tensor:
+        return self.get("rows", lambda: torch.arange(self.pos.shape[0], device=self.pos.device))
+
+    def rope(self, attn: Attention) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.get(("rope", attn.rope.compressed), lambda: attn.rope.angles(self.pos[:, None]))
+
+    def ring(self, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(slot of this step's token [B], valid [B,1,window]: the slot holds a position >= 0)."""
+
+        def make():
+            pos = self.pos[:, None]
+            slots = torch.arange(window, device=pos.device)
+            return self.pos % window, (pos - (pos - slots) % window >= 0)[:, None]
+
+        return self.get(("ring", window), make)
+
+
+def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, shared: StepShared):
     """One token per row through `attn`, updating `layer` in place. x [B,1,D] -> [B,1,D].
 
     With the Triton kernels (GPU), the ring and the entries go into one key pool addressed by
@@ -192,13 +222,12 @@ def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, pos: t
     the batched tensors (`attend_parts`): no pool is copied and no window is gathered, which
     matters for wide windows (768 slots in the embedded model).
     """
-    bsz, device = x.shape[0], x.device
-    rows = torch.arange(bsz, device=device)
-    qr, q, kv, rope = attn.project_in(x, pos[:, None])
+    bsz, device, pos = x.shape[0], x.device, shared.pos
+    rows = shared.rows()
+    qr, q, kv, rope = attn.project_in(x, pos[:, None], rope=shared.rope(attn))
     w = attn.window
-    layer.window[rows, pos % w] = kv[:, 0]
-    slots = torch.arange(w, device=device)
-    ring_valid = pos[:, None] - (pos[:, None] - slots) % w >= 0  # slot holds a position >= 0
+    slot, ring_valid = shared.ring(w)
+    layer.window[rows, slot] = kv[:, 0]
     picked = visible = None
     if layer.compressor is not None:
         comp = layer.compressor
@@ -209,7 +238,8 @@ def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, pos: t
             visible = torch.arange(comp.entries.shape[1], device=device) < comp.count[:, None]
     sink, scale = fp32(attn.attn_sink), attn.head_dim**-0.5
     if kernels.uses_triton(q):
-        indices = torch.where(ring_valid, rows[:, None] * w + slots, -1)
+        slots = torch.arange(w, device=device)
+        indices = torch.where(ring_valid[:, 0], rows[:, None] * w + slots, -1)
         pool = layer.window.reshape(bsz * w, -1)
         if layer.compressor is not None:
             entries = layer.compressor.entries
@@ -223,7 +253,7 @@ def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, pos: t
             indices = torch.cat((indices, entry_idx), dim=1)
         out = kernels.sparse_attention(q[:, 0], pool, indices.to(torch.int32), sink, scale)
     else:
-        parts = [(layer.window, ring_valid[:, None])]
+        parts = [(layer.window, ring_valid)]
         if picked is not None:
             entries = layer.compressor.entries
             chosen = entries[rows[:, None], picked.clamp(min=0)]  # [B, k, d]

@@ -18,7 +18,7 @@ from torch import nn
 from .attention import Attention
 from .cache import SequenceState
 from .config import ModelConfig
-from .decode import DecodeBatch, decode_attention
+from .decode import DecodeBatch, StepShared, decode_attention
 from .layers import RMSNorm, cast, fp32, inverse_rms
 from .moe import MoE
 
@@ -213,10 +213,11 @@ class Transformer(nn.Module):
         pos = batch.positions
         x = self.embed(input_ids)
         streams = x.unsqueeze(-2).expand(*x.shape[:-1], self.config.hc_mult, x.shape[-1])
+        shared = StepShared(pos)
         for block, layer in zip(self.layers, batch.layers):
 
             def attend(h, attn=block.attn, layer=layer):
-                return decode_attention(attn, h, layer, pos)
+                return decode_attention(attn, h, layer, shared)
 
             streams = block(streams, input_ids, attend)
         batch.positions = pos + 1
