@@ -116,54 +116,73 @@ class Compressor(nn.Module):
     def forward(
         self, x: torch.Tensor, starts: list[int], states: list[CompressorState]
     ) -> list[CompressorState]:
-        """Append the tokens of x [B,S,D] (sequence b starting at starts[b]) to each state.
+        """Append the tokens of x [B,S,D] (sequence b starting at starts[b]) to each state."""
+        return self.advance(x, starts, states)[0]
+
+    def advance(
+        self,
+        x: torch.Tensor,
+        starts: list[int],
+        states: list[CompressorState],
+        keep_at: list[list[int]] | None = None,
+    ) -> tuple[list[CompressorState], list[list[CompressorState]] | None]:
+        """`forward`, plus with `keep_at` each sequence's states after the given numbers of this
+        step's tokens (snapshots inside a prefill chunk: slices of what the step computes).
 
         Per sequence only the bookkeeping runs (buffer rows, which windows complete); the pooling
         of every window completed in this step, over all sequences, is one batched computation.
         """
-        r, seq = self.ratio, x.shape[1]
+        seq = x.shape[1]
         positions = torch.tensor(starts, device=x.device)[:, None] + torch.arange(
             seq, device=x.device
         )
         kv, gate = self.project(x, positions)
         held = {state.buf_kv.shape[0] for state in states}
         if len(held) == 1:
-            return self._forward_aligned(kv, gate, starts, states, held.pop(), x.dtype)
-        windows_kv, windows_gate, prior_kv, prior_gate, firsts, counts = [], [], [], [], [], []
-        rest = []
+            steps = self._steps_aligned(kv, gate, starts, states, held.pop(), x.dtype)
+        else:
+            steps = self._steps(kv, gate, starts, states, x.dtype)
+        final = [self._state_after(step, seq) for step in steps]
+        if keep_at is None:
+            return final, None
+        return final, [[self._state_after(st, k) for k in ks] for st, ks in zip(steps, keep_at)]
+
+    def _steps(self, kv, gate, starts, states, dtype):
+        """Per sequence (state, its rows = buffer + this step's [held+S, c] (kv, gate), complete
+        windows [n, r, c] (kv, gate), their pooled entries [n, dim])."""
+        r = self.ratio
+        rows, windows_kv, windows_gate, prior_kv, prior_gate, firsts, counts = (
+            [] for _ in range(7)
+        )
         for b, (start, state) in enumerate(zip(starts, states)):
-            rows_kv = torch.cat((state.buf_kv, kv[b]))
-            rows_gate = torch.cat((state.buf_gate, gate[b]))
+            rows_kv = torch.cat((state.buf_kv, kv[b])) if state.buf_kv.shape[0] else kv[b]
+            rows_gate = torch.cat((state.buf_gate, gate[b])) if state.buf_gate.shape[0] else gate[b]
             n = rows_kv.shape[0] // r
-            done = n * r
-            rest.append((rows_kv[done:], rows_gate[done:]))
+            rows.append((rows_kv, rows_gate))
             counts.append(n)
+            windows_kv.append(rows_kv[: n * r].view(n, r, rows_kv.shape[1]))
+            windows_gate.append(rows_gate[: n * r].view(n, r, rows_gate.shape[1]))
             if n == 0:
                 continue
-            firsts.append(torch.arange(start // r, start // r + n, device=x.device))
-            windows_kv.append(rows_kv[:done].view(n, r, -1))
-            windows_gate.append(rows_gate[:done].view(n, r, -1))
+            firsts.append(torch.arange(start // r, start // r + n, device=kv.device))
             if self.overlap:
                 pk, pg = self._prior(state, windows_kv[-1], windows_gate[-1])
                 prior_kv.append(pk)
                 prior_gate.append(pg)
-        if not firsts:
-            return [
-                CompressorState(s.entries, kv_rest, gate_rest, s.prev_kv, s.prev_gate)
-                for s, (kv_rest, gate_rest) in zip(states, rest)
-            ]
-        win_kv, win_gate = torch.cat(windows_kv), torch.cat(windows_gate)
-        prior = (torch.cat(prior_kv), torch.cat(prior_gate)) if self.overlap else None
-        entries = self.pool(win_kv, win_gate, prior, torch.cat(firsts), x.dtype).split(counts)
+        if firsts:
+            win_kv = torch.cat([w for w in windows_kv if w.shape[0]])
+            win_gate = torch.cat([w for w in windows_gate if w.shape[0]])
+            prior = (torch.cat(prior_kv), torch.cat(prior_gate)) if self.overlap else None
+            pooled = self.pool(win_kv, win_gate, prior, torch.cat(firsts), dtype).split(counts)
+        else:
+            pooled = [None] * len(states)
         return [
-            self._advance(s, new, kv_rest, gate_rest, wk, wg)
-            for s, new, (kv_rest, gate_rest), wk, wg in zip(
-                states, entries, rest, *self._last_windows(counts, win_kv, win_gate)
-            )
+            (state, state.buf_kv.shape[0], *rows_b, wk, wg, new)
+            for state, rows_b, wk, wg, new in zip(states, rows, windows_kv, windows_gate, pooled)
         ]
 
-    def _forward_aligned(self, kv, gate, starts, states, held, dtype):
-        """`forward` when every sequence holds the same number of buffered rows, so all complete
+    def _steps_aligned(self, kv, gate, starts, states, held, dtype):
+        """`_steps` when every sequence holds the same number of buffered rows, so all complete
         the same number of windows (a prefill of fresh or equally advanced sequences): windows
         are cut and joined with their prior halves as whole-batch tensors, and per sequence only
         views are taken (`SequenceState.compact` copies what a cache keeps)."""
@@ -173,35 +192,42 @@ class Compressor(nn.Module):
             gate = torch.cat((torch.stack([s.buf_gate for s in states]), gate), dim=1)
         n = kv.shape[1] // r
         done = n * r
-        if n == 0:
-            return [
-                CompressorState(s.entries, kv[b], gate[b], s.prev_kv, s.prev_gate)
-                for b, s in enumerate(states)
-            ]
         win_kv = kv[:, :done].unflatten(1, (n, r))  # [B, n, r, c]
         win_gate = gate[:, :done].unflatten(1, (n, r))
-        prior = None
-        if self.overlap:  # each window pools the A halves of the one before it first
-            d = self.dim
-            prev_kv, prev_gate = self._batched_prev(states, win_kv)
-            prior = (
-                torch.cat((prev_kv, win_kv[:, :-1, :, :d]), dim=1).flatten(0, 1),
-                torch.cat((prev_gate, win_gate[:, :-1, :, :d]), dim=1).flatten(0, 1),
-            )
-        # the buffered rows precede the chunk: the first window completed starts at
-        # (start - held), i.e. window start // r
-        first = torch.tensor([start // r for start in starts], device=kv.device)
-        ids = (first[:, None] + torch.arange(n, device=kv.device)).flatten()
-        pooled = self.pool(win_kv.flatten(0, 1), win_gate.flatten(0, 1), prior, ids, dtype)
-        pooled = pooled.view(bsz, n, -1)
-        out = []
-        for b, s in enumerate(states):
-            entries = torch.cat((s.entries, pooled[b])) if s.entries.shape[0] else pooled[b]
-            last_kv, last_gate = s.prev_kv, s.prev_gate
+        pooled = [None] * bsz
+        if n:
+            prior = None
+            if self.overlap:  # each window pools the A halves of the one before it first
+                d = self.dim
+                prev_kv, prev_gate = self._batched_prev(states, win_kv)
+                prior = (
+                    torch.cat((prev_kv, win_kv[:, :-1, :, :d]), dim=1).flatten(0, 1),
+                    torch.cat((prev_gate, win_gate[:, :-1, :, :d]), dim=1).flatten(0, 1),
+                )
+            # the buffered rows precede the chunk: the first window completed starts at
+            # (start - held), i.e. window start // r
+            first = torch.tensor([start // r for start in starts], device=kv.device)
+            ids = (first[:, None] + torch.arange(n, device=kv.device)).flatten()
+            pooled = self.pool(win_kv.flatten(0, 1), win_gate.flatten(0, 1), prior, ids, dtype)
+            pooled = pooled.view(bsz, n, -1)
+        return [
+            (s, held, kv[b], gate[b], win_kv[b], win_gate[b], pooled[b])
+            for b, s in enumerate(states)
+        ]
+
+    def _state_after(self, step, tokens: int) -> CompressorState:
+        """A sequence's state after `tokens` of this step's tokens, from its `_steps` entry."""
+        state, held, rows_kv, rows_gate, win_kv, win_gate, new = step
+        r, rows = self.ratio, held + tokens
+        n = rows // r  # windows complete by then (this step's windows, in order)
+        entries, last_kv, last_gate = state.entries, state.prev_kv, state.prev_gate
+        if n:
+            entries = torch.cat((entries, new[:n])) if entries.shape[0] else new[:n]
             if self.overlap:
-                last_kv, last_gate = win_kv[b, -1, :, : self.dim], win_gate[b, -1, :, : self.dim]
-            out.append(CompressorState(entries, kv[b, done:], gate[b, done:], last_kv, last_gate))
-        return out
+                last_kv, last_gate = win_kv[n - 1, :, : self.dim], win_gate[n - 1, :, : self.dim]
+        return CompressorState(
+            entries, rows_kv[n * r : rows], rows_gate[n * r : rows], last_kv, last_gate
+        )
 
     def _batched_prev(self, states, win_kv):
         """The A halves [B, 1, r, d] (fp32 kv, gate) of each sequence's last window before this
@@ -249,23 +275,6 @@ class Compressor(nn.Module):
             torch.cat((prev_kv[None], win_kv[:-1, :, :d])),
             torch.cat((prev_gate[None], win_gate[:-1, :, :d])),
         )
-
-    def _last_windows(self, counts, win_kv, win_gate):
-        """Per sequence, the A halves of its last window completed in this step (or None)."""
-        d, ends, kvs, gates = self.dim, 0, [], []
-        for n in counts:
-            ends += n
-            last = ends - 1 if n and self.overlap else None
-            kvs.append(None if last is None else win_kv[last, :, :d])
-            gates.append(None if last is None else win_gate[last, :, :d])
-        return kvs, gates
-
-    @staticmethod
-    def _advance(state, new, kv_rest, gate_rest, last_kv, last_gate) -> CompressorState:
-        entries = torch.cat((state.entries, new)) if new.shape[0] else state.entries
-        if last_kv is None:
-            last_kv, last_gate = state.prev_kv, state.prev_gate
-        return CompressorState(entries, kv_rest, gate_rest, last_kv, last_gate)
 
 
 class Indexer(nn.Module):
@@ -352,11 +361,14 @@ class Attention(nn.Module):
         starts: list[int],
         states: list[LayerState],
         tail: int | None = None,
-    ) -> tuple[torch.Tensor, list[LayerState]]:
-        """Attend for x [B,S,D] (sequence b continuing at starts[b]); returns the outputs and the
-        new states. With `tail`, every position still enters the state but only the last `tail`
-        positions query and get outputs ([B,tail,D]): a prefill whose other outputs nothing
-        reads (the last layer when only the next token's logits are wanted)."""
+        keep_at: list[list[int]] | None = None,
+    ) -> tuple[torch.Tensor, list[LayerState], list[list[LayerState]] | None]:
+        """Attend for x [B,S,D] (sequence b continuing at starts[b]); returns the outputs, the
+        new states and, with `keep_at`, each sequence's states after the given numbers of this
+        step's tokens (snapshots inside a prefill chunk; else None). With `tail`, every position
+        still enters the state but only the last `tail` positions query and get outputs
+        ([B,tail,D]): a prefill whose other outputs nothing reads (the last layer when only the
+        next token's logits are wanted)."""
         bsz, seq, _ = x.shape
         positions = torch.tensor(starts, device=x.device)[:, None] + torch.arange(
             seq, device=x.device
@@ -365,10 +377,15 @@ class Attention(nn.Module):
         qr, q, kv, (cos, sin) = self.project_in(x, positions, tail)
 
         comp = idx = [None] * bsz
+        comp_kept = idx_kept = None
         if self.compressor is not None:
-            comp = self.compressor(x, starts, [s.compressor for s in states])
+            comp, comp_kept = self.compressor.advance(
+                x, starts, [s.compressor for s in states], keep_at
+            )
         if self.indexer is not None:
-            idx = self.indexer.compressor(x, starts, [s.indexer for s in states])
+            idx, idx_kept = self.indexer.compressor.advance(
+                x, starts, [s.indexer for s in states], keep_at
+            )
 
         windows = [
             torch.cat((s.window, kv[b])) if s.window.shape[0] else kv[b]
@@ -393,12 +410,29 @@ class Attention(nn.Module):
             out = self._sparse_attention(q, windows, entries, starts, q_positions, picked, seq)
         else:
             out = self._banded_attention(q, kv, states, entries, q_positions, picked)
-        keep = self.window - 1
         new_states = [
-            LayerState(w[max(0, w.shape[0] - keep) :] if keep else w[:0], comp[b], idx[b])
+            LayerState(self._window_after(w, w.shape[0]), comp[b], idx[b])
             for b, w in enumerate(windows)
         ]
-        return self.project_out(out, q_rope), new_states
+        kept = None
+        if keep_at is not None:
+            kept = [
+                [
+                    LayerState(
+                        self._window_after(w, w.shape[0] - seq + k),
+                        comp_kept[b][i] if comp_kept else None,
+                        idx_kept[b][i] if idx_kept else None,
+                    )
+                    for i, k in enumerate(keep_at[b])
+                ]
+                for b, w in enumerate(windows)
+            ]
+        return self.project_out(out, q_rope), new_states, kept
+
+    def _window_after(self, rows: torch.Tensor, end: int) -> torch.Tensor:
+        """The window state once the first `end` of these key rows are in: the last W-1."""
+        keep = self.window - 1
+        return rows[max(0, end - keep) : end] if keep else rows[:0]
 
     def project_in(
         self, x: torch.Tensor, positions: torch.Tensor, tail: int | None = None, rope=None

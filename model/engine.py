@@ -249,29 +249,41 @@ class Engine:
             self._prefill(group, size)
 
     def _chunk_size(self, seq: Sequence, budget: int) -> int:
-        end = len(seq.prompt)
-        point = seq.next_snapshot_point()
-        if point is not None:
-            end = point
-        return min(end - seq.computed, budget)
+        """Up to the prompt's end, within the step's token budget. With snapshots planned, a
+        chunk that stops short of the end stops at a multiple of `snapshot_interval`, so
+        sequences at equal progress keep equal chunk sizes and share forward passes; snapshots
+        are taken inside the chunk (`keep_at`), which is not cut there."""
+        end = min(len(seq.prompt), seq.computed + budget)
+        if end < len(seq.prompt) and seq.snapshot_points:
+            aligned = end // self.snapshot_interval * self.snapshot_interval
+            if aligned > seq.computed:
+                end = aligned
+        return end - seq.computed
 
     def _prefill(self, group: list[Sequence], size: int) -> None:
         ids = torch.tensor(
             [s.prompt[s.computed : s.computed + size] for s in group], device=self.model.device
         )
-        outcome = self._forward(group, ids)
-        for seq, _ in outcome:
+        keep_at = [
+            [p - seq.computed for p in seq.snapshot_points if 0 < p - seq.computed < size]
+            for seq in group
+        ]
+        outcome = self._forward(group, ids, keep_at)
+        for seq, _, kept in outcome:
+            for state in kept:  # snapshots inside the chunk, in prompt order
+                self._snapshot(seq, state)
             seq.computed += size
             if seq.computed in seq.snapshot_points:
-                self._snapshot(seq)
-        self._emit([(seq, logits) for seq, logits in outcome if not seq.prefilling])
+                self._snapshot(seq, seq.state)
+        self._emit([(seq, logits) for seq, logits, _ in outcome if not seq.prefilling])
 
-    def _snapshot(self, seq: Sequence) -> None:
-        """Cache the state at this prompt position. A prefix that requests of this batch still
-        waiting to be admitted plan to restore stays pinned until the last of them is admitted:
-        otherwise the snapshots that concurrent prefills insert meanwhile could evict it first."""
-        prefix = seq.prompt[: seq.computed]
-        handle = self.cache.insert(prefix, seq.state.compact())
+    def _snapshot(self, seq: Sequence, state) -> None:
+        """Cache the state after `state.length` prompt tokens. A prefix that requests of this
+        batch still waiting to be admitted plan to restore stays pinned until the last of them
+        is admitted: otherwise the snapshots that concurrent prefills insert meanwhile could
+        evict it first."""
+        prefix = seq.prompt[: state.length]
+        handle = self.cache.insert(prefix, state.compact())
         key = tuple(prefix)
         if handle is not None and self._awaited.get(key) and key not in self._held:
             self.cache.pin(handle)
@@ -309,20 +321,30 @@ class Engine:
         self._batch = DecodeBatch.concat(parts) if parts else None
         return self._rows
 
-    def _forward(self, group: list[Sequence], ids: torch.Tensor):
-        """Run the model for `group`; on failure retry one by one so only the culprit fails."""
+    def _forward(self, group: list[Sequence], ids: torch.Tensor, keep_at: list[list[int]]):
+        """Run the model for `group` -> (sequence, next-token logits, states kept inside the
+        chunk at `keep_at`); on failure retry one by one so only the culprit fails."""
+        states = [s.state for s in group]
         try:
-            logits, states = self.model.forward_step(ids, [s.state for s in group], last_only=True)
+            if any(keep_at):
+                logits, states, kept = self.model.forward_step(
+                    ids, states, last_only=True, keep_at=keep_at
+                )
+            else:
+                logits, states = self.model.forward_step(ids, states, last_only=True)
+                kept = [[] for _ in group]
         except Exception as e:  # noqa: BLE001 - a model failure ends the requests it hits only
             if len(group) == 1:
                 group[0].finish("error", f"request {group[0].request.id!r}: model failure: {e}")
                 return []
             return [
-                pair for i, seq in enumerate(group) for pair in self._forward([seq], ids[i : i + 1])
+                out
+                for i, seq in enumerate(group)
+                for out in self._forward([seq], ids[i : i + 1], keep_at[i : i + 1])
             ]
         for seq, state in zip(group, states):
             seq.state = state
-        return [(seq, logits[i, -1]) for i, seq in enumerate(group)]
+        return [(seq, logits[i, -1], kept[i]) for i, seq in enumerate(group)]
 
     # ---- sampling and stopping -----------------------------------------------------------------
     def _emit(self, outcome: list[tuple[Sequence, torch.Tensor]]) -> None:

@@ -156,29 +156,51 @@ class Transformer(nn.Module):
         only the logits of those positions, [N,V] (training scores the target tokens only, and
         the lm head is the widest matmul)."""
         states = [self.empty_state() for _ in range(input_ids.shape[0])]
-        streams, _ = self._run(input_ids, states)
+        streams, _, _ = self._run(input_ids, states)
         return self.logits(streams if where is None else streams[where])
 
     def forward_step(
-        self, input_ids: torch.Tensor, states: list[SequenceState], last_only: bool = False
-    ) -> tuple[torch.Tensor, list[SequenceState]]:
+        self,
+        input_ids: torch.Tensor,
+        states: list[SequenceState],
+        last_only: bool = False,
+        keep_at: list[list[int]] | None = None,
+    ):
         """Continue sequence b from states[b] with input_ids[b] ([B,S], same S for all).
 
         Returns logits ([B,S,V], or [B,1,V] with `last_only`) and the new states; the given states
-        are left untouched, so they remain valid snapshots.
+        are left untouched, so they remain valid snapshots. With `keep_at` (per row, increasing
+        token counts in 1..S-1) it returns a third item: per row, the states after that many of
+        the chunk's tokens, as a shorter chunk would have left them, so a prefill can snapshot
+        inside its chunk instead of being cut there.
         """
         if input_ids.dim() != 2 or input_ids.shape[0] != len(states):
             raise ValueError(
                 f"input_ids must be [batch, seq] with one state per row; got shape "
                 f"{tuple(input_ids.shape)} and {len(states)} states"
             )
-        streams, new_states = self._run(input_ids, states, tail=1 if last_only else None)
-        return self.logits(streams), new_states
+        if keep_at is not None:
+            seq = input_ids.shape[1]
+            if len(keep_at) != len(states) or any(not 0 < k < seq for ks in keep_at for k in ks):
+                raise ValueError(
+                    f"keep_at must list, per row, token counts in 1..{seq - 1}; got {keep_at}"
+                )
+        streams, new_states, kept = self._run(
+            input_ids, states, tail=1 if last_only else None, keep_at=keep_at
+        )
+        if keep_at is None:
+            return self.logits(streams), new_states
+        return self.logits(streams), new_states, kept
 
     def _run(
-        self, input_ids: torch.Tensor, states: list[SequenceState], tail: int | None = None
-    ) -> tuple[torch.Tensor, list[SequenceState]]:
-        """The residual streams after the last block [B,S,N,D], and the new states.
+        self,
+        input_ids: torch.Tensor,
+        states: list[SequenceState],
+        tail: int | None = None,
+        keep_at: list[list[int]] | None = None,
+    ):
+        """The residual streams after the last block [B,S,N,D], the new states and (with
+        `keep_at`, see `forward_step`) the states inside the chunk, else None.
 
         With `tail`, only the last `tail` positions' streams are returned ([B,tail,N,D]), and the
         last block computes only what those need: every position still enters its attention
@@ -189,14 +211,15 @@ class Transformer(nn.Module):
         x = self.embed(input_ids)
         streams = x.unsqueeze(-2).expand(*x.shape[:-1], self.config.hc_mult, x.shape[-1])
         per_layer = [list(layer_states) for layer_states in zip(*(s.layers for s in states))]
-        new_layers = []
+        new_layers, kept_layers = [], []
         last = len(self.layers) - 1
         for i, (block, layer_states) in enumerate(zip(self.layers, per_layer)):
             block_tail = tail if i == last else None
 
             def attend(x, attn=block.attn, layer_states=layer_states, block_tail=block_tail):
-                out, updated = attn(x, starts, layer_states, block_tail)
+                out, updated, kept = attn(x, starts, layer_states, block_tail, keep_at)
                 new_layers.append(updated)
+                kept_layers.append(kept)
                 return out
 
             streams = block(streams, input_ids, attend, block_tail)
@@ -205,7 +228,16 @@ class Transformer(nn.Module):
             SequenceState(start + seq, tuple(layer[b] for layer in new_layers))
             for b, start in enumerate(starts)
         ]
-        return streams, new_states
+        kept_states = None
+        if keep_at is not None:
+            kept_states = [
+                [
+                    SequenceState(start + k, tuple(layer[b][i] for layer in kept_layers))
+                    for i, k in enumerate(keep_at[b])
+                ]
+                for b, start in enumerate(starts)
+            ]
+        return streams, new_states, kept_states
 
     def decode_step(self, input_ids: torch.Tensor, batch: DecodeBatch) -> torch.Tensor:
         """One token per row ([B,1]) for the sequences packed in `batch`, which is updated in

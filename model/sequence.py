@@ -43,12 +43,6 @@ class Sequence:
     def last_token(self) -> int:
         return self.output[-1] if self.output else self.prompt[-1]
 
-    def next_snapshot_point(self) -> int | None:
-        for p in self.snapshot_points:
-            if p > self.computed:
-                return p
-        return None
-
     def finish(self, reason: FinishReason, error: str | None = None) -> None:
         if self.finish_reason is None:
             self.finish_reason, self.error = reason, error

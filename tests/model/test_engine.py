@@ -252,16 +252,46 @@ def record_prefill_chunks(engine) -> list[int]:
     return calls
 
 
-def test_a_disabled_cache_cuts_no_prefill_chunks_for_snapshots(checkpoint):
-    """Snapshots exist for the cache; with cache_bytes=0 a prompt that fits the step budget
-    prefills in one forward call (not up to its last token and then that token alone), and the
-    tokens are those of the cached engine."""
+def test_snapshots_do_not_cut_prefill_chunks(checkpoint):
+    """A prompt that fits the step budget prefills in one forward call with the cache on too:
+    the snapshot one token before the end is taken inside the chunk. A repeat then reuses all
+    but the last token, and the tokens are those of an engine without a cache."""
     request = Request(id="a", prompt_token_ids=tokens(300, seed=5), max_tokens=4)
     runs = {}
     for cache_bytes in (0, 1 << 26):
         engine = make_engine(checkpoint, max_batch_tokens=4096, cache_bytes=cache_bytes)
         chunks = record_prefill_chunks(engine)
-        runs[cache_bytes] = (chunks, engine.generate([request])[0].token_ids)
-    assert runs[0][0] == [300]
-    assert runs[1 << 26][0] == [299, 1]  # the cached engine snapshots one token before the end
-    assert runs[0][1] == runs[1 << 26][1]
+        first = engine.generate([request])[0]
+        repeat = engine.generate([request])[0]
+        runs[cache_bytes] = (chunks, first.token_ids, repeat)
+    assert runs[0][0] == [300, 300]
+    assert runs[1 << 26][0] == [300, 1]  # the repeat restores 299 tokens and computes one
+    assert runs[1 << 26][2].usage.prompt_cache_hit_tokens == 299
+    assert runs[0][1] == runs[1 << 26][1] == runs[1 << 26][2].token_ids
+
+
+def test_snapshots_every_interval_are_taken_without_cutting_the_prefill(checkpoint):
+    """Each prompt that fits the budget prefills in one forward call; one cut short by the
+    budget stops at a multiple of `snapshot_interval` (so rows at equal progress keep equal
+    chunk sizes). Either way the snapshots every interval are reusable by later requests."""
+    a, b = tokens(150, seed=21), tokens(170, seed=22)
+    reqs = [
+        Request(id="a", prompt_token_ids=a, max_tokens=2),
+        Request(id="b", prompt_token_ids=b, max_tokens=2),
+    ]
+    shapes = {}
+    for budget in (4096, 100):
+        engine = make_engine(checkpoint, snapshot_interval=64, max_batch_tokens=budget)
+        shapes[budget] = []
+        forward_step = engine.model.forward_step
+
+        def recording(ids, states, _seen=shapes[budget], _step=forward_step, **kw):
+            _seen.append(tuple(ids.shape))
+            return _step(ids, states, **kw)
+
+        engine.model.forward_step = recording
+        engine.generate(reqs)
+        later = engine.generate([Request(id="c", prompt_token_ids=b[:140] + [7], max_tokens=2)])
+        assert later[0].usage.prompt_cache_hit_tokens == 128
+    assert sorted(shapes[4096]) == [(1, 13), (1, 150), (1, 170)]  # (1, 13): "c" after 128
+    assert (1, 64) in shapes[100] and (1, 150) not in shapes[100]

@@ -121,6 +121,39 @@ def test_last_only_prefill_gives_the_last_logits_and_full_states(preset):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("lead", [(0, 0), (5, 130)])  # fresh rows; rows of other lengths
+def test_states_kept_inside_a_chunk_are_those_a_cut_chunk_leaves(preset, lead):
+    # keep_at snapshots inside one chunk; each kept state must be the state a chunk cut there
+    # would have left, and continuing from it must reproduce the full forward.
+    config = tiny_config(preset)
+    model = random_model(config, seed=0)
+    ids = _ids(config, 2, 420)
+    keep_at = [[1, 3, 128, 131], [4, 200, 259]]
+    with torch.no_grad():
+        full = model(ids)
+        states = [model.empty_state() for _ in range(2)]
+        if any(lead):
+            states = [
+                model.forward_step(ids[b : b + 1, :n], [model.empty_state()])[1][0] if n else st
+                for b, (n, st) in enumerate(zip(lead, states))
+            ]
+        chunk = torch.stack([ids[b, n : n + 260] for b, n in enumerate(lead)])
+        _, ends, kept = model.forward_step(chunk, states, last_only=True, keep_at=keep_at)
+        for b, (n, marks) in enumerate(zip(lead, keep_at)):
+            assert [k.length for k in kept[b]] == [n + m for m in marks]
+            for m, state in zip(marks, kept[b]):
+                _, (cut,) = model.forward_step(chunk[b : b + 1, :m], [states[b]])
+                assert len(_state_tensors([state])) == len(_state_tensors([cut]))
+                for a, c in zip(_state_tensors([state]), _state_tensors([cut])):
+                    torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+                nxt, _ = model.forward_step(ids[b : b + 1, n + m : n + m + 1], [state])
+                assert (nxt[0, 0] - full[b, n + m]).abs().max().item() <= 1e-5
+        assert [e.length for e in ends] == [n + 260 for n in lead]
+        with pytest.raises(ValueError, match="keep_at"):
+            model.forward_step(chunk, states, keep_at=[[260], []])
+
+
 def _state_tensors(states):
     return [
         t
