@@ -148,8 +148,9 @@ class Compressor(nn.Module):
         return final, [[self._state_after(st, k) for k in ks] for st, ks in zip(steps, keep_at)]
 
     def _steps(self, kv, gate, starts, states, dtype):
-        """Per sequence (state, its rows = buffer + this step's [held+S, c] (kv, gate), complete
-        windows [n, r, c] (kv, gate), their pooled entries [n, dim])."""
+        """Per sequence: (state, rows it held before this step, its rows [held+S, c] as kv and
+        gate, its complete windows [n, r, c] as kv and gate, their pooled entries [n, dim];
+        None when no sequence completes a window)."""
         r = self.ratio
         rows, windows_kv, windows_gate, prior_kv, prior_gate, firsts, counts = (
             [] for _ in range(7)
