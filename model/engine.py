@@ -7,9 +7,11 @@ One `generate` call takes a whole batch of requests. Each step of the loop:
    `max_batch_tokens` budget on prefill chunks, so a long prompt never stalls the others;
 3. samples (grammar-masked where a response_format asks for it), checks stops, finishes.
 
-Prefill chunks end exactly at the positions where another request in the batch diverges, and the
-state there goes into the prefix cache; since per-sequence state is immutable, a snapshot costs
-no copy and restoring it reproduces recomputation exactly.
+The state exactly at the positions where another request in the batch diverges (and every
+`snapshot_interval` tokens, and one token before each prompt's end) goes into the prefix cache,
+taken inside the prefill chunk that passes it (`forward_step(keep_at=...)`), so snapshots do not
+cut prefills into more chunks. Per-sequence state is immutable; the cache keeps a compact copy
+(exactly the bytes it counts), and restoring it reproduces recomputation.
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ class Engine:
             n = len(seq.prompt)
             regular = range(self.snapshot_interval, n - 1, self.snapshot_interval)
             points = {*branch, *regular, n - 1} - {0}
-            # A disabled cache stores nothing: a snapshot would only cut the prefill into chunks.
+            # A disabled cache stores nothing, so no snapshots are planned.
             seq.snapshot_points = sorted(points) if self.cache.capacity_bytes else []
             seq.restore_length = restore
             if restore:
