@@ -279,19 +279,12 @@ def test_snapshots_every_interval_are_taken_without_cutting_the_prefill(checkpoi
         Request(id="a", prompt_token_ids=a, max_tokens=2),
         Request(id="b", prompt_token_ids=b, max_tokens=2),
     ]
-    shapes = {}
+    chunks = {}
     for budget in (4096, 100):
         engine = make_engine(checkpoint, snapshot_interval=64, max_batch_tokens=budget)
-        shapes[budget] = []
-        forward_step = engine.model.forward_step
-
-        def recording(ids, states, _seen=shapes[budget], _step=forward_step, **kw):
-            _seen.append(tuple(ids.shape))
-            return _step(ids, states, **kw)
-
-        engine.model.forward_step = recording
+        chunks[budget] = record_prefill_chunks(engine)
         engine.generate(reqs)
         later = engine.generate([Request(id="c", prompt_token_ids=b[:140] + [7], max_tokens=2)])
         assert later[0].usage.prompt_cache_hit_tokens == 128
-    assert sorted(shapes[4096]) == [(1, 13), (1, 150), (1, 170)]  # (1, 13): "c" after 128
-    assert (1, 64) in shapes[100] and (1, 150) not in shapes[100]
+    assert sorted(chunks[4096]) == [13, 150, 170]  # 13: "c" after restoring 128
+    assert 64 in chunks[100] and 150 not in chunks[100]
