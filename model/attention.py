@@ -114,20 +114,16 @@ class Compressor(nn.Module):
         return CompressorState(torch.zeros(0, self.dim, device=device, dtype=dtype), empty, empty)
 
     def forward(
-        self, x: torch.Tensor, starts: list[int], states: list[CompressorState]
-    ) -> list[CompressorState]:
-        """Append the tokens of x [B,S,D] (sequence b starting at starts[b]) to each state."""
-        return self.advance(x, starts, states)[0]
-
-    def advance(
         self,
         x: torch.Tensor,
         starts: list[int],
         states: list[CompressorState],
         keep_at: list[list[int]] | None = None,
     ) -> tuple[list[CompressorState], list[list[CompressorState]] | None]:
-        """`forward`, plus with `keep_at` each sequence's states after the given numbers of this
-        step's tokens (snapshots inside a prefill chunk: slices of what the step computes).
+        """Append the tokens of x [B,S,D] (sequence b starting at starts[b]) to each state;
+        returns the new states and, with `keep_at`, each sequence's states after the given
+        numbers of this step's tokens (snapshots inside a prefill chunk: slices of what the step
+        computes; else None).
 
         Per sequence only the bookkeeping runs (buffer rows, which windows complete); the pooling
         of every window completed in this step, over all sequences, is one batched computation.
@@ -151,10 +147,11 @@ class Compressor(nn.Module):
         """Per sequence: (state, rows it held before this step, its rows [held+S, c] as kv and
         gate, its complete windows [n, r, c] as kv and gate, their pooled entries [n, dim];
         None when no sequence completes a window)."""
-        r = self.ratio
+        r, d = self.ratio, self.dim
         rows, windows_kv, windows_gate, prior_kv, prior_gate, firsts, counts = (
             [] for _ in range(7)
         )
+        prev_kv, prev_gate = self._batched_prev(states, kv) if self.overlap else (None, None)
         for b, (start, state) in enumerate(zip(starts, states)):
             rows_kv = torch.cat((state.buf_kv, kv[b])) if state.buf_kv.shape[0] else kv[b]
             rows_gate = torch.cat((state.buf_gate, gate[b])) if state.buf_gate.shape[0] else gate[b]
@@ -166,10 +163,9 @@ class Compressor(nn.Module):
             if n == 0:
                 continue
             firsts.append(torch.arange(start // r, start // r + n, device=kv.device))
-            if self.overlap:
-                pk, pg = self._prior(state, windows_kv[-1], windows_gate[-1])
-                prior_kv.append(pk)
-                prior_gate.append(pg)
+            if self.overlap:  # each window pools the A halves of the one before it first
+                prior_kv.append(torch.cat((prev_kv[b], windows_kv[-1][:-1, :, :d])))
+                prior_gate.append(torch.cat((prev_gate[b], windows_gate[-1][:-1, :, :d])))
         if firsts:
             win_kv = torch.cat([w for w in windows_kv if w.shape[0]])
             win_gate = torch.cat([w for w in windows_gate if w.shape[0]])
@@ -230,12 +226,13 @@ class Compressor(nn.Module):
             entries, rows_kv[n * r : rows], rows_gate[n * r : rows], last_kv, last_gate
         )
 
-    def _batched_prev(self, states, win_kv):
+    def _batched_prev(self, states, like):
         """The A halves [B, 1, r, d] (fp32 kv, gate) of each sequence's last window before this
-        step; a sequence with none gets zeros with gate -inf (weight 0)."""
+        step; a sequence with none gets zeros with gate -inf (weight 0). `like`: any tensor of
+        the step's projections (device and dtype)."""
         bsz, r, d = len(states), self.ratio, self.dim
-        prev_kv = win_kv.new_zeros(bsz, 1, r, d)
-        prev_gate = win_kv.new_full((bsz, 1, r, d), float("-inf"))
+        prev_kv = like.new_zeros(bsz, 1, r, d)
+        prev_gate = like.new_full((bsz, 1, r, d), float("-inf"))
         for b, s in enumerate(states):
             if s.prev_kv is not None:
                 prev_kv[b, 0], prev_gate[b, 0] = s.prev_kv, s.prev_gate
@@ -264,18 +261,6 @@ class Compressor(nn.Module):
         kv = F.linear(xf, fp32(self.wkv.weight))
         gate = F.linear(xf, fp32(self.wgate.weight))
         return kv, gate + fp32(self.ape)[positions % self.ratio]
-
-    def _prior(self, state, win_kv, win_gate):
-        """The A halves each new window pools first: the previous window's (-inf if none)."""
-        r, d = self.ratio, self.dim
-        prev_kv, prev_gate = state.prev_kv, state.prev_gate
-        if prev_kv is None:  # no earlier window: its slots get weight 0
-            prev_kv = win_kv.new_zeros(r, d)
-            prev_gate = win_gate.new_full((r, d), float("-inf"))
-        return (
-            torch.cat((prev_kv[None], win_kv[:-1, :, :d])),
-            torch.cat((prev_gate[None], win_gate[:-1, :, :d])),
-        )
 
 
 class Indexer(nn.Module):
@@ -380,13 +365,9 @@ class Attention(nn.Module):
         comp = idx = [None] * bsz
         comp_kept = idx_kept = None
         if self.compressor is not None:
-            comp, comp_kept = self.compressor.advance(
-                x, starts, [s.compressor for s in states], keep_at
-            )
+            comp, comp_kept = self.compressor(x, starts, [s.compressor for s in states], keep_at)
         if self.indexer is not None:
-            idx, idx_kept = self.indexer.compressor.advance(
-                x, starts, [s.indexer for s in states], keep_at
-            )
+            idx, idx_kept = self.indexer.compressor(x, starts, [s.indexer for s in states], keep_at)
 
         windows = [
             torch.cat((s.window, kv[b])) if s.window.shape[0] else kv[b]
