@@ -24,9 +24,10 @@ import datetime as dt
 import json
 import math
 import random
+import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,8 @@ class Example:
     target: str
     gold: dict[str, Any]
     text: str = ""
+    # target character -> positions in `text` it copies from (extraction; see copy_sources)
+    sources: dict[int, list[int]] = field(default_factory=dict)
 
     def to_train_row(self) -> dict[str, Any]:
         return {
@@ -299,6 +302,117 @@ def typo(word: str, rng: random.Random) -> str:
     if op == 1:
         return word[:i] + word[i + 1 :]
     return word[:i] + word[i] + word[i:]
+
+
+# ---- where an answer's values come from (pointer supervision in training) ------------------------
+
+
+def occurrences(text: str, needle: str) -> list[int]:
+    """Start positions of `needle` in `text` not inside a longer run of letters or digits."""
+    found, at = [], text.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        before = text[at - 1] if at else " "
+        after = text[end] if end < len(text) else " "
+        if not (before.isalnum() and needle[0].isalnum()) and not (
+            after.isalnum() and needle[-1].isalnum()
+        ):
+            found.append(at)
+        at = text.find(needle, at + 1)
+    return found
+
+
+def written_forms(text: str, forms: set[str]) -> list[tuple[int, str]]:
+    """Occurrences (start, form) of any of `forms`, longest first, none inside another."""
+    taken: list[tuple[int, int]] = []
+    out = []
+    for form in sorted(forms, key=len, reverse=True):
+        for at in occurrences(text, form):
+            if any(a <= at and at + len(form) <= b for a, b in taken):
+                continue
+            taken.append((at, at + len(form)))
+            out.append((at, form))
+    return out
+
+
+def date_sources(text: str, d: dt.date) -> list[tuple[int, int]]:
+    """(ISO character index, text position) pairs for every place the text writes date d."""
+    pairs = []
+    for at, form in written_forms(text, date_surface_forms(d)):
+        groups = [(m.start(), m.group()) for m in re.finditer(r"\d+", form)]
+        year = next((g for g in groups if len(g[1]) == 4), None)
+        rest = [g for g in groups if g is not year]
+        name = MONTHS[d.month - 1][:3].lower()
+        month_at = form.lower().find(name)
+        if month_at >= 0 and len(rest) == 1:
+            month, day = None, rest[0]
+        elif len(rest) == 2:
+            # numeric styles: slashes are month/day, dots and dashes (ISO) day-last or day-first
+            month, day = rest if "/" in form or form.startswith(str(d.year)) else rest[::-1]
+        else:
+            continue
+        if year is not None:
+            pairs += [(i, at + year[0] + i) for i in range(4)]
+        for iso_at, group in ((5, month), (8, day)):
+            if group is None:  # a month name: both digits come from it
+                pairs += [(iso_at, at + month_at), (iso_at + 1, at + month_at)]
+                continue
+            # a one-digit "6" is the source of both "0" and "6"
+            pairs += [(iso_at, at + group[0]), (iso_at + 1, at + group[0] + len(group[1]) - 1)]
+    return pairs
+
+
+def verbatim_sources(text: str, gold: Any, computed: tuple[str, ...] = ()) -> dict[int, list[int]]:
+    """`Example.sources` for an answer that copies its values: each character of a string or
+    integer value in `dumps(gold)` -> the positions in `text` of the character it copies, for
+    every place `text` writes the value (an ISO date not written as such: where its year, month
+    and day are written, `date_sources`; an integer may be written with group separators).
+    Values under a key named in `computed` (a count the answer works out) have no source."""
+    out: dict[int, list[int]] = {}
+    for start, value in _value_starts(gold, computed=computed):
+        if isinstance(value, str):
+            pairs = [(i, at + i) for at in occurrences(text, value) for i in range(len(value))]
+            if not pairs and _ISO_DATE.fullmatch(value):
+                pairs = date_sources(text, dt.date.fromisoformat(value))
+        else:
+            digits = str(value)
+            pattern = r"(?<![\d.,])" + r"[,' ]?".join(digits) + r"(?![\d]|[.,]\d)"
+            pairs = []
+            for m in re.finditer(pattern, text):
+                where = [m.start() + i for i, c in enumerate(m.group()) if c.isdigit()]
+                pairs += list(enumerate(where))
+        for i, pos in pairs:
+            out.setdefault(start + i, []).append(pos)
+    return out
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _value_starts(obj: Any, at: int = 0, computed: tuple[str, ...] = ()) -> list[tuple[int, Any]]:
+    """(position in dumps(obj) where the value's characters start, value) for every string
+    (past its quote; strings JSON escapes are left out) and integer leaf of obj, except those
+    under the keys in `computed`."""
+    if isinstance(obj, Mapping):
+        out, pos = [], at + 1
+        for i, (key, value) in enumerate(obj.items()):
+            pos += (i > 0) + len(dumps(str(key))) + 1
+            if key not in computed:
+                out += _value_starts(value, pos, computed)
+            pos += len(dumps(value))
+        return out
+    if isinstance(obj, (list, tuple)):
+        out, pos = [], at + 1
+        for i, value in enumerate(obj):
+            pos += i > 0
+            out += _value_starts(value, pos, computed)
+            pos += len(dumps(value))
+        return out
+    if isinstance(obj, str) and dumps(obj) == f'"{obj}"' and obj:
+        return [(at + 1, obj)]
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        return [(at, obj)]
+    return []
 
 
 # ---- scoring -------------------------------------------------------------------------------------

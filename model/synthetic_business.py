@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from flashbeam.model.synthetic import (
+    CURRENCY_SYMBOLS,
     CURRENCY_WEIGHTS,
     DOC_DATE_STYLES,
     EXTRACT_INSTRUCTION,
@@ -24,15 +25,19 @@ from flashbeam.model.synthetic import (
     ZERO_DECIMAL,
     Example,
     Num,
+    date_sources,
     dumps,
     format_date,
     format_money,
     messages_for,
     money_styles_for,
+    money_surface_forms,
+    occurrences,
     random_date,
     typo,
     weighted_choice,
     word_count,
+    written_forms,
 )
 from flashbeam.model.synthetic_business_text import (
     BIZ_SUFFIXES,
@@ -466,11 +471,84 @@ def business_doc(
 def extraction_example(
     rng: random.Random, split: str = "train", filler_scale: float = 1.0
 ) -> Example:
-    """A document in the user turn, its compact gold JSON as the target."""
-    text, gold, name, _ = business_doc(rng, split, filler_scale=filler_scale)
-    return Example(
-        "", "extract", name, messages_for(EXTRACT_INSTRUCTION, text), dumps(gold), gold, text
-    )
+    """A document in the user turn, its compact gold JSON as the target; `sources` maps the
+    target's copied characters to where the document writes them (`copy_sources`)."""
+    text, gold, name, doc = business_doc(rng, split, filler_scale=filler_scale)
+    target = dumps(gold)
+    ex = Example("", "extract", name, messages_for(EXTRACT_INSTRUCTION, text), target, gold, text)
+    ex.sources = copy_sources(text, gold, target, doc)
+    return ex
+
+
+# ---- where the answer's values come from ---------------------------------------------------------
+
+
+def copy_sources(text: str, gold: dict[str, Any], target: str, doc: BizDoc) -> dict[int, list[int]]:
+    """For each character of `target` (the compact gold JSON) that a value copies from the
+    document: the positions in `text` of the character it copies, one per place the document
+    writes the value. Training points an attention head at them (`train.pointer_loss`).
+
+    Names and numbers map character for character; an amount's digits map to the written digits
+    (group separators skipped, the decimal point to the written one); an ISO date's year, month
+    and day map to where the written date has them (a month name for both month digits); the
+    currency code to the code or symbol written with the total. The document type and nulls
+    have no source.
+    """
+    out: dict[int, list[int]] = {}
+    for key in FIELDS[1:]:
+        value = gold.get(key)
+        if value is None:
+            continue
+        written = dumps(value)
+        at = target.find(f'"{key}":{written}')
+        if at < 0:
+            continue
+        start = at + len(key) + 3 + (1 if isinstance(value, str) else 0)
+        if key in ("issue_date", "due_date"):
+            pairs = date_sources(text, dt.date.fromisoformat(value))
+        elif key == "total_amount":
+            pairs = _amount_sources(text, value.raw, doc.total, doc.currency)
+        elif key == "currency":
+            pairs = _currency_sources(text, doc.total, doc.currency)
+        else:
+            pairs = [
+                (i, at_doc + i) for at_doc in occurrences(text, value) for i in range(len(value))
+            ]
+        for i, pos in pairs:
+            out.setdefault(start + i, []).append(pos)
+    return out
+
+
+def _currency_sources(text: str, cents: int, currency: str) -> list[tuple[int, int]]:
+    """(index in the ISO code, text position) pairs: where the total is written, its code
+    letter for letter, or its symbol ("$", "€") for every letter."""
+    pairs = []
+    for at, form in written_forms(text, money_surface_forms(cents, currency)):
+        code = form.find(currency)
+        if code >= 0:
+            pairs += [(i, at + code + i) for i in range(len(currency))]
+        elif (symbol := form.find(CURRENCY_SYMBOLS.get(currency, "\0"))) >= 0:
+            pairs += [(i, at + symbol) for i in range(len(currency))]
+    return pairs
+
+
+def _amount_sources(text: str, raw: str, cents: int, currency: str) -> list[tuple[int, int]]:
+    """(index in the JSON number, text position) pairs for every place the text writes the
+    amount: digits to digits in order, the decimal point to the written decimal separator."""
+    pairs = []
+    whole = raw.split(".")[0]
+    for at, form in written_forms(text, money_surface_forms(cents, currency)):
+        digits = [i for i, c in enumerate(form) if c.isdigit()]
+        if len(digits) != sum(c.isdigit() for c in raw):
+            continue
+        k = 0
+        for i, c in enumerate(raw):
+            if c.isdigit():
+                pairs.append((i, at + digits[k]))
+                k += 1
+            elif k == len(whole) and k < len(digits):
+                pairs.append((i, at + digits[k] - 1))
+    return pairs
 
 
 # Templates register themselves on import.

@@ -30,6 +30,7 @@ from flashbeam.model.synthetic import (
     format_date,
     messages_for,
     random_date,
+    verbatim_sources,
     word_count,
 )
 from flashbeam.model.synthetic_business import company_name
@@ -505,15 +506,10 @@ def report_summary_example(rng: random.Random, split: str = "train") -> Example:
     """A whole report -> its summary (for inputs that fit the model's context in one piece)."""
     report = make_report(rng, split)
     gold = report.gold()
-    return Example(
-        "",
-        "report",
-        report.layout,
-        messages_for(REPORT_INSTRUCTION, report.text),
-        dumps(gold),
-        gold,
-        report.text,
-    )
+    msgs = messages_for(REPORT_INSTRUCTION, report.text)
+    ex = Example("", "report", report.layout, msgs, dumps(gold), gold, report.text)
+    ex.sources = verbatim_sources(report.text, gold, computed=("section_count",))
+    return ex
 
 
 def _chunk_examples(report: Report, chunks: list[str], doc_id: str) -> list[Example]:
@@ -521,15 +517,20 @@ def _chunk_examples(report: Report, chunks: list[str], doc_id: str) -> list[Exam
     for i, chunk in enumerate(chunks):
         gold = partial_summary(report, chunk)
         msgs = messages_for(CHUNK_INSTRUCTION, chunk_user_content(doc_id, i, len(chunks), chunk))
-        out.append(Example("", "chunk", report.layout, msgs, dumps(gold), gold, chunk))
+        ex = Example("", "chunk", report.layout, msgs, dumps(gold), gold, chunk)
+        ex.sources = verbatim_sources(chunk, gold)
+        out.append(ex)
     return out
 
 
 def _reduce(report: Report, chunks: list[str], doc_id: str) -> Example:
     partials = [partial_summary(report, c) for c in chunks]
     gold = merge_partials(partials)
-    msgs = messages_for(REDUCE_INSTRUCTION, reduce_user_content(partials, doc_id))
-    return Example("", "reduce", report.layout, msgs, dumps(gold), gold)
+    text = reduce_user_content(partials, doc_id)
+    msgs = messages_for(REDUCE_INSTRUCTION, text)
+    ex = Example("", "reduce", report.layout, msgs, dumps(gold), gold, text)
+    ex.sources = verbatim_sources(text, gold, computed=("section_count",))
+    return ex
 
 
 def chunk_examples(rng: random.Random, split: str = "train") -> list[Example]:

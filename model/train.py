@@ -4,6 +4,10 @@ A small V4-architecture network (mHC, sliding + CSA + HCA attention, hash + rout
 byte-level BPE with the V4 special tokens, trained from scratch on the synthetic extraction and
 map-reduce summarization data of `model/synthetic.py`. Everything derives from `--seed`: the data
 stream, the tokenizer, the initial weights and the batch order, so a run is reproducible.
+
+Besides the next-token losses, one head of the last layer is trained to attend to where each
+copied answer token is written in the input (`pointer_loss`; the generators record the sources):
+the network is told where a field's value is instead of having to discover it.
 """
 
 from __future__ import annotations
@@ -75,6 +79,10 @@ class TrainOptions:
     prompt_weight: float = 0.2  # weight of the prompt tokens' language-modelling loss
     copy_steps: int = 0  # first steps on repeated random spans (copy curriculum), then the tasks
     copy_span: int = 48
+    # Pointer supervision: one head of the last layer is trained to attend to the document
+    # tokens each copied answer token comes from (see `pointer_loss`); 0 turns it off.
+    pointer_weight: float = 1.0
+    pointer_head: int = 0
     device: str = "cpu"  # e.g. "cuda": the network and batches live there, data stays on the CPU
     config_overrides: dict | None = None  # e.g. smaller dims for a quick test run
 
@@ -88,11 +96,34 @@ def build_tokenizer(vocab_size: int, seed: int, docs: int) -> Tokenizer:
     return train_tokenizer(texts, vocab_size=vocab_size)
 
 
-def encode_example(tok: Tokenizer, ex) -> tuple[list[int], int]:
-    """(token ids of prompt + target + EOS, number of prompt tokens)."""
-    prompt = tok.encode(encode_messages(ex.messages, thinking=False))
-    target = tok.encode(ex.target) + [tok.eos_id]
-    return prompt + target, len(prompt)
+def encode_example(tok: Tokenizer, ex) -> tuple[list[int], int, list[tuple[int, list[int]]]]:
+    """(token ids of prompt + target + EOS, number of prompt tokens, pointers).
+
+    A pointer (query position, source positions) says which document tokens the answer token
+    after the query position copies (from `ex.sources`, extraction only): the query is the input
+    position that predicts the copied token, the sources the prompt tokens that hold its first
+    copied character."""
+    prompt_text = encode_messages(ex.messages, thinking=False)
+    prompt = tok.backend.encode(prompt_text, add_special_tokens=False)
+    target = tok.backend.encode(ex.target, add_special_tokens=False)
+    ids = prompt.ids + target.ids + [tok.eos_id]
+    n_prompt = len(prompt.ids)
+    pointers = []
+    if ex.sources:
+        doc_at = prompt_text.find(ex.text)
+        if doc_at < 0:
+            raise ValueError(f"example {ex.id}: the prompt does not contain its document verbatim")
+        token_of = [-1] * len(prompt_text)
+        for i, (a, b) in enumerate(prompt.offsets):
+            token_of[a:b] = [i] * (b - a)
+        for j, (a, b) in enumerate(target.offsets):
+            copied = next((c for c in range(a, b) if c in ex.sources), None)
+            if copied is None:
+                continue
+            sources = sorted({token_of[doc_at + pos] for pos in ex.sources[copied]} - {-1})
+            if sources:
+                pointers.append((n_prompt + j - 1, sources))
+    return ids, n_prompt, pointers
 
 
 def example_stream(tok: Tokenizer, seed: int, max_len: int, short_docs: float = 0.0):
@@ -112,9 +143,9 @@ def example_stream(tok: Tokenizer, seed: int, max_len: int, short_docs: float = 
             ex = synthetic.extraction_example(item_rng, "train", scale)
         else:
             ex = synthetic.generate(task, 1, seed=item_seed)[0]
-        ids, n_prompt = encode_example(tok, ex)
-        if len(ids) <= max_len:
-            yield ids, n_prompt
+        item = encode_example(tok, ex)
+        if len(item[0]) <= max_len:
+            yield item
 
 
 def batches(stream, batch_tokens: int, pool: int = 64):
@@ -132,24 +163,45 @@ def batches(stream, batch_tokens: int, pool: int = 64):
             yield group
 
 
-def collate(group, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded inputs, answer targets and prompt targets: next-token ids at the answer
-    (resp. prompt) positions, -100 elsewhere (padding is -100 in both)."""
-    length = max(len(ids) for ids, _ in group)
+@dataclass
+class Batch:
+    """Right-padded inputs [B,S]; answer and prompt targets (next-token ids at the answer, resp.
+    prompt, positions, -100 elsewhere and at padding); pointer supervision: query (row, position)
+    pairs [P,2] and, per query, the key positions it should attend to, [P,S] bool."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    prompt_targets: torch.Tensor
+    queries: torch.Tensor
+    sources: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in vars(self).values()))
+
+
+def collate(group, pad_id: int) -> Batch:
+    """One batch from (ids, n_prompt, pointers) items (`encode_example`)."""
+    length = max(len(item[0]) for item in group)
     inputs = torch.full((len(group), length - 1), pad_id, dtype=torch.long)
     targets = torch.full((len(group), length - 1), -100, dtype=torch.long)
     prompt_targets = targets.clone()
-    for row, (ids, n_prompt) in enumerate(group):
+    queries, sources = [], []
+    for row, (ids, n_prompt, pointers) in enumerate(group):
         seq = torch.tensor(ids)
         inputs[row, : len(ids) - 1] = seq[:-1]
         targets[row, n_prompt - 1 : len(ids) - 1] = seq[n_prompt:]
         prompt_targets[row, : n_prompt - 1] = seq[1:n_prompt]
-    return inputs, targets, prompt_targets
+        for query, keys in pointers:
+            queries.append((row, query))
+            mask = torch.zeros(length - 1, dtype=torch.bool)
+            mask[keys] = True
+            sources.append(mask)
+    queries_t = torch.tensor(queries, dtype=torch.long).view(-1, 2)
+    sources_t = torch.stack(sources) if sources else torch.zeros(0, length - 1, dtype=torch.bool)
+    return Batch(inputs, targets, prompt_targets, queries_t, sources_t)
 
 
-def copy_batch(
-    gen: torch.Generator, tok: Tokenizer, batch_tokens: int, span: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def copy_batch(gen: torch.Generator, tok: Tokenizer, batch_tokens: int, span: int) -> Batch:
     """A copy-curriculum batch in `collate`'s layout: rows of BOS + a random span of ordinary
     tokens + the same span again, the repeat as answer targets.
 
@@ -167,31 +219,90 @@ def copy_batch(
     seq = torch.cat((bos, spans, spans), dim=1)
     inputs, targets = seq[:, :-1], seq[:, 1:].clone()
     targets[:, :span] = -100
-    return inputs, targets, torch.full_like(targets, -100)
+    none = torch.zeros(0, inputs.shape[1], dtype=torch.bool)
+    return Batch(inputs, targets, torch.full_like(targets, -100), none.long()[:, :2], none)
+
+
+class HeadProbe:
+    """One attention head's weights in the training forward: a hook keeps the layer's attention
+    input, and `log_weights` recomputes that head's queries and keys from it (with autograd, so
+    a loss on the weights trains the layer and everything before it)."""
+
+    def __init__(self, model: Transformer, layer: int, head: int) -> None:
+        self.attn = model.layers[layer].attn
+        if self.attn.ratio:
+            raise ValueError(f"layer {layer} is compressed; probe a sliding-window layer")
+        if not 0 <= head < self.attn.heads:
+            raise ValueError(f"head {head} out of range: the layer has {self.attn.heads}")
+        self.head = head
+        self.x: torch.Tensor | None = None
+        self.attn.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module, args) -> None:
+        self.x = args[0]
+
+    def log_weights(self, rows: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Log attention weights [P,S] of the head at the given (row, query position)s of the
+        last forward, over that row's key positions (-inf outside the causal window; the sink
+        takes the rest of the mass)."""
+        x = self.x
+        bsz, seq, _ = x.shape
+        positions = torch.arange(seq, device=x.device).expand(bsz, seq)
+        _, q, kv, _ = self.attn.project_in(x, positions)
+        scores = torch.matmul(q[:, :, self.head].float(), kv.float().transpose(1, 2))
+        scores = scores[rows, queries] * self.attn.head_dim**-0.5  # [P, S]
+        keys = torch.arange(seq, device=x.device)
+        visible = (keys <= queries[:, None]) & (keys > queries[:, None] - self.attn.window)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        sink = self.attn.attn_sink[self.head].float().expand(len(queries), 1)
+        return scores - torch.logsumexp(torch.cat((scores, sink), dim=-1), dim=-1, keepdim=True)
+
+
+def pointer_loss(probe: HeadProbe, batch: Batch) -> torch.Tensor:
+    """Mean negative log of the attention mass the probed head puts on each copied answer
+    token's sources: the head learns to look where the value is written. Queries whose sources
+    all lie outside the head's window (early parts of a long reduce input) are left out."""
+    queries, sources = batch.queries, batch.sources
+    window = probe.attn.window
+    keys = torch.arange(sources.shape[1], device=sources.device)
+    reachable = (sources & (keys > queries[:, 1:] - window)).any(dim=-1)
+    if not reachable.any():
+        return batch.inputs.new_zeros((), dtype=torch.float32)
+    queries, sources = queries[reachable], sources[reachable]
+    log_w = probe.log_weights(queries[:, 0], queries[:, 1])
+    return -log_w.masked_fill(~sources, float("-inf")).logsumexp(dim=-1).mean()
 
 
 def batch_loss(
     model: Transformer,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    prompt_targets: torch.Tensor,
+    batch: Batch,
     prompt_weight: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the loss to optimise, the answer-token cross entropy). With `prompt_weight` > 0 the
-    prompt's tokens are predicted too, at that weight (plain language modelling of the documents:
-    a denser signal than the answer tokens alone)."""
+    probe: HeadProbe | None = None,
+    pointer_weight: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(the loss to optimise, the answer-token cross entropy, the pointer loss). With
+    `prompt_weight` > 0 the prompt's tokens are predicted too, at that weight (plain language
+    modelling of the documents: a denser signal than the answer tokens alone); with a probe,
+    `pointer_weight` times its `pointer_loss` is added."""
+    inputs, targets, prompt_targets = batch.inputs, batch.targets, batch.prompt_targets
     answer = targets != -100
     if prompt_weight <= 0 or not (prompt_targets != -100).any():
         loss = F.cross_entropy(model(inputs, answer), targets[answer])
-        return loss, loss.detach()
-    prompt = prompt_targets != -100
-    scored = answer | prompt
-    logits = model(inputs, scored)
-    labels = torch.where(answer, targets, prompt_targets)[scored]
-    per_token = F.cross_entropy(logits, labels, reduction="none")
-    is_answer = answer[scored]
-    answer_loss = per_token[is_answer].mean()
-    return answer_loss + prompt_weight * per_token[~is_answer].mean(), answer_loss.detach()
+        answer_loss = loss.detach()
+    else:
+        prompt = prompt_targets != -100
+        scored = answer | prompt
+        logits = model(inputs, scored)
+        labels = torch.where(answer, targets, prompt_targets)[scored]
+        per_token = F.cross_entropy(logits, labels, reduction="none")
+        is_answer = answer[scored]
+        loss = per_token[is_answer].mean() + prompt_weight * per_token[~is_answer].mean()
+        answer_loss = per_token[is_answer].mean().detach()
+    pointer = inputs.new_zeros((), dtype=torch.float32)
+    if probe is not None and pointer_weight > 0 and len(batch.queries):
+        pointer = pointer_loss(probe, batch)
+        loss = loss + pointer_weight * pointer
+    return loss, answer_loss, pointer.detach()
 
 
 def lr_at(step: int, opts: TrainOptions) -> float:
@@ -245,6 +356,9 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
         lr=opts.lr,
         betas=(0.9, 0.95),
     )
+    probe = None
+    if opts.pointer_weight:
+        probe = HeadProbe(model, len(model.layers) - 1, opts.pointer_head)
     examples = example_stream(tok, opts.seed, opts.max_len, opts.short_docs)
     stream = batches(examples, opts.batch_tokens)
     copy_gen = torch.Generator().manual_seed(opts.seed)
@@ -254,10 +368,12 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
             batch = copy_batch(copy_gen, tok, opts.batch_tokens, opts.copy_span)
         else:
             batch = collate(next(stream), tok.eos_id)
-        inputs, targets, prompt_targets = (t.to(device) for t in batch)
+        batch = batch.to(device)
         for group in optim.param_groups:
             group["lr"] = lr_at(step, opts)
-        loss, answer_loss = batch_loss(model, inputs, targets, prompt_targets, opts.prompt_weight)
+        loss, answer_loss, pointer = batch_loss(
+            model, batch, opts.prompt_weight, probe, opts.pointer_weight
+        )
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -266,6 +382,7 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
             entry = {
                 "step": step,
                 "loss": round(answer_loss.item(), 4),
+                "pointer_loss": round(pointer.item(), 4),
                 "elapsed_s": round(time.perf_counter() - started, 1),
             }
             log.append(entry)
@@ -303,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         help="first steps on repeated random spans (copy curriculum); 0 to skip",
     )
     p.add_argument("--short-docs", type=float, default=TrainOptions.short_docs)
+    p.add_argument(
+        "--pointer-weight",
+        type=float,
+        default=TrainOptions.pointer_weight,
+        help="weight of the pointer loss on the last layer's head 0; 0 to turn it off",
+    )
     p.add_argument("--log-every", type=int, default=TrainOptions.log_every)
     p.add_argument("--device", default=TrainOptions.device, help="cpu (default) or cuda[:N]")
     a = p.parse_args(argv)
@@ -322,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             max_len=a.max_len,
             copy_steps=a.copy_steps,
             short_docs=a.short_docs,
+            pointer_weight=a.pointer_weight,
             log_every=a.log_every,
             device=a.device,
         )

@@ -68,14 +68,14 @@ def run_prompts(
     """One RequestOutcome per prompt, in order; never raises for a bad request or output."""
     meter = UsageMeter(engine)
     outcomes: list[RequestOutcome | None] = [None] * len(prompts)
-    for schema, indices in _by_schema(prompts, task).items():
+    for key, (schema, indices) in _by_schema(prompts, task).items():
         batch = [prompts[i] for i in indices]
-        if schema is _BAD_SCHEMA:
+        if key is _BAD_SCHEMA:
             run = _schema_errors
-        elif schema is None:
+        elif key is None:
             run = _free_text
         else:
-            run = _validated(json.loads(schema), task)
+            run = _validated(schema, task)
         for i, outcome in zip(indices, run(meter, batch, model)):
             outcomes[i] = outcome
     count("requests", len(prompts))
@@ -92,28 +92,33 @@ _BAD_SCHEMA = "\0bad"
 Runner = Callable[[UsageMeter, list[PromptRequest], str], list[RequestOutcome]]
 
 
-def _by_schema(prompts: list[PromptRequest], task: TaskConfig) -> dict[Any, list[int]]:
-    """Prompt indices per validation schema (as canonical JSON text; None for free text)."""
-    groups: dict[Any, list[int]] = defaultdict(list)
+def _by_schema(prompts: list[PromptRequest], task: TaskConfig) -> dict[Any, tuple[Any, list[int]]]:
+    """Per validation schema: (the schema as given, its prompts' indices), keyed by the schema's
+    canonical JSON text (None for free text). The schema itself is kept, not its canonical
+    form: the grammar writes the properties in the schema's order, which the model follows."""
+    groups: dict[Any, tuple[Any, list[int]]] = {}
     for i, prompt in enumerate(prompts):
         if prompt.schema_source == "request":
-            key = _request_schema(prompt.request)
+            schema = _request_schema(prompt.request)
         else:
             schema = task.schema_for(prompt.schema_source)
-            key = json.dumps(schema, sort_keys=True) if schema is not None else None
-        groups[key].append(i)
+        if schema is None or schema is _BAD_SCHEMA:
+            key = schema
+        else:
+            key = json.dumps(schema, sort_keys=True)
+        groups.setdefault(key, (schema, []))[1].append(i)
     return groups
 
 
-def _request_schema(request: Request) -> str:
+def _request_schema(request: Request) -> Any:
     response_format = request.response_format
     if not isinstance(response_format, dict):
         return _BAD_SCHEMA
     if response_format.get("type") == "json_object":
-        return json.dumps({})
+        return {}
     spec = response_format.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, dict) else None
-    return json.dumps(schema, sort_keys=True) if isinstance(schema, dict) else _BAD_SCHEMA
+    return schema if isinstance(schema, dict) else _BAD_SCHEMA
 
 
 def _validated(schema: dict[str, Any], task: TaskConfig) -> Runner:

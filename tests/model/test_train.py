@@ -6,9 +6,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from flashbeam.model import Engine, Request
+from flashbeam.model import Engine, Request, synthetic
+from flashbeam.model.config import ModelConfig
+from flashbeam.model.network import Transformer
 from flashbeam.model.tokenizer import Tokenizer
-from flashbeam.model.train import TrainOptions, collate, copy_batch, main, train
+from flashbeam.model.train import (
+    DEFAULT_CONFIG,
+    HeadProbe,
+    TrainOptions,
+    collate,
+    copy_batch,
+    encode_example,
+    main,
+    pointer_loss,
+    train,
+)
 
 SMALL = dict(vocab_size=512, hidden_size=32, num_attention_heads=2, head_dim=16,
              qk_rope_head_dim=8, q_lora_rank=16, o_lora_rank=8, moe_intermediate_size=32,
@@ -38,18 +50,23 @@ def test_a_short_run_is_reproducible_and_loads(tmp_path):
 
 
 def test_collate_masks_the_prompt_and_padding():
-    inputs, targets, prompt = collate([([5, 6, 7, 8], 2), ([9, 10, 11], 2)], pad_id=1)
-    assert inputs.tolist() == [[5, 6, 7], [9, 10, 1]]
+    batch = collate([([5, 6, 7, 8], 2, [(1, [0])]), ([9, 10, 11], 2, [])], pad_id=1)
+    assert batch.inputs.tolist() == [[5, 6, 7], [9, 10, 1]]
     # Only the answer tokens (after the 2-token prompt) are answer targets ...
-    assert targets.tolist() == [[-100, 7, 8], [-100, 11, -100]]
+    assert batch.targets.tolist() == [[-100, 7, 8], [-100, 11, -100]]
     # ... and the prompt's own next tokens the prompt targets; padding is in neither.
-    assert prompt.tolist() == [[6, -100, -100], [10, -100, -100]]
+    assert batch.prompt_targets.tolist() == [[6, -100, -100], [10, -100, -100]]
+    # Pointers: (row, query position) and the key positions to attend to.
+    assert batch.queries.tolist() == [[0, 1]]
+    assert batch.sources.tolist() == [[True, False, False]]
 
 
 def test_a_copy_batch_asks_for_the_repeat_of_a_random_span():
     tok = Tokenizer.from_file("model/tiny")
     gen = torch.Generator().manual_seed(3)
-    inputs, targets, prompt = copy_batch(gen, tok, batch_tokens=200, span=9)
+    batch = copy_batch(gen, tok, batch_tokens=200, span=9)
+    inputs, targets, prompt = batch.inputs, batch.targets, batch.prompt_targets
+    assert batch.queries.shape == (0, 2) and batch.sources.shape == (0, 18)
     assert inputs.shape == targets.shape == (10, 18)  # 200 // (2*9 + 1) rows of 19 tokens
     assert (inputs[:, 0] == tok.bos_id).all()
     span = inputs[:, 1:10]
@@ -60,8 +77,8 @@ def test_a_copy_batch_asks_for_the_repeat_of_a_random_span():
     assert int(span.min()) > max(tok.backend.get_added_tokens_decoder())
     assert (prompt == -100).all()
     # Seeded: the same generator seed gives the same batch, another seed another one.
-    again = copy_batch(torch.Generator().manual_seed(3), tok, batch_tokens=200, span=9)[0]
-    other = copy_batch(torch.Generator().manual_seed(4), tok, batch_tokens=200, span=9)[0]
+    again = copy_batch(torch.Generator().manual_seed(3), tok, batch_tokens=200, span=9).inputs
+    other = copy_batch(torch.Generator().manual_seed(4), tok, batch_tokens=200, span=9).inputs
     assert torch.equal(again, inputs) and not torch.equal(other, inputs)
     with pytest.raises(ValueError, match="copy span"):
         copy_batch(gen, tok, batch_tokens=200, span=0)
@@ -75,3 +92,89 @@ def test_an_unusable_device_is_refused_with_the_fix(capsys):
         with pytest.raises(SystemExit):
             main(["--out", "unused", "--device", "cuda"])
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_pointers_name_the_document_tokens_an_answer_token_copies():
+    tok = Tokenizer.from_file("model/tiny")
+    examples = synthetic.generate("extract", 8, seed=5) + synthetic.generate("reduce", 2, seed=5)
+    for ex in examples:
+        ids, n_prompt, pointers = encode_example(tok, ex)
+        assert pointers
+        for query, sources in pointers:
+            assert n_prompt - 1 <= query < len(ids) - 1  # predicts an answer token
+            answer = tok.decode([ids[query + 1]]).strip()
+            for s in sources:
+                assert s < n_prompt  # a prompt token ...
+                written = tok.decode([ids[s]]).strip()
+                # ... holding the answer token's first copied character (names and numbers; a
+                # date's digits may come from a month name, a decimal point from a comma, a
+                # currency code from its symbol)
+                symbol = synthetic.CURRENCY_SYMBOLS.get(answer)
+                assert (
+                    answer[0] in written
+                    or answer.isdigit()
+                    or answer == "."
+                    or (symbol is not None and symbol in written)
+                ), (answer, written)
+        # the copied values of the gold are what the pointed-at answer tokens spell
+        copied = tok.decode([ids[q + 1] for q, _ in pointers]).replace(" ", "")
+        names = [ex.gold["vendor"]] if ex.task == "extract" else ex.gold["people"]
+        assert all(name.replace(" ", "") in copied for name in names)
+    # an answer with nothing to copy has no pointers
+    ex = synthetic.generate("extract", 1, seed=5)[0]
+    ex.sources = {}
+    assert encode_example(tok, ex)[2] == []
+
+
+def test_pointer_loss_reads_the_heads_real_weights_and_trains_them():
+    torch.manual_seed(0)
+    config = {**DEFAULT_CONFIG, **SMALL, "compress_ratios": [0, 0], "num_hidden_layers": 2}
+    model = Transformer(ModelConfig(**config))
+    probe = HeadProbe(model, 1, head=1)
+    with pytest.raises(ValueError, match="head 2"):
+        HeadProbe(model, 1, head=2)
+    # a batch whose answer token at query 9 copies the token at key 3
+    ids = torch.randint(10, 500, (2, 12))
+    batch = collate([(ids[0].tolist(), 8, [(9, [3]), (10, [4, 5])]), (ids[1].tolist(), 8, [])], 1)
+    seen = {}
+    dense = model.layers[1].attn._dense_attention
+    model.layers[1].attn._dense_attention = lambda *a: seen.setdefault("out", dense(*a))
+    model(batch.inputs)
+    del model.layers[1].attn._dense_attention
+    # the probe's weights, applied to the layer's keys (= values), give that head's output
+    log_w = probe.log_weights(torch.tensor([0, 1]), torch.tensor([9, 6]))
+    assert torch.isinf(log_w[0, 10:]).all() and torch.isinf(log_w[1, 7:]).all()  # causal
+    x = probe.x
+    _, _, kv, _ = probe.attn.project_in(x, torch.arange(x.shape[1]).expand(2, -1))
+    mixed = torch.einsum("ps,psd->pd", log_w.exp(), kv[[0, 1]])
+    torch.testing.assert_close(mixed, seen["out"][[0, 1], [9, 6], 1], atol=1e-5, rtol=1e-4)
+    # descending the pointer loss moves the head's mass onto the sources
+    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        model(batch.inputs)
+        loss = pointer_loss(probe, batch)
+        first = first if first is not None else loss.item()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert loss.item() < 0.25 * first
+
+
+def test_pointers_out_of_the_heads_window_are_left_out():
+    torch.manual_seed(0)
+    config = {**DEFAULT_CONFIG, **SMALL, "compress_ratios": [0], "num_hidden_layers": 1}
+    model = Transformer(ModelConfig(**config))  # window 64
+    probe = HeadProbe(model, 0, head=0)
+    ids = torch.randint(10, 500, (100,)).tolist()
+    far = collate([(ids, 80, [(90, [5])])], pad_id=1)  # source 85 tokens back: not visible
+    near = collate([(ids, 80, [(90, [5]), (91, [60])])], pad_id=1)
+    model(far.inputs)
+    loss = pointer_loss(probe, far)
+    assert loss.item() == 0.0  # nothing to learn, and no NaN from an empty softmax
+    model(near.inputs)
+    loss = pointer_loss(probe, near)
+    alone = -probe.log_weights(torch.tensor([0]), torch.tensor([91]))[0, 60]
+    torch.testing.assert_close(loss, alone)  # only the reachable query counts
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -124,3 +124,16 @@ def test_run_prompts_validates_parts_against_the_part_schema(tiny_schema):
     # The same reply is no output of the task schema: every retry of it fails too.
     assert not whole_outcome.valid and whole_outcome.attempts == task.retry.max_attempts
     assert engine.schemas == {"s#q0#c1": [part], "w#q0": [tiny_schema] * task.retry.max_attempts}
+
+
+def test_run_prompts_holds_outputs_to_the_schema_in_its_own_property_order():
+    # The grammar writes the properties in the schema's order, and the model follows the order
+    # it was trained with: a schema sorted by key on the way would change every output.
+    schema = {"type": "object", "additionalProperties": False, "required": ["zeta", "alpha"],
+              "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "string"}}}  # fmt: skip
+    task = TaskConfig(kind="extract", schema=schema)
+    engine = _Replies('{"zeta": 1, "alpha": "a"}')
+    [outcome] = run_prompts(engine, document_requests(_chunk("d", "Doc."), task), task, "m")
+    assert outcome.valid and outcome.value == {"zeta": 1, "alpha": "a"}
+    [[held_to]] = engine.schemas.values()
+    assert list(held_to["properties"]) == ["zeta", "alpha"]
