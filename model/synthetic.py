@@ -87,7 +87,8 @@ class Example:
     target: str
     gold: dict[str, Any]
     text: str = ""
-    # target character -> positions in `text` it copies from (extraction; see copy_sources)
+    # target character -> positions in `text` it copies from (pointer supervision in training;
+    # filled by synthetic_business.copy_sources and verbatim_sources)
     sources: dict[int, list[int]] = field(default_factory=dict)
 
     def to_train_row(self) -> dict[str, Any]:
@@ -347,7 +348,7 @@ def date_sources(text: str, d: dt.date) -> list[tuple[int, int]]:
         if month_at >= 0 and len(rest) == 1:
             month, day = None, rest[0]
         elif len(rest) == 2:
-            # numeric styles: slashes are month/day, dots and dashes (ISO) day-last or day-first
+            # numeric styles: ISO (year first) and slashes write the month first, dots the day
             month, day = rest if "/" in form or form.startswith(str(d.year)) else rest[::-1]
         else:
             continue

@@ -99,10 +99,10 @@ def build_tokenizer(vocab_size: int, seed: int, docs: int) -> Tokenizer:
 def encode_example(tok: Tokenizer, ex) -> tuple[list[int], int, list[tuple[int, list[int]]]]:
     """(token ids of prompt + target + EOS, number of prompt tokens, pointers).
 
-    A pointer (query position, source positions) says which document tokens the answer token
-    after the query position copies (from `ex.sources`, extraction only): the query is the input
-    position that predicts the copied token, the sources the prompt tokens that hold its first
-    copied character."""
+    A pointer (query position, source positions) says which input tokens the answer token after
+    the query position copies (from `ex.sources`, which the generators fill): the query is the
+    input position that predicts the copied token, the sources the prompt tokens that hold its
+    first copied character."""
     prompt_text = encode_messages(ex.messages, thinking=False)
     prompt = tok.backend.encode(prompt_text, add_special_tokens=False)
     target = tok.backend.encode(ex.target, add_special_tokens=False)
@@ -219,8 +219,9 @@ def copy_batch(gen: torch.Generator, tok: Tokenizer, batch_tokens: int, span: in
     seq = torch.cat((bos, spans, spans), dim=1)
     inputs, targets = seq[:, :-1], seq[:, 1:].clone()
     targets[:, :span] = -100
-    none = torch.zeros(0, inputs.shape[1], dtype=torch.bool)
-    return Batch(inputs, targets, torch.full_like(targets, -100), none.long()[:, :2], none)
+    no_queries = torch.zeros(0, 2, dtype=torch.long)
+    no_sources = torch.zeros(0, inputs.shape[1], dtype=torch.bool)
+    return Batch(inputs, targets, torch.full_like(targets, -100), no_queries, no_sources)
 
 
 class HeadProbe:
@@ -236,10 +237,15 @@ class HeadProbe:
             raise ValueError(f"head {head} out of range: the layer has {self.attn.heads}")
         self.head = head
         self.x: torch.Tensor | None = None
-        self.attn.register_forward_pre_hook(self._keep)
+        self._hook = self.attn.register_forward_pre_hook(self._keep)
 
     def _keep(self, module, args) -> None:
         self.x = args[0]
+
+    def remove(self) -> None:
+        """Detach from the model (and drop the kept input)."""
+        self._hook.remove()
+        self.x = None
 
     def log_weights(self, rows: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         """Log attention weights [P,S] of the head at the given (row, query position)s of the
@@ -387,6 +393,8 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
             }
             log.append(entry)
             print(json.dumps(entry), flush=True)
+    if probe is not None:
+        probe.remove()
     model.eval().cpu()
     opts.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, opts.out, dtype=torch.bfloat16)

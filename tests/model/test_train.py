@@ -159,6 +159,9 @@ def test_pointer_loss_reads_the_heads_real_weights_and_trains_them():
         loss.backward()
         optim.step()
     assert loss.item() < 0.25 * first
+    probe.remove()  # detached: a later forward leaves nothing behind
+    model(batch.inputs)
+    assert probe.x is None
 
 
 def test_pointers_out_of_the_heads_window_are_left_out():
