@@ -495,6 +495,8 @@ def copy_sources(text: str, gold: dict[str, Any], target: str, doc: BizDoc) -> d
     have no source.
     """
     out: dict[int, list[int]] = {}
+    # where the total is written (with its currency): the amount's and the currency's sources
+    money = written_forms(text, money_surface_forms(doc.total, doc.currency))
     for key in FIELDS[1:]:
         value = gold.get(key)
         if value is None:
@@ -507,9 +509,9 @@ def copy_sources(text: str, gold: dict[str, Any], target: str, doc: BizDoc) -> d
         if key in ("issue_date", "due_date"):
             pairs = date_sources(text, dt.date.fromisoformat(value))
         elif key == "total_amount":
-            pairs = _amount_sources(text, value.raw, doc.total, doc.currency)
+            pairs = _amount_sources(money, value.raw)
         elif key == "currency":
-            pairs = _currency_sources(text, doc.total, doc.currency)
+            pairs = _currency_sources(money, doc.currency)
         else:
             pairs = [
                 (i, at_doc + i) for at_doc in occurrences(text, value) for i in range(len(value))
@@ -519,11 +521,11 @@ def copy_sources(text: str, gold: dict[str, Any], target: str, doc: BizDoc) -> d
     return out
 
 
-def _currency_sources(text: str, cents: int, currency: str) -> list[tuple[int, int]]:
-    """(index in the ISO code, text position) pairs: where the total is written, its code
-    letter for letter, or its symbol ("$", "€") for every letter."""
+def _currency_sources(money: list[tuple[int, str]], currency: str) -> list[tuple[int, int]]:
+    """(index in the ISO code, text position) pairs: in each written total (start, form), its
+    code letter for letter, or its symbol ("$", "€") for every letter."""
     pairs = []
-    for at, form in written_forms(text, money_surface_forms(cents, currency)):
+    for at, form in money:
         code = form.find(currency)
         if code >= 0:
             pairs += [(i, at + code + i) for i in range(len(currency))]
@@ -532,12 +534,12 @@ def _currency_sources(text: str, cents: int, currency: str) -> list[tuple[int, i
     return pairs
 
 
-def _amount_sources(text: str, raw: str, cents: int, currency: str) -> list[tuple[int, int]]:
-    """(index in the JSON number, text position) pairs for every place the text writes the
-    amount: digits to digits in order, the decimal point to the written decimal separator."""
+def _amount_sources(money: list[tuple[int, str]], raw: str) -> list[tuple[int, int]]:
+    """(index in the JSON number, text position) pairs for each written total (start, form):
+    digits to digits in order, the decimal point to the written decimal separator."""
     pairs = []
     whole = raw.split(".")[0]
-    for at, form in written_forms(text, money_surface_forms(cents, currency)):
+    for at, form in money:
         digits = [i for i, c in enumerate(form) if c.isdigit()]
         if len(digits) != sum(c.isdigit() for c in raw):
             continue
