@@ -60,7 +60,7 @@ DEFAULT_CONFIG = dict(
 )
 
 # Share of each task in the training stream.
-TASK_MIX = {"extract": 0.85, "chunk": 0.09, "reduce": 0.06}
+TASK_MIX = {"extract": 0.7, "chunk": 0.18, "reduce": 0.12}
 
 
 @dataclass
@@ -83,6 +83,13 @@ class TrainOptions:
     # tokens each copied answer token comes from (see `pointer_loss`); 0 turns it off.
     pointer_weight: float = 1.0
     pointer_head: int = 0
+    # Previous-token supervision: one head of the first layer is trained to attend to the token
+    # before each position (the half of an induction circuit that multi-token copies lean on);
+    # 0 turns it off. `prev_token_queries` positions per batch are scored.
+    prev_token_weight: float = 1.0
+    prev_token_head: int = 1
+    prev_token_queries: int = 512
+    task_mix: dict[str, float] | None = None  # share of each task in the stream; TASK_MIX if None
     device: str = "cpu"  # e.g. "cuda": the network and batches live there, data stays on the CPU
     config_overrides: dict | None = None  # e.g. smaller dims for a quick test run
 
@@ -126,11 +133,42 @@ def encode_example(tok: Tokenizer, ex) -> tuple[list[int], int, list[tuple[int, 
     return ids, n_prompt, pointers
 
 
-def example_stream(tok: Tokenizer, seed: int, max_len: int, short_docs: float = 0.0):
-    """An endless, seeded stream of encoded examples drawn by TASK_MIX; a `short_docs` share of
-    the business documents get less boilerplate (25-90%), so more of them fit a batch."""
+def parse_task_mix(text: str) -> dict[str, float]:
+    """Parse `--task-mix` ("extract=0.7,chunk=0.18,reduce=0.12") into {task: share}, the shares
+    normalised to sum 1; a task at 0 is left out."""
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        task, eq, share = part.partition("=")
+        task = task.strip()
+        try:
+            value = float(share) if eq else float("nan")
+        except ValueError:
+            value = float("nan")
+        if task not in synthetic.TASKS or task == "summarize":
+            raise ValueError(
+                f"task mix {text!r}: unknown task {task!r}; use extract, report, chunk or reduce"
+            )
+        if not value >= 0 or math.isinf(value):
+            raise ValueError(f"task mix {text!r}: {part!r} needs a share >= 0, e.g. {task}=0.5")
+        mix[task] = value
+    total = sum(mix.values())
+    if total <= 0:
+        raise ValueError(f"task mix {text!r}: give at least one task a share > 0, e.g. extract=1")
+    return {task: share / total for task, share in mix.items() if share > 0}
+
+
+def example_stream(
+    tok: Tokenizer,
+    seed: int,
+    max_len: int,
+    short_docs: float = 0.0,
+    task_mix: dict[str, float] | None = None,
+):
+    """An endless, seeded stream of encoded examples drawn by `task_mix` (TASK_MIX by default);
+    a `short_docs` share of the business documents get less boilerplate (25-90%), so more of
+    them fit a batch."""
     rng = random.Random(seed)
-    tasks, weights = zip(*TASK_MIX.items())
+    tasks, weights = zip(*(task_mix or TASK_MIX).items())
     counters = dict.fromkeys(tasks, 0)
     while True:
         task = rng.choices(tasks, weights)[0]
@@ -264,6 +302,21 @@ class HeadProbe:
         return scores - torch.logsumexp(torch.cat((scores, sink), dim=-1), dim=-1, keepdim=True)
 
 
+def prev_token_loss(probe: HeadProbe, batch: Batch, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Mean negative log of the attention mass the probed head puts on the token just before
+    each of `n` random non-padding positions (position 0, which has none, is never drawn)."""
+    real = batch.targets != -100
+    real |= batch.prompt_targets != -100
+    real[:, 0] = False
+    rows, positions = real.nonzero(as_tuple=True)
+    if len(rows) == 0:
+        return batch.inputs.new_zeros((), dtype=torch.float32)
+    pick = torch.randperm(len(rows), generator=gen)[:n].to(rows.device)
+    rows, positions = rows[pick], positions[pick]
+    log_w = probe.log_weights(rows, positions)
+    return -log_w.gather(1, (positions - 1)[:, None]).mean()
+
+
 def pointer_loss(probe: HeadProbe, batch: Batch) -> torch.Tensor:
     """Mean negative log of the attention mass the probed head puts on each copied answer
     token's sources: the head learns to look where the value is written. Queries whose sources
@@ -362,10 +415,13 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
         lr=opts.lr,
         betas=(0.9, 0.95),
     )
-    probe = None
+    probe = prev_probe = None
     if opts.pointer_weight:
         probe = HeadProbe(model, len(model.layers) - 1, opts.pointer_head)
-    examples = example_stream(tok, opts.seed, opts.max_len, opts.short_docs)
+    if opts.prev_token_weight:
+        prev_probe = HeadProbe(model, 0, opts.prev_token_head)
+    prev_gen = torch.Generator().manual_seed(opts.seed + 1)
+    examples = example_stream(tok, opts.seed, opts.max_len, opts.short_docs, opts.task_mix)
     stream = batches(examples, opts.batch_tokens)
     copy_gen = torch.Generator().manual_seed(opts.seed)
     log = []
@@ -380,6 +436,10 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
         loss, answer_loss, pointer = batch_loss(
             model, batch, opts.prompt_weight, probe, opts.pointer_weight
         )
+        prev = None
+        if prev_probe is not None:
+            prev = prev_token_loss(prev_probe, batch, opts.prev_token_queries, prev_gen)
+            loss = loss + opts.prev_token_weight * prev
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -389,12 +449,14 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
                 "step": step,
                 "loss": round(answer_loss.item(), 4),
                 "pointer_loss": round(pointer.item(), 4),
+                **({"prev_token_loss": round(prev.item(), 4)} if prev is not None else {}),
                 "elapsed_s": round(time.perf_counter() - started, 1),
             }
             log.append(entry)
             print(json.dumps(entry), flush=True)
-    if probe is not None:
-        probe.remove()
+    for kept in (probe, prev_probe):
+        if kept is not None:
+            kept.remove()
     model.eval().cpu()
     opts.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, opts.out, dtype=torch.bfloat16)
@@ -434,11 +496,26 @@ def main(argv: list[str] | None = None) -> int:
         default=TrainOptions.pointer_weight,
         help="weight of the pointer loss on the last layer's head 0; 0 to turn it off",
     )
+    p.add_argument(
+        "--prev-token-weight",
+        type=float,
+        default=TrainOptions.prev_token_weight,
+        help="weight of the previous-token loss on the first layer's head 1; 0 to turn it off",
+    )
+    p.add_argument(
+        "--task-mix",
+        type=str,
+        default=None,
+        help="share of each task, e.g. extract=0.7,chunk=0.18,reduce=0.12 (default: "
+        + ",".join(f"{k}={v}" for k, v in TASK_MIX.items())
+        + ")",
+    )
     p.add_argument("--log-every", type=int, default=TrainOptions.log_every)
     p.add_argument("--device", default=TrainOptions.device, help="cpu (default) or cuda[:N]")
     a = p.parse_args(argv)
     try:
         _training_device(a.device)
+        task_mix = parse_task_mix(a.task_mix) if a.task_mix is not None else None
     except ValueError as e:
         p.error(str(e))
     summary = train(
@@ -454,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
             copy_steps=a.copy_steps,
             short_docs=a.short_docs,
             pointer_weight=a.pointer_weight,
+            prev_token_weight=a.prev_token_weight,
+            task_mix=task_mix,
             log_every=a.log_every,
             device=a.device,
         )

@@ -17,8 +17,11 @@ from flashbeam.model.train import (
     collate,
     copy_batch,
     encode_example,
+    example_stream,
     main,
+    parse_task_mix,
     pointer_loss,
+    prev_token_loss,
     train,
 )
 
@@ -181,3 +184,93 @@ def test_pointers_out_of_the_heads_window_are_left_out():
     torch.testing.assert_close(loss, alone)  # only the reachable query counts
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_prev_token_loss_scores_each_drawn_positions_predecessor_and_trains_it():
+    torch.manual_seed(0)
+    config = {**DEFAULT_CONFIG, **SMALL, "compress_ratios": [0], "num_hidden_layers": 1}
+    model = Transformer(ModelConfig(**config))
+    probe = HeadProbe(model, 0, head=1)
+    ids = torch.randint(10, 500, (2, 14))
+    # row 1 is shorter: its padding is never drawn; nor is position 0, which has no predecessor
+    batch = collate([(ids[0].tolist(), 6, []), (ids[1].tolist()[:9], 4, [])], pad_id=1)
+    model(batch.inputs)
+    loss = prev_token_loss(probe, batch, n=1000, gen=torch.Generator().manual_seed(0))
+    rows = torch.tensor([0] * 12 + [1] * 7)
+    positions = torch.tensor(list(range(1, 13)) + list(range(1, 8)))
+    log_w = probe.log_weights(rows, positions)
+    expected = -log_w[torch.arange(len(rows)), positions - 1].mean()
+    torch.testing.assert_close(loss, expected)
+    # n caps the positions scored: a sample of them, drawn from the generator
+    few = prev_token_loss(probe, batch, n=3, gen=torch.Generator().manual_seed(0))
+    again = prev_token_loss(probe, batch, n=3, gen=torch.Generator().manual_seed(0))
+    assert torch.equal(few, again) and not torch.equal(few, loss)
+    # descending it moves the head's mass onto the previous token
+    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    first = None
+    for _ in range(40):
+        model(batch.inputs)
+        loss = prev_token_loss(probe, batch, n=1000, gen=gen)
+        first = first if first is not None else loss.item()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert loss.item() < 0.25 * first
+    probe.remove()
+
+
+def test_a_short_run_logs_the_prev_token_loss_and_can_turn_it_off(tmp_path):
+    common = dict(steps=2, batch_tokens=1536, tokenizer_docs=90, log_every=1,
+                  config_overrides=SMALL)  # fmt: skip
+    train(TrainOptions(out=tmp_path / "on", **common))
+    train(TrainOptions(out=tmp_path / "off", prev_token_weight=0.0, **common))
+    on = json.loads((tmp_path / "on" / "training.json").read_text())["log"]
+    off = json.loads((tmp_path / "off" / "training.json").read_text())["log"]
+    assert all(entry["prev_token_loss"] > 0 for entry in on)
+    assert all("prev_token_loss" not in entry for entry in off)
+    # the extra loss changes the update: the second step's answer loss differs
+    assert on[0]["loss"] == off[0]["loss"] and on[1]["loss"] != off[1]["loss"]
+
+
+def test_task_mix_parses_normalises_and_names_bad_input():
+    assert parse_task_mix("extract=3, chunk=1") == {"extract": 0.75, "chunk": 0.25}
+    assert parse_task_mix("report=1,reduce=0") == {"report": 1.0}  # a zero share drops the task
+    for text, message in [
+        ("extract=1,invoices=1", "unknown task 'invoices'"),
+        ("summarize=1", "unknown task 'summarize'"),
+        ("extract", "needs a share"),
+        ("extract=lots", "needs a share"),
+        ("extract=-1", "needs a share"),
+        ("extract=inf", "needs a share"),
+        ("extract=0", "at least one task"),
+        ("", "at least one task"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_task_mix(text)
+
+
+def test_the_stream_draws_tasks_by_the_mix(monkeypatch):
+    tok = Tokenizer.from_file("model/tiny")
+    drawn = []
+    real = synthetic.generate
+
+    def spy(task, n, seed, templates="train"):
+        drawn.append(task)
+        return real(task, n, seed, templates)
+
+    monkeypatch.setattr(synthetic, "generate", spy)
+    stream = example_stream(tok, seed=0, max_len=4096, task_mix={"reduce": 1.0})
+    items = [next(stream) for _ in range(5)]
+    assert drawn == ["reduce"] * 5 and all(pointers for _, _, pointers in items)
+    drawn.clear()
+    stream = example_stream(tok, seed=0, max_len=4096, task_mix={"chunk": 0.5, "report": 0.5})
+    for _ in range(40):
+        next(stream)
+    assert set(drawn) == {"chunk", "report"}
+
+
+def test_a_bad_task_mix_on_the_command_line_is_refused_with_the_fix(capsys):
+    with pytest.raises(SystemExit):
+        main(["--out", "unused", "--task-mix", "extract=1,invoice=2"])
+    assert "unknown task 'invoice'" in capsys.readouterr().err
