@@ -323,6 +323,12 @@ def occurrences(text: str, needle: str) -> list[int]:
     return found
 
 
+def string_sources(text: str, value: str) -> list[tuple[int, int]]:
+    """(index in `value`, text position) pairs: `value` copied character for character from
+    every place `text` writes it (`occurrences`)."""
+    return [(i, at + i) for at in occurrences(text, value) for i in range(len(value))]
+
+
 def written_forms(text: str, forms: set[str]) -> list[tuple[int, str]]:
     """Occurrences (start, form) of any of `forms`, longest first, none inside another."""
     taken: list[tuple[int, int]] = []
@@ -372,7 +378,7 @@ def verbatim_sources(text: str, gold: Any, computed: tuple[str, ...] = ()) -> di
     out: dict[int, list[int]] = {}
     for start, value in _value_starts(gold, computed=computed):
         if isinstance(value, str):
-            pairs = [(i, at + i) for at in occurrences(text, value) for i in range(len(value))]
+            pairs = string_sources(text, value)
             if not pairs and _ISO_DATE.fullmatch(value):
                 pairs = date_sources(text, dt.date.fromisoformat(value))
         else:

@@ -32,8 +32,8 @@ from flashbeam.model.synthetic import (
     messages_for,
     money_styles_for,
     money_surface_forms,
-    occurrences,
     random_date,
+    string_sources,
     typo,
     weighted_choice,
     word_count,
@@ -513,9 +513,7 @@ def copy_sources(text: str, gold: dict[str, Any], target: str, doc: BizDoc) -> d
         elif key == "currency":
             pairs = _currency_sources(money, doc.currency)
         else:
-            pairs = [
-                (i, at_doc + i) for at_doc in occurrences(text, value) for i in range(len(value))
-            ]
+            pairs = string_sources(text, value)
         for i, pos in pairs:
             out.setdefault(start + i, []).append(pos)
     return out

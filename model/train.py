@@ -355,8 +355,9 @@ def batch_loss(
         labels = torch.where(answer, targets, prompt_targets)[scored]
         per_token = F.cross_entropy(logits, labels, reduction="none")
         is_answer = answer[scored]
-        loss = per_token[is_answer].mean() + prompt_weight * per_token[~is_answer].mean()
-        answer_loss = per_token[is_answer].mean().detach()
+        answer_mean = per_token[is_answer].mean()
+        loss = answer_mean + prompt_weight * per_token[~is_answer].mean()
+        answer_loss = answer_mean.detach()
     pointer = inputs.new_zeros((), dtype=torch.float32)
     if probe is not None and pointer_weight > 0 and len(batch.queries):
         pointer = pointer_loss(probe, batch)
