@@ -200,12 +200,17 @@ MAX_TOKEN_CHARS = 16
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int, extra_special_tokens: Iterable[str] = ()
+    texts: Iterable[str],
+    vocab_size: int,
+    extra_special_tokens: Iterable[str] = (),
+    split_digits: bool = False,
 ) -> Tokenizer:
     """Train a byte-level BPE whose special tokens are the V4 ones (BOS 0, EOS 1, User 2, ...).
 
     Any text round-trips (all 256 bytes are in the alphabet). The result may hold fewer than
-    `vocab_size` tokens when the texts have too few merges to learn.
+    `vocab_size` tokens when the texts have too few merges to learn. With `split_digits` every
+    digit is a token of its own, so a number is the same tokens wherever it is written ("1,113.50"
+    and "1113.5" share their digits' tokens, where merged digit groups would differ).
     """
     specials = list(dict.fromkeys([*V4_SPECIAL_TOKENS, *extra_special_tokens]))
     smallest = _BYTE_ALPHABET + len(specials)
@@ -215,7 +220,12 @@ def train_tokenizer(
             f"special tokens already take {smallest}"
         )
     backend = tokenizers.Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        digits = pre_tokenizers.Digits(individual_digits=True)
+        backend.pre_tokenizer = pre_tokenizers.Sequence([digits, byte_level])
+    else:
+        backend.pre_tokenizer = byte_level
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

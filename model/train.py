@@ -90,17 +90,19 @@ class TrainOptions:
     prev_token_head: int = 1
     prev_token_queries: int = 512
     task_mix: dict[str, float] | None = None  # share of each task in the stream; TASK_MIX if None
+    split_digits: bool = False  # every digit its own token (tried: README, not the default)
     device: str = "cpu"  # e.g. "cuda": the network and batches live there, data stays on the CPU
     config_overrides: dict | None = None  # e.g. smaller dims for a quick test run
 
 
-def build_tokenizer(vocab_size: int, seed: int, docs: int) -> Tokenizer:
-    """BPE over documents, instructions and targets of every task, V4 special tokens first."""
+def build_tokenizer(vocab_size: int, seed: int, docs: int, split_digits: bool = False) -> Tokenizer:
+    """BPE over documents, instructions and targets of every task, V4 special tokens first;
+    with `split_digits` every digit is its own token (see `train_tokenizer`)."""
     texts = []
     for task in TASK_MIX:
         for ex in synthetic.generate(task, docs // len(TASK_MIX), seed=seed + 7):
             texts.append(encode_messages(ex.messages) + ex.target)
-    return train_tokenizer(texts, vocab_size=vocab_size)
+    return train_tokenizer(texts, vocab_size=vocab_size, split_digits=split_digits)
 
 
 def encode_example(tok: Tokenizer, ex) -> tuple[list[int], int, list[tuple[int, list[int]]]]:
@@ -406,7 +408,7 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
     torch.manual_seed(opts.seed)
     started = time.perf_counter()
     config = ModelConfig(**{**DEFAULT_CONFIG, **(opts.config_overrides or {})})
-    tok = build_tokenizer(config.vocab_size, opts.seed, opts.tokenizer_docs)
+    tok = build_tokenizer(config.vocab_size, opts.seed, opts.tokenizer_docs, opts.split_digits)
     model = init_weights(Transformer(config), seed=opts.seed).to(device)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "hc_" not in n]
@@ -511,6 +513,11 @@ def main(argv: list[str] | None = None) -> int:
         + ",".join(f"{k}={v}" for k, v in TASK_MIX.items())
         + ")",
     )
+    p.add_argument(
+        "--split-digits",
+        action="store_true",
+        help="make every digit its own token (off by default; see the README's training notes)",
+    )
     p.add_argument("--log-every", type=int, default=TrainOptions.log_every)
     p.add_argument("--device", default=TrainOptions.device, help="cpu (default) or cuda[:N]")
     a = p.parse_args(argv)
@@ -534,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             pointer_weight=a.pointer_weight,
             prev_token_weight=a.prev_token_weight,
             task_mix=task_mix,
+            split_digits=a.split_digits,
             log_every=a.log_every,
             device=a.device,
         )

@@ -171,3 +171,18 @@ def test_incremental_detokenizer_with_special_tokens(tok):
     assert "".join(kept.add(i) for i in ids) == f"ok{THINK_END}fine{EOS}"
     skipped = tok.incremental_decoder(skip_special_tokens=True)
     assert "".join(skipped.add(i) for i in ids) == "okfine"
+
+
+def test_split_digits_gives_every_digit_its_own_token():
+    corpus = [*CORPUS, "Total 1,113.50 USD; 2024-03-05; INV-2024-0042; 55 350,35 SEK"] * 5
+    tok = train_tokenizer(corpus, vocab_size=400, split_digits=True)
+    written, copied = "Total 1,113.50 USD", "1113.5"
+
+    def digit_tokens(t, text):
+        pieces = [t.decode([i]) for i in t.encode(text)]
+        return [p for p in pieces if any(c.isdigit() for c in p)]
+
+    assert digit_tokens(tok, written) == ["1", "1", "1", "3", "5", "0"]
+    assert digit_tokens(tok, copied) == ["1", "1", "1", "3", "5"]
+    for text in [*TEXTS, written, "v2.0 at 10:45, +41 79 123 45 67"]:
+        assert tok.decode(tok.encode(text)) == text

@@ -14,6 +14,7 @@ from flashbeam.model.train import (
     DEFAULT_CONFIG,
     HeadProbe,
     TrainOptions,
+    build_tokenizer,
     collate,
     copy_batch,
     encode_example,
@@ -279,3 +280,11 @@ def test_a_bad_task_mix_on_the_command_line_is_refused_with_the_fix(capsys):
     with pytest.raises(SystemExit):
         main(["--out", "unused", "--task-mix", "extract=1,invoice=2"])
     assert "unknown task 'invoice'" in capsys.readouterr().err
+
+
+def test_split_digits_reaches_the_trained_tokenizer():
+    number = "1,113.50"
+    split = build_tokenizer(512, 0, 30, split_digits=True)
+    assert [split.decode([i]) for i in split.encode(number)] == list(number)
+    merged = build_tokenizer(512, 0, 30)
+    assert merged.decode(merged.encode(number)) == number
