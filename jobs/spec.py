@@ -125,6 +125,8 @@ class TaskSpec(_Section):
     retry: RetrySpec = Field(default_factory=RetrySpec)
     chunking: ChunkingSpec = Field(default_factory=ChunkingSpec)
     reduce: ReduceSpec = Field(default_factory=ReduceSpec)
+    # Schema fields (property paths) decoding may only fill with values the document states.
+    grounded: list[str] = Field(default_factory=list)
 
 
 class ModelSpec(_Section):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -128,6 +129,9 @@ class CompiledGrammar:
 class GrammarCompiler:
     """Compiles response formats for one tokenizer, caching by canonical schema hash.
 
+    The cache keeps the `cache_size` most recently used grammars: a job whose requests each
+    carry their own schema (grounded fields) must not grow it without bound.
+
     `tokenizer` is a tokenizer.json string or a `tokenizers.Tokenizer`; `vocab_size` is the model's
     logits width when it pads the vocabulary (padding ids are never allowed). `lenient=True`
     ignores schema keywords llguidance does not implement (the output is still validated later).
@@ -140,16 +144,22 @@ class GrammarCompiler:
         vocab_size: int | None = None,
         *,
         lenient: bool = False,
+        cache_size: int = 256,
     ):
         self.vocab = _Vocab(tokenizer, eos_id, vocab_size)
         self.lenient = lenient
-        self._cache: dict[str, CompiledGrammar] = {}
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, CompiledGrammar] = OrderedDict()
 
     def compile(self, response_format: dict[str, Any]) -> CompiledGrammar:
         name, schema = _schema_of(response_format)
         key = canonical_hash(schema)
-        if key not in self._cache:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+        else:
             self._cache[key] = self._compile(name, schema, key)
+            while len(self._cache) > max(self.cache_size, 1):
+                self._cache.popitem(last=False)
         return self._cache[key]
 
     def _compile(self, name: str, schema: Any, key: str) -> CompiledGrammar:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flashbeam.schemas import RetryPolicy, load_schema
+from flashbeam.schemas.grounding import property_nodes, property_paths
 
 InputFormat = Literal["jsonl", "parquet", "text", "openai_batch"]
 TaskKind = Literal["extract", "summarize", "classify", "generate"]
@@ -116,6 +117,10 @@ class TaskConfig:
     `{parts}`), then one request per entry of `questions` (None: the kind's default question).
     `schema` is anything `flashbeam.schemas.load_schema` accepts; None means free text. The
     map requests of a split document use `reduce.part_schema` instead, when it is set.
+    `grounded` names fields (property paths, `figures.value` inside arrays of objects) that
+    constrained decoding may only fill with values the request's text states
+    (`flashbeam.schemas.grounding`): the chunk for a map request, the whole document for a
+    reduce request, the user and assistant messages of a chat record.
     """
 
     kind: TaskKind = "extract"
@@ -130,6 +135,7 @@ class TaskConfig:
     schema_in_prompt: bool = True
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
+    grounded: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.schema is not None and not isinstance(self.schema, dict):
@@ -143,6 +149,8 @@ class TaskConfig:
         if self.max_tokens < 1:
             raise ValueError(f"task.max_tokens must be >= 1, got {self.max_tokens}")
         self._check_part_schema()
+        object.__setattr__(self, "grounded", tuple(self.grounded))
+        self._check_grounded()
 
     def _check_part_schema(self) -> None:
         if self.reduce.part_schema is None:
@@ -158,6 +166,29 @@ class TaskConfig:
                 f"{self.reduce.mode!r}, kind {self.kind!r}): merging needs parts in the task "
                 "schema; set reduce.mode to prompt, or remove part_schema"
             )
+
+    def _check_grounded(self) -> None:
+        if not self.grounded:
+            return
+        if self.schema is None:
+            raise ValueError(
+                "task.grounded needs task.schema: grounding constrains schema fields; set "
+                "task.schema, or remove task.grounded"
+            )
+        if not self.retry.constrained:
+            raise ValueError(
+                "task.grounded needs constrained decoding, but task.retry.constrained is false; "
+                "set it to true, or remove task.grounded"
+            )
+        schemas = [s for s in (self.schema, self.reduce.part_schema) if s is not None]
+        for path in self.grounded:
+            if not any(property_nodes(s, path) for s in schemas):
+                known = sorted({p for s in schemas for p in property_paths(s)})
+                raise ValueError(
+                    f"task.grounded: {path!r} is not a property of the task schema"
+                    f"{' or the part schema' if len(schemas) > 1 else ''}; name property paths "
+                    f"such as 'vendor' or 'figures.value' (known: {', '.join(known) or 'none'})"
+                )
 
     def schema_for(self, source: str) -> dict[str, Any] | None:
         """The schema a request's `schema_source` names: "task", "part" (a split document's

@@ -210,4 +210,9 @@ def _chat_request(chunk: Chunk, task: TaskConfig) -> PromptRequest:
         shared_chars=shared_prefix_chars(messages, request.thinking_enabled),
         input_text=json.dumps(messages, ensure_ascii=False),
         schema_source=source,
+        source_text="\n\n".join(
+            m["content"]
+            for m in messages
+            if m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
+        ),
     )

@@ -88,6 +88,7 @@ class PromptRequest:
     `carry` holds the stats of earlier levels (on one request per item and level only).
     `schema_source` names the schema outputs are held to and validated against: the task's,
     the parts' (`reduce.part_schema`), the request's own `response_format`, or none (free text).
+    `source_text` is the text `task.grounded` fields copy from when it is not `input_text`.
     """
 
     item: ItemKey
@@ -102,6 +103,11 @@ class PromptRequest:
     final: bool = True
     schema_source: str = "task"  # "task" | "part" | "request" | "none"
     carry: ItemStats | None = None
+    source_text: str | None = None
+
+    @property
+    def grounding_text(self) -> str:
+        return self.input_text if self.source_text is None else self.source_text
 
 
 @dataclass

@@ -2,21 +2,25 @@
 
 Requests are validated against the schema their `schema_source` names: the task's, the
 parts' (`reduce.part_schema`, map requests of a split document), the request's own
-`response_format` (OpenAI batch input), or none (free text: one attempt, valid
-when the output ended by itself). A `UsageMeter` between the retry driver and the engine sums
-every attempt's usage and wall time per request, and counts the pipeline metrics.
+`response_format` (OpenAI batch input), or none (free text: one attempt, valid when the output
+ended by itself). Fields named in `task.grounded` are constrained to values the request's text
+states (`grounded_request`); outputs are still validated against the schema. A `UsageMeter`
+between the retry driver and the engine sums every attempt's usage and wall time per request,
+and counts the pipeline metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from flashbeam.model.request import Request, Result, Usage
-from flashbeam.schemas import SchemaError, generate_validated
+from flashbeam.schemas import SchemaError, generate_validated, ground_schema, response_format_for
+from flashbeam.schemas.grounding import property_nodes
 
 from .config import TaskConfig
 from .metrics import count
@@ -123,8 +127,9 @@ def _request_schema(request: Request) -> Any:
 
 def _validated(schema: dict[str, Any], task: TaskConfig) -> Runner:
     def run(meter: UsageMeter, batch: list[PromptRequest], model: str) -> list[RequestOutcome]:
+        requests = [grounded_request(p, schema, task.grounded) for p in batch]
         try:
-            checked = generate_validated(meter, [p.request for p in batch], schema, task.retry)
+            checked = generate_validated(meter, requests, schema, task.retry)
         except SchemaError as e:
             return _schema_errors(meter, batch, model, str(e))
         return [
@@ -145,6 +150,19 @@ def _validated(schema: dict[str, Any], task: TaskConfig) -> Runner:
         ]
 
     return run
+
+
+def grounded_request(
+    prompt: PromptRequest, schema: dict[str, Any], fields: Sequence[str]
+) -> Request:
+    """The prompt's request, with its `fields` grounded in its text (`task.grounded`) when it
+    has no response_format of its own. Built here, just before generation, so the (large)
+    grounded schema never travels through the pipeline."""
+    present = [f for f in fields if property_nodes(schema, f)]
+    if not present or prompt.request.response_format is not None:
+        return prompt.request
+    grounded = ground_schema(schema, prompt.grounding_text, present)
+    return dataclasses.replace(prompt.request, response_format=response_format_for(grounded))
 
 
 def _free_text(meter: UsageMeter, batch: list[PromptRequest], model: str) -> list[RequestOutcome]:

@@ -6,6 +6,7 @@ from flashbeam.schemas.arrow import (
     to_arrow_row,
     to_arrow_rows,
 )
+from flashbeam.schemas.grounding import ground_schema
 from flashbeam.schemas.loading import (
     SchemaError,
     builtin_names,
@@ -25,6 +26,7 @@ __all__ = [
     "builtin_names",
     "check_schema",
     "generate_validated",
+    "ground_schema",
     "load_schema",
     "parse_json_output",
     "response_format_for",

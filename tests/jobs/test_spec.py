@@ -273,3 +273,15 @@ def test_pipeline_checks_become_job_errors(tmp_path):
     assert f"{path}: task.chunking: chunking.overlap_tokens must be between 0" in error_of(path)
     path = spec(tmp_path, MINIMAL + "engine:\n  cache_bytes: lots\n", "size.yaml")
     assert "engine.cache_bytes: Value error, 'lots' is not a size" in error_of(path)
+
+
+def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
+    grounded = plan_job(load_job(JOBS / "extract_invoices.yaml")).config.task.grounded
+    assert "total_amount" in grounded and "currency" not in grounded  # currency has an enum
+    invoice = JOBS / "schemas" / "invoice.json"
+    path = spec(tmp_path, MINIMAL + f"task:\n  schema: {invoice}\n  grounded: [vendor, totl]\n")
+    message = error_of(path)
+    assert f"{path}: task: task.grounded: 'totl' is not a property of the task schema" in message
+    assert "known: currency, customer" in message
+    path = spec(tmp_path, MINIMAL + "task:\n  grounded: [vendor]\n", "free.yaml")
+    assert "task.grounded needs task.schema" in error_of(path)

@@ -242,6 +242,17 @@ def test_compile_is_cached_by_canonical_schema(compiler):
     assert a is b
 
 
+def test_compile_cache_keeps_only_the_most_recently_used_grammars(tokenizer):
+    # A job whose requests each carry their own schema (grounded fields) must not grow it.
+    compiler = GrammarCompiler(tokenizer.to_str(), EOS, cache_size=2)
+    schemas = [fmt({"type": "string", "enum": [f"v{i}"]}) for i in range(3)]
+    first, second = compiler.compile(schemas[0]), compiler.compile(schemas[1])
+    assert compiler.compile(schemas[0]) is first  # used again: now the most recent
+    compiler.compile(schemas[2])  # evicts schemas[1], the least recently used
+    assert compiler.compile(schemas[0]) is first
+    assert compiler.compile(schemas[1]) is not second
+
+
 @pytest.mark.parametrize(
     "schema, feature",
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import apache_beam as beam
+import pytest
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.testing.util import assert_that
 
@@ -12,6 +13,7 @@ from flashbeam.pipelines.handler import EngineModelHandler, PromptGroupHandler, 
 from flashbeam.pipelines.prompts import document_requests
 from flashbeam.pipelines.records import Chunk, Document, Origin
 from flashbeam.pipelines.validate import UsageMeter, run_prompts
+from flashbeam.schemas import RetryPolicy
 
 
 def _chunk(doc_id: str, text: str) -> Chunk:
@@ -137,3 +139,84 @@ def test_run_prompts_holds_outputs_to_the_schema_in_its_own_property_order():
     assert outcome.valid and outcome.value == {"zeta": 1, "alpha": "a"}
     [[held_to]] = engine.schemas.values()
     assert list(held_to["properties"]) == ["zeta", "alpha"]
+
+
+# ---- grounded fields ------------------------------------------------------------------------
+
+GROUNDED_SCHEMA = {
+    "type": "object",
+    "properties": {"vendor": {"type": "string", "maxLength": 40},
+                   "total": {"type": ["number", "null"]}, "note": {"type": "string"}},
+    "required": ["vendor", "total", "note"],
+    "additionalProperties": False,
+}  # fmt: skip
+
+
+def test_grounded_fields_hold_each_request_to_values_its_own_document_states():
+    task = TaskConfig(kind="extract", schema=GROUNDED_SCHEMA, grounded=("vendor", "total"))
+    docs = {"a": "Acme Ltd\nTotal: $1,200.50", "b": "Bolt Inc  total 7"}
+    prompts = [p for i, t in docs.items() for p in document_requests(_chunk(i, t), task)]
+    assert all(p.request.response_format is None for p in prompts)  # built at generation only
+    engine = _Replies('{"vendor": "Acme Ltd", "total": 1200.5, "note": "x"}')
+    a, b = run_prompts(engine, prompts, task, "m")
+    assert a.valid and a.attempts == 1
+    # b's document does not state that vendor: its grammar would not have allowed the reply,
+    # and validation (against the task schema) cannot tell, so the double's reply passes.
+    [held_a] = engine.schemas["a#q0"]
+    held_b = engine.schemas["b#q0"][0]
+    assert "Acme Ltd" in held_a["properties"]["vendor"]["enum"]
+    assert "Acme Ltd" not in held_b["properties"]["vendor"]["enum"]
+    assert held_a["properties"]["total"]["enum"] == [1200.5, None]
+    assert held_b["properties"]["total"]["enum"] == [7, None]
+    assert held_a["properties"]["note"] == {"type": "string"}
+    assert b.valid
+
+
+def test_a_request_with_its_own_response_format_is_not_grounded():
+    task = TaskConfig(kind="extract", schema=GROUNDED_SCHEMA, grounded=("vendor",))
+    [prompt] = document_requests(_chunk("a", "Acme Ltd"), task)
+    own = {"type": "json_schema", "json_schema": {"name": "own", "schema": GROUNDED_SCHEMA}}
+    prompt.request.response_format = own
+    engine = _Replies('{"vendor": "Zed", "total": null, "note": ""}')
+    [outcome] = run_prompts(engine, [prompt], task, "m")
+    assert outcome.valid and engine.schemas["a#q0"] == [GROUNDED_SCHEMA]
+
+
+def test_a_grounded_field_of_a_random_model_is_always_a_value_the_document_states(engine_config):
+    # A random-weight model writes noise, but grounded noise: every vendor is a span of the
+    # document and every total a number it writes, and the output still validates.
+    from flashbeam.schemas.grounding import text_numbers, text_spans
+
+    task = TaskConfig(kind="extract", schema=GROUNDED_SCHEMA, grounded=("vendor", "total"),
+                      max_tokens=48, temperature=1.0)  # fmt: skip
+    texts = {f"d{i}": f"Invoice from Firm {i} Ltd.\nAmount due: {i},{i}50.25 EUR" for i in range(4)}
+    prompts = [p for i, t in texts.items() for p in document_requests(_chunk(i, t), task)]
+    outcomes = run_prompts(engine_for(engine_config), prompts, task, "m")
+    for outcome in outcomes:
+        assert outcome.valid, outcome.errors
+        text = texts[outcome.prompt.origin.id]
+        assert outcome.value["vendor"] in text_spans(text)
+        assert outcome.value["total"] is None or outcome.value["total"] in text_numbers(text)
+
+
+def test_grounded_fields_must_name_schema_properties_and_need_constrained_decoding():
+    with pytest.raises(ValueError, match=r"'vendr' is not a property .*known: note, total, vendor"):
+        TaskConfig(schema=GROUNDED_SCHEMA, grounded=["vendr"])
+    with pytest.raises(ValueError, match="needs task.schema"):
+        TaskConfig(grounded=["vendor"])
+    with pytest.raises(ValueError, match="retry.constrained is false"):
+        TaskConfig(schema=GROUNDED_SCHEMA, grounded=["vendor"],
+                   retry=RetryPolicy(constrained=False))  # fmt: skip
+    part = {"type": "object", "properties": {"key_point": {"type": "string"}}}
+    task = TaskConfig(kind="summarize", schema=GROUNDED_SCHEMA, grounded=["key_point", "vendor"],
+                      reduce=ReduceConfig(mode="prompt", part_schema=part))  # fmt: skip
+    assert task.grounded == ("key_point", "vendor")  # a property of either schema will do
+
+
+def test_a_chat_record_is_grounded_in_its_user_and_assistant_messages(tiny_schema):
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Acme Ltd owes 5."}]  # fmt: skip
+    record = Document(Origin("c", "src", 1), messages=messages)
+    task = TaskConfig(kind="extract", schema=tiny_schema)
+    [prompt] = document_requests(Chunk(record, 0, 1, "", 0, 0), task)
+    assert prompt.grounding_text == "Acme Ltd owes 5."

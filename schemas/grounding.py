@@ -1,0 +1,243 @@
+"""Grounded fields: constrain chosen fields of a JSON Schema to values the source text states.
+
+    schema = ground_schema(task_schema, document_text, ["vendor", "total_amount", "issue_date"])
+
+For each named field, `ground_schema` collects the values the text writes and replaces the
+field's schema with an `enum` of those that the field's own schema accepts, so constrained
+decoding can only copy them (and the result still validates against the original schema):
+
+- a `"format": "date"` string: every date the text writes, in any common layout
+  ("2023-04-02", "17.02.2023", "Nov 19, 2022", "31st July 2024", "14-Aug-2023"), as YYYY-MM-DD;
+  a numeric date that reads both ways (03/04/2023) gives both dates;
+- a number or integer: every number the text writes ("$1,486.56", "SEK 361,12", "1 024"), with
+  both readings of an ambiguous separator ("1,024" is 1024 or 1.024);
+- any other string: every run of up to `max_words` consecutive words on one line that does not
+  cross a layout gap (two or more spaces, a tab, a `|`), with and without its outer punctuation.
+
+A field is named by its property path: `vendor`, or `figures.value` for a property of the
+objects in an array (array items are grounded one by one). `null` stays allowed where the field
+allowed it. A field for which the text states no acceptable value keeps its original schema, and
+so does a field with an `enum` or `const` of its own: the grammar already bounds it.
+"""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import datetime as dt
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jsonschema
+
+from flashbeam.schemas.loading import FORMAT_CHECKER
+
+MAX_WORDS = 8
+
+_MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name}
+_MONTHS.update({name.lower(): i for i, name in enumerate(calendar.month_abbr) if name})
+_MONTHS["sept"] = 9
+_MONTH = "(?P<month>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
+_DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
+_YEAR = r"(?P<year>\d{4})"
+_SEP = r"[\s,./-]*"
+_DATE_PATTERNS = [
+    re.compile(r"\b(?P<year>\d{4})[-/.](?P<a>\d{1,2})[-/.](?P<b>\d{1,2})\b"),
+    re.compile(r"\b(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<year>\d{4}|\d{2})\b"),
+    re.compile(rf"\b{_DAY}(?:\s+of)?{_SEP}{_MONTH}{_SEP}{_YEAR}\b", re.IGNORECASE),
+    re.compile(rf"\b{_MONTH}{_SEP}{_DAY},?{_SEP}{_YEAR}\b", re.IGNORECASE),
+    re.compile(rf"\b{_YEAR}[\s./-]{_MONTH}[\s./-]{_DAY}\b", re.IGNORECASE),
+]
+_NUMBERS = [
+    re.compile(r"(?<![\w.,])\d+(?:[,.']\d+)*"),
+    re.compile(r"(?<![\w.,])\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:[.,]\d+)?"),  # "1 024,50"
+]
+_GAP = re.compile(r"\s{2,}|\t|\|")
+_OUTER = "\"'()[]{}<>,;:!?*"
+
+
+def ground_schema(schema: dict[str, Any], text: str, fields: Sequence[str]) -> dict[str, Any]:
+    """A copy of `schema` whose `fields` accept only values `text` states (module docstring)."""
+    grounded = copy.deepcopy(schema)
+    values = _Values(text)
+    for path in fields:
+        for node in property_nodes(grounded, path):
+            choices = values.for_schema(node)
+            if choices:
+                node.clear()
+                node["enum"] = choices
+    return grounded
+
+
+def text_dates(text: str) -> list[str]:
+    """Every date `text` writes, as YYYY-MM-DD, in order of first appearance."""
+    found: dict[str, int] = {}
+    for pattern in _DATE_PATTERNS:
+        for m in pattern.finditer(text):
+            for date in _readings(m):
+                found.setdefault(date.isoformat(), m.start())
+    return sorted(found, key=found.__getitem__)
+
+
+def text_numbers(text: str) -> list[int | float]:
+    """Every number `text` writes (each reading of an ambiguous separator), first seen first."""
+    found: dict[float, int | float] = {}
+    for pattern in _NUMBERS:
+        for m in pattern.finditer(text):
+            for value in _number_readings(m.group()):
+                found.setdefault(value, int(value) if value.is_integer() else value)
+    return list(found.values())
+
+
+def text_spans(text: str, max_words: int = MAX_WORDS) -> list[str]:
+    """Every run of 1..`max_words` words on one line between layout gaps, with and without its
+    outer punctuation; first seen first."""
+    found: dict[str, None] = {}
+    for line in text.splitlines():
+        for segment in _GAP.split(line):
+            words = segment.split()
+            for i in range(len(words)):
+                for j in range(i + 1, min(i + max_words, len(words)) + 1):
+                    span = " ".join(words[i:j])
+                    found.setdefault(span)
+                    trimmed = span.strip(_OUTER)
+                    if trimmed:
+                        found.setdefault(trimmed)
+                        found.setdefault(trimmed.rstrip("."))
+    found.pop("", None)
+    return list(found)
+
+
+class _Values:
+    """The candidate values of one text, computed once per kind."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self._cache: dict[str, list[Any]] = {}
+
+    def of(self, kind: str) -> list[Any]:
+        if kind not in self._cache:
+            source = {"date": text_dates, "number": text_numbers, "span": text_spans}[kind]
+            self._cache[kind] = source(self.text)
+        return self._cache[kind]
+
+    def for_schema(self, node: dict[str, Any]) -> list[Any]:
+        """The text's values `node` accepts, with null when it accepts null; [] for a node
+        that is not a plain string or number, or already has an enum/const."""
+        if "enum" in node or "const" in node:
+            return []
+        types = _types(node)
+        if "number" in types or "integer" in types:
+            kind = "number"
+        elif "string" in types:
+            kind = "date" if node.get("format") == "date" else "span"
+        else:
+            return []
+        accepts = _acceptor(node)
+        choices = [v for v in self.of(kind) if accepts(v)]
+        if choices and "null" in types:
+            choices.append(None)
+        return choices
+
+
+_BOUNDS = {
+    "minLength": lambda v, n: len(v) >= n,
+    "maxLength": lambda v, n: len(v) <= n,
+    "minimum": lambda v, n: v >= n,
+    "maximum": lambda v, n: v <= n,
+    "exclusiveMinimum": lambda v, n: v > n,
+    "exclusiveMaximum": lambda v, n: v < n,
+}
+_ANNOTATIONS = {"type", "format", "title", "description", "default", "examples", "$comment"}
+
+
+def _acceptor(node: dict[str, Any]) -> Callable[[Any], bool]:
+    """Whether `node` accepts a value, for candidates of the node's own kind (numbers are ints
+    when integral). Plain bounds are checked here, for speed over thousands of spans; a node
+    with any other keyword goes to jsonschema."""
+    plain = all(k in _BOUNDS or k in _ANNOTATIONS or k.startswith("x-") for k in node)
+    if not plain or node.get("format") not in (None, "date"):
+        return jsonschema.Draft202012Validator(node, format_checker=FORMAT_CHECKER).is_valid
+    types = _types(node)
+    whole = "integer" in types and "number" not in types
+    bounds = [(_BOUNDS[k], node[k]) for k in _BOUNDS if k in node]
+
+    def accepts(value: Any) -> bool:
+        if whole and isinstance(value, float):
+            return False
+        return all(check(value, limit) for check, limit in bounds)
+
+    return accepts
+
+
+def _types(node: dict[str, Any]) -> list[str]:
+    types = node.get("type")
+    return [types] if isinstance(types, str) else list(types or [])
+
+
+def property_nodes(schema: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """The subschemas a property path ("vendor", "figures.value") names, through arrays'
+    `items`; [] when the schema has no such property."""
+    nodes = [schema]
+    for name in path.split("."):
+        nodes = [_items(n).get("properties", {}).get(name) for n in nodes]
+        nodes = [n for n in nodes if isinstance(n, dict)]
+    return [_items(n) for n in nodes]
+
+
+def _items(node: dict[str, Any]) -> dict[str, Any]:
+    items = node.get("items")
+    return items if isinstance(items, dict) else node
+
+
+def property_paths(schema: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every property path of `schema`, outer properties first."""
+    out = []
+    for name, sub in _items(schema).get("properties", {}).items():
+        if isinstance(sub, dict):
+            out.append(prefix + name)
+            out.extend(property_paths(sub, f"{prefix}{name}."))
+    return out
+
+
+def _readings(m: re.Match[str]) -> list[dt.date]:
+    parts = m.groupdict()
+    year = int(parts["year"])
+    if year < 100:
+        year += 2000
+    if parts.get("month"):
+        candidates = [(_MONTHS[parts["month"].lower().rstrip(".")], int(parts["day"]))]
+    elif m.re is _DATE_PATTERNS[0]:
+        candidates = [(int(parts["a"]), int(parts["b"]))]
+    else:  # day-first and month-first both occur: keep each reading that is a date
+        a, b = int(parts["a"]), int(parts["b"])
+        candidates = [(b, a), (a, b)]
+    out = []
+    for month, day in candidates:
+        try:
+            out.append(dt.date(year, month, day))
+        except ValueError:
+            continue
+    return out
+
+
+def _number_readings(raw: str) -> list[float]:
+    """ "1,486.56" -> [1486.56]; "361,12" -> [361.12]; "1,024" -> [1024, 1.024]; "1 024" -> [1024];
+    "17.02.2023" -> [17, 2, 2023]."""
+    groups = re.split(r"\D", raw)
+    seps = re.findall(r"\D", raw)
+    if not seps:
+        return [float(raw)]
+    readings = []
+    if _thousands(groups, seps):
+        readings.append(float("".join(groups)))
+    last, head = seps[-1], groups[:-1]
+    if last in ".," and last not in seps[:-1] and (len(head) == 1 or _thousands(head, seps[:-1])):
+        readings.append(float("".join(head) + "." + groups[-1]))
+    return readings or [float(g) for g in groups]
+
+
+def _thousands(groups: list[str], seps: list[str]) -> bool:
+    """Whether one separator splits `groups` into thousands: 1-3 digits, then 3-digit groups."""
+    return len(set(seps)) == 1 and 1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])

@@ -1,0 +1,186 @@
+"""Grounded fields: the dates, numbers and word spans a text states, and schemas limited to them."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from flashbeam.model import synthetic
+from flashbeam.schemas import ground_schema, load_schema
+from flashbeam.schemas.grounding import (
+    property_nodes,
+    property_paths,
+    text_dates,
+    text_numbers,
+    text_spans,
+)
+
+INVOICE = """Schmidt & Jensen LLP         INVOICE
+43 Bridge Street             Invoice No: INV-2023-1230
+Dublin D02 X285              Date of Issue: September 22nd, 2023
+                             Payment Due Date: 06.10.2023
+Sold To:                   Delivery Address:
+Northwind Works & Co.      89 Station Street
+                   Amount Due:        $1,486.56
+Thank you for choosing Schmidt & Jensen LLP!"""
+
+
+@pytest.mark.parametrize(
+    "text, dates",
+    [
+        ("Issued: Saturday, November 19, 2022", ["2022-11-19"]),
+        ("Paid On : 2023-04-02   18:47", ["2023-04-02"]),
+        ("date - 17.02.2023", ["2023-02-17"]),
+        ("Purchase Date: 11 January 2022", ["2022-01-11"]),
+        ("purchase date: 14-Aug-2023", ["2023-08-14"]),
+        ("Paid On:  31st July 2024", ["2024-07-31"]),
+        ("effective the 3rd of March 2024", ["2024-03-03"]),
+        ("Sept. 5, 2021 and 2021/12/30", ["2021-09-05", "2021-12-30"]),
+        ("due 17/02/23", ["2023-02-17"]),
+        ("no date here, only 2023 and 12/2023", []),
+    ],
+)
+def test_text_dates_reads_the_common_layouts_as_iso(text, dates):
+    assert text_dates(text) == dates
+
+
+def test_a_numeric_date_that_reads_both_ways_gives_both_and_impossible_readings_none():
+    assert set(text_dates("on 03/04/2023")) == {"2023-04-03", "2023-03-04"}
+    assert text_dates("on 31/02/2023 or 13/13/2023") == []
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Amount Due: $1,486.56.", [1486.56]),
+        ("Total : SEK 361,12", [361.12]),
+        ("INR 1,075.20 or EUR 1.075,20", [1075.2]),
+        ("1,024 units", [1024, 1.024]),
+        ("Cash tendered: 60 AUD", [60]),
+    ],
+)
+def test_text_numbers_reads_separators(text, expected):
+    assert text_numbers(text) == expected
+
+
+def test_text_numbers_reads_space_grouped_thousands_and_skips_digits_inside_identifiers():
+    assert 1024.5 in text_numbers("Total 1 024,50 EUR")
+    assert text_numbers("inv # INV0030777, ref R202230176") == []
+    numbers = text_numbers("Invoice No: INV-2023-1230 dated 17.02.2023")
+    assert 2023 in numbers and 1230 in numbers and 17 in numbers  # every group a number
+    assert all(isinstance(n, int) for n in text_numbers("60 and 1,024.00"))  # integral: ints
+
+
+def test_text_spans_keep_names_whole_and_do_not_cross_layout_gaps_or_lines():
+    spans = text_spans(INVOICE)
+    for name in [
+        "Schmidt & Jensen LLP",
+        "Northwind Works & Co.",
+        "INV-2023-1230",
+        "Dublin D02 X285",
+    ]:
+        assert name in spans
+    assert "Schmidt & Jensen LLP!" in spans and "Schmidt & Jensen LLP" in spans  # outer punctuation
+    assert "LLP INVOICE" not in spans  # two columns of the layout
+    assert "X285 Date" not in spans
+    assert "LLP 43" not in spans  # two lines
+    assert all(len(s.split()) <= 3 for s in text_spans(INVOICE, max_words=3))
+
+
+def test_ground_schema_limits_fields_to_what_the_text_states():
+    schema = synthetic.load_schema("invoice")
+    fields = ["vendor", "customer", "document_number", "issue_date", "due_date", "total_amount"]
+    grounded = ground_schema(schema, INVOICE, fields)
+    props = grounded["properties"]
+    assert "Schmidt & Jensen LLP" in props["vendor"]["enum"]
+    assert None not in props["vendor"]["enum"]  # vendor is required and not nullable
+    assert None in props["customer"]["enum"]  # customer may be null: it still may
+    assert set(props["issue_date"]["enum"]) == {"2023-09-22", "2023-10-06", "2023-06-10"}
+    assert 1486.56 in props["total_amount"]["enum"]
+    assert props["currency"] == schema["properties"]["currency"]  # not named: untouched
+    assert schema == synthetic.load_schema("invoice")  # the input schema is not changed
+    # Every allowed value is one the original field accepts.
+    for name in fields:
+        check = jsonschema.Draft202012Validator(schema["properties"][name]).is_valid
+        assert all(check(v) for v in props[name]["enum"])
+    assert list(props) == list(schema["properties"])  # same properties, same order
+
+
+def test_ground_schema_respects_the_fields_own_bounds():
+    schema = {"type": "object", "properties": {
+        "code": {"type": "string", "maxLength": 4},
+        "qty": {"type": "integer", "minimum": 2},
+        "price": {"type": "number", "exclusiveMaximum": 100},
+    }}  # fmt: skip
+    text = "Code AB12 qty 1 or 3, price 19.99 or 250"
+    props = ground_schema(schema, text, ["code", "qty", "price"])["properties"]
+    assert all(len(v) <= 4 for v in props["code"]["enum"]) and "AB12" in props["code"]["enum"]
+    assert props["qty"]["enum"] == [3, 250]  # 1 is below the minimum, 19.99 no integer
+    assert props["price"]["enum"] == [1, 3, 19.99]  # 250 is not below 100
+
+
+def test_a_field_with_nothing_to_copy_or_an_enum_of_its_own_keeps_its_schema():
+    schema = {"type": "object", "properties": {
+        "when": {"type": ["string", "null"], "format": "date"},
+        "kind": {"type": "string", "enum": ["a", "b"]},
+        "flag": {"type": "boolean"},
+    }}  # fmt: skip
+    grounded = ground_schema(schema, "a text with no date at all", ["when", "kind", "flag"])
+    assert grounded == schema
+
+
+def test_ground_schema_reaches_into_arrays_of_strings_and_objects():
+    schema = load_schema(
+        {"type": "object", "properties": {
+            "people": {"type": "array", "items": {"type": "string"}},
+            "figures": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "value": {"type": "number"}}}},
+        }}
+    )  # fmt: skip
+    text = "Anna Lombardi reported 180 affected servers."
+    grounded = ground_schema(schema, text, ["people", "figures.value"])
+    assert "Anna Lombardi" in grounded["properties"]["people"]["items"]["enum"]
+    figure = grounded["properties"]["figures"]["items"]["properties"]
+    assert figure["value"]["enum"] == [180] and figure["name"] == {"type": "string"}
+    assert property_nodes(schema, "figures.value") == [{"type": "number"}]
+    assert property_nodes(schema, "figures.nope") == [] and property_nodes(schema, "x") == []
+    assert property_paths(schema) == ["people", "figures", "figures.name", "figures.value"]
+
+
+def test_the_sample_documents_state_every_gold_value_of_the_grounded_fields():
+    # Grounding may only help if the document writes the value: it does, for every gold value
+    # of the example job (held-out layouts) and of fresh training-layout documents.
+    schema = synthetic.load_schema("invoice")
+    fields = ["vendor", "customer", "document_number", "issue_date", "due_date", "total_amount"]
+    docs = [json.loads(line) for line in (synthetic.DATA_DIR / "business_docs.jsonl").open()]
+    gold = {
+        (g := json.loads(line))["id"]: g
+        for line in (synthetic.DATA_DIR / "business_docs.gold.jsonl").open()
+    }
+    cases = [(d["text"], gold[d["id"]]) for d in docs]
+    cases += [(x.messages[-1]["content"], x.gold) for x in synthetic.generate("extract", 40, 5)]
+    for text, want in cases:
+        props = ground_schema(schema, text, fields)["properties"]
+        for name in fields:
+            assert want[name] in props[name].get("enum", [want[name]]), (name, want[name])
+
+
+def test_the_sample_reports_state_every_gold_value_of_the_grounded_fields():
+    schema = synthetic.load_schema("report_summary")
+    fields = ["title", "author", "report_date", "people", "figures.name", "figures.value"]
+    gold = {
+        (g := json.loads(line))["id"]: g
+        for line in (synthetic.DATA_DIR / "reports.gold.jsonl").open()
+    }
+    for line in (synthetic.DATA_DIR / "reports.jsonl").open():
+        doc = json.loads(line)
+        want = gold[doc["id"]]
+        props = ground_schema(schema, doc["text"], fields)["properties"]
+        for name in ["title", "author", "report_date"]:
+            assert want[name] in props[name]["enum"]
+        assert set(want["people"]) <= set(props["people"]["items"]["enum"])
+        figure = props["figures"]["items"]["properties"]
+        for f in want["figures"]:
+            assert f["name"] in figure["name"]["enum"] and f["value"] in figure["value"]["enum"]
