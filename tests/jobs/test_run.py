@@ -16,6 +16,8 @@ TINY_SCHEMA = (
     'task.schema={"type": "object", "properties": {"ok": {"type": "boolean"}}, '
     '"required": ["ok"], "additionalProperties": false}'
 )
+# The example jobs ground fields of their own schemas, which the tiny schemas do not have.
+NOT_GROUNDED = "task.grounded=[]"
 TINY_PART_SCHEMA = (
     'task.reduce.part_schema={"type": "object", "properties": {"n": {"type": "integer", '
     '"minimum": 0, "maximum": 9}}, "required": ["n"], "additionalProperties": false}'
@@ -79,7 +81,8 @@ def test_extract_invoices_with_a_bad_line_exits_3(flashbeam, checkpoint, docs, t
 
 def test_date_partitions_and_atomic_reruns(flashbeam, checkpoint, docs, tmp_path, monkeypatch):
     job = ["--set", f"model.path={checkpoint}", "--set", f"input.path={docs}", "--set",
-           TINY_SCHEMA, "--set", "task.max_tokens=8", "--preview", "0"]  # fmt: skip
+           TINY_SCHEMA, "--set", NOT_GROUNDED, "--set", "task.max_tokens=8",
+           "--preview", "0"]  # fmt: skip
     spec = JOBS / "extract_invoices.yaml"
     for date in ("2026-01-02", "2026-01-03"):
         code, _, err = flashbeam("run", spec, "--date", date, *job)
@@ -123,7 +126,7 @@ def test_nightly_summarize_map_reduces_long_reports(flashbeam, checkpoint, tmp_p
         "run", JOBS / "nightly_summarize.yaml", "--date", "2026-01-02",
         "--set", f"model.path={checkpoint}", "--set", f"input.path={path}",
         "--set", "task.chunking.max_tokens=128", "--set", TINY_SCHEMA,
-        "--set", TINY_PART_SCHEMA, "--set", "task.max_tokens=8",
+        "--set", TINY_PART_SCHEMA, "--set", NOT_GROUNDED, "--set", "task.max_tokens=8",
     )  # fmt: skip
     assert code == 0, err
     partition = tmp_path / "out" / "nightly_summarize" / "2026-01-02"
