@@ -374,6 +374,8 @@ def con_formal(c: Ctx) -> list[str | None]:
     d = c.doc
     kind = c.rng.choice(["SERVICES AGREEMENT", "CONSULTING AGREEMENT", "SUPPLY AGREEMENT"])
     ref = f"{c.label('con_no')} {d.number}" if d.number else None
+    if d.number and c.rng.random() < 0.5:  # the number in the title, with no label
+        kind, ref = f"{kind} {d.number}", None
     p = c.rng.choice(["Provider", "Supplier", "Consultant"])
     parties = (
         f'This {kind.title()} (the "Agreement") is entered into as of {c.date(d.issue)} '
@@ -459,18 +461,47 @@ def con_numbered_caps(c: Ctx) -> list[str | None]:
 @template("con_email_summary", "contract", "train")
 def con_email_summary(c: Ctx) -> list[str | None]:
     d = c.doc
-    head = f"From: {d.extra['contact']} <legal@{d.extra['domain']}>\nSubject: Signed agreement"
+    in_subject = bool(d.number) and c.rng.random() < 0.5
+    subject = f"Signed agreement {d.number}" if in_subject else "Signed agreement"
+    head = f"From: {d.extra['contact']} <legal@{d.extra['domain']}>\nSubject: {subject}"
     p1 = (
         f"Hi team, the agreement between {d.vendor} and {d.customer} has now been signed by both "
         "parties. Key terms below."
     )
-    bullets = [f"- {c.label('con_no')}: {d.number}"] if d.number else []
+    bullets = [f"- {c.label('con_no')}: {d.number}"] if d.number and not in_subject else []
     bullets.append(f"- {c.label('con_start')}: {c.date(d.issue)}")
     if d.due:
         bullets.append(f"- {c.label('con_end')}: {c.date(d.due)}")
     if d.has_total:
         bullets.append(f"- {c.label('con_value')}: {c.total()}")
     return [head, p1, "\n".join(bullets), None, f"Thanks,\n{d.extra['contact']}"]
+
+
+@template("con_extension_letter", "contract", "train", filler="letter")
+def con_extension_letter(c: Ctx) -> list[str | None]:
+    d = c.doc
+    what = c.rng.choice(["Extension of Contract", "Amendment to Agreement", "Continuation of"])
+    ref = f"Subject: {what} {d.number}" if d.number else "Subject: Contract extension"
+    services = ", ".join(desc.lower() for desc, _, _ in d.items)
+    p1 = (
+        f"Dear {d.customer}, this letter confirms that {d.vendor} will continue to provide "
+        f"{services} from {c.date(d.issue)}"
+        + (f" until {c.date(d.due)}." if d.due else " until either party gives notice.")
+    )
+    p2 = (
+        f"The contract value for this period is {c.total()}."
+        if d.has_total
+        else "All other terms of the agreement remain unchanged."
+    )
+    return [
+        _letterhead(c),
+        c.date(d.issue),
+        ref,
+        p1,
+        p2,
+        None,
+        f"Kind regards,\n{d.extra['contact']}\n{d.vendor}",
+    ]
 
 
 @template("con_sow", "contract", "heldout")
