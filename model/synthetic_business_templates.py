@@ -477,6 +477,13 @@ def con_email_summary(c: Ctx) -> list[str | None]:
     return [head, p1, "\n".join(bullets), None, f"Thanks,\n{d.extra['contact']}"]
 
 
+def _contract_letter(c: Ctx, ref: str, p1: str, p2: str, closing: str) -> list[str | None]:
+    """A contract written as a letter: letterhead, date, subject line, two paragraphs, signature."""
+    d = c.doc
+    signature = f"{closing},\n{d.extra['contact']}\n{d.vendor}"
+    return [_letterhead(c), c.date(d.issue), ref, p1, p2, None, signature]
+
+
 @template("con_extension_letter", "contract", "train", filler="letter")
 def con_extension_letter(c: Ctx) -> list[str | None]:
     d = c.doc
@@ -493,15 +500,7 @@ def con_extension_letter(c: Ctx) -> list[str | None]:
         if d.has_total
         else "All other terms of the agreement remain unchanged."
     )
-    return [
-        _letterhead(c),
-        c.date(d.issue),
-        ref,
-        p1,
-        p2,
-        None,
-        f"Kind regards,\n{d.extra['contact']}\n{d.vendor}",
-    ]
+    return _contract_letter(c, ref, p1, p2, "Kind regards")
 
 
 @template("con_sow", "contract", "heldout")
@@ -545,12 +544,4 @@ def con_renewal_letter(c: Ctx) -> list[str | None]:
         if d.has_total
         else "Your current rates remain unchanged for the renewed term."
     )
-    return [
-        _letterhead(c),
-        c.date(d.issue),
-        ref,
-        p1,
-        p2,
-        None,
-        f"Yours sincerely,\n{d.extra['contact']}\n{d.vendor}",
-    ]
+    return _contract_letter(c, ref, p1, p2, "Yours sincerely")
