@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 from flashbeam.model.request import Request, Result, Usage
 from flashbeam.schemas import SchemaError, generate_validated, ground_schema, response_format_for
-from flashbeam.schemas.grounding import property_nodes
 
 from .config import TaskConfig
 from .metrics import count
@@ -158,10 +157,9 @@ def grounded_request(
     """The prompt's request, with its `fields` grounded in its text (`task.grounded`) when it
     has no response_format of its own. Built here, just before generation, so the (large)
     grounded schema never travels through the pipeline."""
-    present = [f for f in fields if property_nodes(schema, f)]
-    if not present or prompt.request.response_format is not None:
+    if not fields or prompt.request.response_format is not None:
         return prompt.request
-    grounded = ground_schema(schema, prompt.grounding_text, present)
+    grounded = ground_schema(schema, prompt.grounding_text, fields)  # skips fields it lacks
     return dataclasses.replace(prompt.request, response_format=response_format_for(grounded))
 
 
