@@ -60,14 +60,18 @@ class ReduceConfig:
     `mode="prompt"` asks the model again with `instructions` over the parts' outputs (summaries
     summarized again, for up to `rounds` levels); `mode="merge"` merges the parts' JSON objects
     field by field: `rules` maps a top-level property to a rule, `default_rule` covers the rest
-    (None: arrays `concat_unique`, everything else `most_common`). `on_part_error="fail"` turns a
-    document with any failed part into an error row; `"skip"` reduces the parts that succeeded
+    (None: arrays `concat_unique`, everything else `most_common`). `on_part_error="fail"` turns
+    a document with any failed part into an error row; `"skip"` reduces the parts that succeeded
     and records the number of failed parts in the row.
 
     Prompt mode only: `part_schema` is the JSON Schema the parts' outputs follow when it differs
     from the task's (e.g. chunk summaries merged into a report summary; None: the task schema);
     the reduce requests' outputs follow the task schema. `max_input_tokens` is the token budget
-    of the parts packed into one reduce request (None: `chunking.max_tokens`).
+    of the parts packed into one reduce request (None: `chunking.max_tokens`). The fields named
+    in `rules` are merged by their rule from the map outputs, not written by the reduce prompt:
+    their merged values replace the model's in the final output, which must then still
+    validate (e.g. `people: concat_unique` gathers each chunk's names, where a model asked to
+    merge lists tends to repeat or drop entries). `default_rule` is for merge mode only.
     """
 
     mode: Literal["auto", "prompt", "merge"] = "auto"
@@ -149,6 +153,7 @@ class TaskConfig:
         if self.max_tokens < 1:
             raise ValueError(f"task.max_tokens must be >= 1, got {self.max_tokens}")
         self._check_part_schema()
+        self._check_prompt_rules()
         object.__setattr__(self, "grounded", tuple(self.grounded))
         self._check_grounded()
 
@@ -166,6 +171,35 @@ class TaskConfig:
                 f"{self.reduce.mode!r}, kind {self.kind!r}): merging needs parts in the task "
                 "schema; set reduce.mode to prompt, or remove part_schema"
             )
+
+    def _check_prompt_rules(self) -> None:
+        """Prompt mode merges the fields named in `reduce.rules` from the parts' outputs: they
+        must be properties of the task schema and of the parts' schema."""
+        reduce = self.reduce
+        if self.reduce.mode_for(self.kind, self.schema is not None) != "prompt":
+            return
+        if reduce.default_rule is not None:
+            raise ValueError(
+                f"task.reduce.default_rule ({reduce.default_rule!r}) applies to merge mode only; "
+                "in prompt mode name each field to merge from the parts in reduce.rules, or set "
+                "reduce.mode to merge"
+            )
+        if not reduce.rules:
+            return
+        if self.schema is None:
+            raise ValueError(
+                "task.reduce.rules in prompt mode merge schema fields from the parts; set "
+                "task.schema, or remove reduce.rules"
+            )
+        for name, schema in (("task", self.schema), ("part", reduce.part_schema or self.schema)):
+            known = list(schema.get("properties", {}))
+            missing = [k for k in reduce.rules if k not in known]
+            if missing:
+                raise ValueError(
+                    f"task.reduce.rules: {', '.join(map(repr, missing))} not a top-level "
+                    f"property of the {name} schema; prompt mode merges fields that both the "
+                    f"parts and the reduced output have (known: {', '.join(known) or 'none'})"
+                )
 
     def _check_grounded(self) -> None:
         if not self.grounded:

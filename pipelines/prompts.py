@@ -117,6 +117,7 @@ def reduce_request(
     final: bool,
     document_text: str,
     carry: ItemStats | None,
+    merged: dict[str, Any] | None = None,
 ) -> PromptRequest:
     """A request that combines `parts` (outputs of consecutive parts) at reduce round `level`."""
     instructions = task.reduce.instructions or DEFAULT_REDUCE_INSTRUCTIONS
@@ -138,6 +139,7 @@ def reduce_request(
         final=final,
         schema_source=source,
         carry=carry,
+        merged=merged,
     )
 
 

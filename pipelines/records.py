@@ -85,7 +85,9 @@ class PromptRequest:
     `final` says its output is the item's output (not a part to reduce). `shared_chars` is the
     length of the prompt text shared with the item's other requests (system + document), used
     for the prefix fingerprint. `input_text` is the text the request is about, for error rows.
-    `carry` holds the stats of earlier levels (on one request per item and level only).
+    `carry` holds the stats of earlier levels (on one request per item and level only), and
+    `merged` (on the same request, prompt-mode reduce only) the values of the `reduce.rules`
+    fields merged from the map outputs, which replace the model's in the final output.
     `schema_source` names the schema outputs are held to and validated against: the task's,
     the parts' (`reduce.part_schema`), the request's own `response_format`, or none (free text).
     `source_text` is the text `task.grounded` fields copy from when it is not `input_text`.
@@ -104,6 +106,7 @@ class PromptRequest:
     schema_source: str = "task"  # "task" | "part" | "request" | "none"
     carry: ItemStats | None = None
     source_text: str | None = None
+    merged: dict[str, Any] | None = None
 
     @property
     def grounding_text(self) -> str:

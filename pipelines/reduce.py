@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -26,13 +27,15 @@ from .records import ErrorRow, ItemKey, ItemResult, ItemStats, Origin, PromptReq
 
 @dataclass
 class ReduceState:
-    """A split item between reduce rounds: the outputs still to combine, in document order."""
+    """A split item between reduce rounds: the outputs still to combine, in document order, and
+    the `reduce.rules` fields already merged from the map outputs."""
 
     item: ItemKey
     origin: Origin
     parts: list[str]
     document_text: str
     stats: ItemStats
+    merged: dict[str, Any] | None = None
 
 
 # ---- single outcomes ---------------------------------------------------------------------------
@@ -55,6 +58,35 @@ def finish_outcome(outcome: RequestOutcome) -> ItemResult | ErrorRow:
         model=outcome.model,
         stats=stats,
     )
+
+
+def finish_reduce(outcome: RequestOutcome, task: TaskConfig) -> ItemResult | ErrorRow:
+    """The result (or error row) of a final reduce request: the fields of `reduce.rules`,
+    merged from the map outputs, replace what the model wrote, and the whole must validate."""
+    result = finish_outcome(outcome)
+    merged = outcome.prompt.merged
+    if not merged or isinstance(result, ErrorRow) or not isinstance(result.value, dict):
+        return result
+    value = {**result.value, **merged}
+    text = json.dumps(value, ensure_ascii=False)
+    problems = SchemaValidator(task.schema).errors(value) if task.schema is not None else []
+    if problems:
+        prompt = outcome.prompt
+        return ErrorRow(
+            id=prompt.origin.id,
+            stage="reduce",
+            reason=f"with the fields merged by reduce.rules ({', '.join(merged)}) the output "
+            "does not validate: " + "; ".join(problems),
+            source=prompt.origin.source,
+            line=prompt.origin.line,
+            input=prompt.input_text,
+            question_index=prompt.item[1],
+            output=text,
+            finish_reason=result.finish_reason,
+            model=result.model,
+            stats=result.stats,
+        )
+    return dataclasses.replace(result, value=value, text=text)
 
 
 def outcome_error(outcome: RequestOutcome, stats: ItemStats, input_text: str | None = None):
@@ -195,8 +227,10 @@ def apply_rule(rule: MergeRule, values: list[Any]) -> Any:
         return present[next(i for i, k in enumerate(keys) if counts[k] == best)]
     if rule == "concat_unique":
         if all(isinstance(v, list) for v in present):
-            items = [item for v in present for item in v]
-            return list({_canonical(item): item for item in reversed(items)}.values())[::-1]
+            first: dict[str, Any] = {}  # each item once, where it first appears
+            for item in (item for v in present for item in v):
+                first.setdefault(_canonical(item), item)
+            return list(first.values())
         if all(isinstance(v, str) for v in present):
             return "\n".join(dict.fromkeys(v for v in present if v))
         return present[0]
@@ -230,7 +264,14 @@ def start_reduce(
     first = outcomes[0].prompt
     has_schema = task.schema is not None
     parts = [render_part(o.value, o.text, has_schema) for o in outcomes]
-    return ReduceState(first.item, first.origin, parts, document, stats)
+    merged = None
+    if task.reduce.rules and has_schema:
+        values = [o.value if isinstance(o.value, dict) else {} for o in outcomes]
+        merged = {
+            key: apply_rule(rule, [v[key] for v in values if key in v])
+            for key, rule in task.reduce.rules.items()
+        }
+    return ReduceState(first.item, first.origin, parts, document, stats, merged)
 
 
 def plan_round(
@@ -258,6 +299,7 @@ def plan_round(
             final,
             state.document_text,
             carry=state.stats if g == 0 else None,
+            merged=state.merged if g == 0 else None,
         )
         for g, group in enumerate(groups)
     ]
@@ -272,9 +314,9 @@ def next_state(outcomes: list[RequestOutcome], config: ReduceConfig) -> ReduceSt
     first = ok[0].prompt
     has_schema = ok[0].prompt.schema_source != "none"
     parts = [render_part(o.value, o.text, has_schema) for o in ok]
-    carry = next(o.prompt.carry for o in outcomes if o.prompt.carry is not None)
-    stats.chunk_count = carry.chunk_count
-    return ReduceState(first.item, first.origin, parts, first.input_text, stats)
+    carrier = next(o.prompt for o in outcomes if o.prompt.carry is not None)
+    stats.chunk_count = carrier.carry.chunk_count
+    return ReduceState(first.item, first.origin, parts, first.input_text, stats, carrier.merged)
 
 
 def pack(sizes: list[int], budget: int) -> list[list[int]]:

@@ -299,7 +299,9 @@ class _ReduceRounds(beam.PTransform):
             final, partial = outcomes | f"Final in round {level}" >> beam.Partition(
                 lambda outcome, _: 0 if outcome.prompt.final else 1, 2
             )
-            done.append(final | f"Finish round {level}" >> beam.Map(reduce.finish_outcome))
+            done.append(
+                final | f"Finish round {level}" >> beam.Map(reduce.finish_reduce, self.task)
+            )
             states = (
                 partial
                 | f"Key round {level}" >> beam.Map(lambda outcome: (outcome.prompt.item, outcome))

@@ -16,8 +16,9 @@ TINY_SCHEMA = (
     'task.schema={"type": "object", "properties": {"ok": {"type": "boolean"}}, '
     '"required": ["ok"], "additionalProperties": false}'
 )
-# The example jobs ground fields of their own schemas, which the tiny schemas do not have.
+# The example jobs ground (and merge) fields of their own schemas, which the tiny ones lack.
 NOT_GROUNDED = "task.grounded=[]"
+NO_MERGE_RULES = "task.reduce.rules={}"
 TINY_PART_SCHEMA = (
     'task.reduce.part_schema={"type": "object", "properties": {"n": {"type": "integer", '
     '"minimum": 0, "maximum": 9}}, "required": ["n"], "additionalProperties": false}'
@@ -126,7 +127,8 @@ def test_nightly_summarize_map_reduces_long_reports(flashbeam, checkpoint, tmp_p
         "run", JOBS / "nightly_summarize.yaml", "--date", "2026-01-02",
         "--set", f"model.path={checkpoint}", "--set", f"input.path={path}",
         "--set", "task.chunking.max_tokens=128", "--set", TINY_SCHEMA,
-        "--set", TINY_PART_SCHEMA, "--set", NOT_GROUNDED, "--set", "task.max_tokens=8",
+        "--set", TINY_PART_SCHEMA, "--set", NOT_GROUNDED, "--set", NO_MERGE_RULES,
+        "--set", "task.max_tokens=8",
     )  # fmt: skip
     assert code == 0, err
     partition = tmp_path / "out" / "nightly_summarize" / "2026-01-02"

@@ -285,3 +285,16 @@ def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
     assert "known: currency, customer" in message
     path = spec(tmp_path, MINIMAL + "task:\n  grounded: [vendor]\n", "free.yaml")
     assert "task.grounded needs task.schema" in error_of(path)
+
+
+def test_prompt_mode_reduce_rules_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
+    reduce = plan_job(load_job(JOBS / "nightly_summarize.yaml")).config.task.reduce
+    assert reduce.mode == "prompt"
+    assert reduce.rules == {"people": "concat_unique", "figures": "concat_unique"}
+    schema = JOBS / "schemas" / "report_summary.json"
+    part = JOBS / "schemas" / "report_chunk_summary.json"
+    body = (f"task:\n  kind: summarize\n  schema: {schema}\n  reduce:\n    mode: prompt\n"
+            f"    part_schema: {part}\n    rules: {{section_count: max}}\n")  # fmt: skip
+    message = error_of(spec(tmp_path, MINIMAL + body))
+    assert "'section_count' not a top-level property of the part schema" in message
+    assert "known: title, report_type, author" in message

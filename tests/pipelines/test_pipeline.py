@@ -6,6 +6,7 @@ ends in exactly one row of the results or the errors table, and the counters rec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -22,6 +23,7 @@ from flashbeam.pipelines import (
     run_pipeline,
 )
 from flashbeam.pipelines.handler import SharedEngine
+from flashbeam.pipelines.reduce import apply_rule
 
 
 def _run(tmp_path, input_config, task, engine_config, options=()):
@@ -191,6 +193,42 @@ def test_map_reduce_with_a_part_schema(tmp_path, engine_config, tiny_schema, par
     round_1 = [text for text in reduce_inputs if '{"n": ' in text]
     assert round_1 and not any('"ok"' in text for text in round_1)
     assert any('{"ok": ' in text for text in reduce_inputs)  # round 2 reduces round 1's outputs
+
+
+def test_map_reduce_rules_merge_fields_from_the_parts(tmp_path, engine_config, parquet_rows,
+                                                      monkeypatch):  # fmt: skip
+    """Prompt mode with reduce.rules: the named field of the row is the rule applied to the map
+    outputs (in chunk order), whatever the reduce prompt wrote for it."""
+    written: dict[str, str] = {}  # request id -> the text of its last attempt
+    generate = SharedEngine.generate
+
+    def spy(self, requests, progress=None):
+        results = generate(self, requests, progress)
+        written.update((r.id, result.text) for r, result in zip(requests, results))
+        return results
+
+    monkeypatch.setattr(SharedEngine, "generate", spy)
+    _long_and_short_texts(tmp_path / "in")
+    tags = {"type": "array", "items": {"enum": ["red", "green", "blue"]}}
+    part = {"type": "object", "properties": {"tags": {**tags, "maxItems": 2}},
+            "required": ["tags"], "additionalProperties": False}  # fmt: skip
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "tags": tags},
+              "required": ["ok", "tags"], "additionalProperties": False}  # fmt: skip
+    reduce = ReduceConfig(mode="prompt", part_schema=part, rules={"tags": "concat_unique"})
+    task = dataclasses.replace(_summarize_task(schema, reduce), max_tokens=24)
+    report, config = _run(tmp_path, InputConfig(str(tmp_path / "in" / "*.txt"), "text"), task,
+                          engine_config)  # fmt: skip
+    results = parquet_rows(config.output.results)
+    _assert_invariant(report, results, parquet_rows(config.output.errors),
+                      [("long.txt", 0), ("short.txt", 0)])  # fmt: skip
+    long_row = next(r for r in results if r["id"] == "long.txt")
+    chunks = sorted((k for k in written if k.startswith("long.txt#q0#c")),
+                    key=lambda k: int(k.rsplit("#c", 1)[1]))  # fmt: skip
+    assert len(chunks) == long_row["chunk_count"] > 2
+    merged = apply_rule("concat_unique", [json.loads(written[k])["tags"] for k in chunks])
+    rounds = [k for k in written if k.startswith("long.txt#q0#r")]  # ...#r<level>.<group>
+    reduced = json.loads(written[max(rounds, key=lambda k: k.rsplit("#r", 1)[1])])["tags"]
+    assert long_row["tags"] == merged and merged != reduced  # the model wrote something else
 
 
 def test_openai_batch_with_engine_error_and_invalid_output(tmp_path, engine_config, jsonl,

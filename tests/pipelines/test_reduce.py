@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
 from flashbeam.model.request import Request, Usage
@@ -18,8 +21,10 @@ from flashbeam.pipelines.reduce import (
     apply_rule,
     collect_parts,
     finish_outcome,
+    finish_reduce,
     merge_item,
     merge_values,
+    next_state,
     pack,
     plan_round,
     reassemble,
@@ -63,6 +68,7 @@ def test_rules():
     assert apply_rule("last_non_null", [1, 2, None]) == 2
     assert apply_rule("most_common", ["b", "a", "a", "b", None]) == "b"  # tie: first seen
     assert apply_rule("concat_unique", [["x", "y"], ["y", "z"], None]) == ["x", "y", "z"]
+    assert apply_rule("concat_unique", [["x", "y", "z"], ["x"]]) == ["x", "y", "z"]  # first seen
     assert apply_rule("concat_unique", ["a", "b", "a"]) == "a\nb"
     assert apply_rule("max", [3, 7.5, None]) == 7.5
     assert apply_rule("min", ["2024-03-01", "2024-01-31"]) == "2024-01-31"
@@ -183,3 +189,89 @@ def test_plan_round_budget_is_reduce_max_input_tokens(tokenizer):
     assert groups(6 * size) == [6]  # everything fits one (final) request
     assert groups(2 * size) == [2, 2, 2]
     assert groups(1) == [1] * 6
+
+
+PEOPLE = {
+    "type": "object",
+    "properties": {
+        "people": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+        "summary": {"type": "string"},
+    },
+    "required": ["people", "summary"],
+}
+PEOPLE_PART = {
+    "type": "object",
+    "properties": {"people": {"type": "array", "items": {"type": "string"}}},
+    "required": ["people"],
+}
+
+
+def _people_task(**reduce):
+    rules = reduce.pop("rules", {"people": "concat_unique"})
+    return TaskConfig(kind="summarize", schema=PEOPLE, reduce=ReduceConfig(
+        mode="prompt", part_schema=PEOPLE_PART, rules=rules, **reduce))  # fmt: skip
+
+
+def test_prompt_mode_rules_replace_the_models_fields_with_the_parts_merge(tokenizer):
+    task = _people_task(max_input_tokens=1)  # one part per round-1 request
+    parts = [_outcome(0, 3, {"people": ["Ann Lee", "Bo Chen"]}),
+             _outcome(1, 3, {"people": []}),
+             _outcome(2, 3, {"people": ["Bo Chen", "Cy Diaz"]})]  # fmt: skip
+    state = start_reduce(parts, ItemStats(chunk_count=3), "document", task)
+    assert state.merged == {"people": ["Ann Lee", "Bo Chen", "Cy Diaz"]}
+    # An intermediate round carries the merged fields on the request that carries the stats.
+    requests = plan_round(state, task, tokenizer, level=1, last=False)
+    assert len(requests) == 3 and not any(r.final for r in requests)
+    assert requests[0].merged == state.merged
+    assert all(r.merged is None for r in requests[1:])
+    outputs = [_reduced(r, {"people": ["Ann Lee"], "summary": "s"}) for r in requests]
+    again = next_state(outputs, task.reduce)
+    assert again.merged == state.merged
+    (final,) = plan_round(again, task, tokenizer, level=2, last=True)
+    model_wrote = {"people": ["Ann Lee", "Ann Lee", "Ann Lee"], "summary": "All well."}
+    result = finish_reduce(_reduced(final, model_wrote), task)
+    assert isinstance(result, ItemResult)
+    assert result.value == {"people": ["Ann Lee", "Bo Chen", "Cy Diaz"], "summary": "All well."}
+    assert json.loads(result.text) == result.value
+    # Without rules the model's value stands.
+    plain = _people_task(rules={})
+    assert start_reduce(parts, ItemStats(chunk_count=3), "document", plain).merged is None
+    assert finish_reduce(_reduced(final, model_wrote, merged=None), plain).value == model_wrote
+
+
+def test_prompt_mode_rules_whose_merge_breaks_the_schema_give_an_error_row(tokenizer):
+    task = _people_task()
+    parts = [_outcome(0, 2, {"people": ["A", "B", "C"]}), _outcome(1, 2, {"people": ["D"]})]
+    state = start_reduce(parts, ItemStats(chunk_count=2), "the document", task)
+    (final,) = plan_round(state, task, tokenizer, level=1, last=True)
+    error = finish_reduce(_reduced(final, {"people": ["A"], "summary": "s"}), task)
+    assert isinstance(error, ErrorRow) and error.stage == "reduce"
+    assert "fields merged by reduce.rules (people)" in error.reason
+    assert error.reason.endswith("$.people: ['A', 'B', 'C', 'D'] is too long")
+    assert json.loads(error.output)["people"] == ["A", "B", "C", "D"]
+    assert error.input == "the document" and error.stats is not None
+    # A reduce request that failed stays that failure.
+    failed = finish_reduce(_reduced(final, None, valid=False), task)
+    assert isinstance(failed, ErrorRow) and "output invalid" in failed.reason
+
+
+def test_prompt_mode_rules_are_checked_against_both_schemas():
+    with pytest.raises(ValueError, match=r"'nobody' not a top-level property of the task schema"):
+        _people_task(rules={"people": "concat_unique", "nobody": "max"})
+    with pytest.raises(ValueError, match=r"'summary' not a top-level property of the part schema"):
+        _people_task(rules={"summary": "first_non_null"})
+    with pytest.raises(ValueError, match="default_rule .* merge mode only"):
+        _people_task(default_rule="most_common")
+    with pytest.raises(ValueError, match="rules in prompt mode merge schema fields"):
+        TaskConfig(kind="summarize", reduce=ReduceConfig(rules={"people": "concat_unique"}))
+    # Merge mode keeps both (rules name any fields; default_rule covers the rest).
+    merge = ReduceConfig(rules={"people": "max"}, default_rule="first_non_null")
+    assert TaskConfig(kind="extract", schema=PEOPLE, reduce=merge).reduce is merge
+
+
+def _reduced(prompt: PromptRequest, value, valid=True, **changes) -> RequestOutcome:
+    prompt = dataclasses.replace(prompt, **changes)
+    text = json.dumps(value) if value is not None else ""
+    errors = [] if valid else ["$.summary: missing"]
+    return RequestOutcome(prompt, valid, 1, errors, value, text, None, "stop", Usage(5, 0, 5, 2),
+                          0.1, "m")  # fmt: skip
