@@ -176,7 +176,7 @@ class TaskConfig:
         """Prompt mode merges the fields named in `reduce.rules` from the parts' outputs: they
         must be properties of the task schema and of the parts' schema."""
         reduce = self.reduce
-        if self.reduce.mode_for(self.kind, self.schema is not None) != "prompt":
+        if reduce.mode_for(self.kind, self.schema is not None) != "prompt":
             return
         if reduce.default_rule is not None:
             raise ValueError(
