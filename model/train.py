@@ -66,7 +66,7 @@ TASK_MIX = {"extract": 0.7, "chunk": 0.18, "reduce": 0.12}
 @dataclass
 class TrainOptions:
     out: Path
-    steps: int = 800
+    steps: int = 1600
     seed: int = 0
     batch_tokens: int = 6144
     max_len: int = 1024
