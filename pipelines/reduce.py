@@ -71,22 +71,30 @@ def finish_reduce(outcome: RequestOutcome, task: TaskConfig) -> ItemResult | Err
     text = json.dumps(value, ensure_ascii=False)
     problems = SchemaValidator(task.schema).errors(value) if task.schema is not None else []
     if problems:
+        reason = f"with the fields merged by reduce.rules ({', '.join(merged)}) the output "
         prompt = outcome.prompt
-        return ErrorRow(
-            id=prompt.origin.id,
-            stage="reduce",
-            reason=f"with the fields merged by reduce.rules ({', '.join(merged)}) the output "
-            "does not validate: " + "; ".join(problems),
-            source=prompt.origin.source,
-            line=prompt.origin.line,
-            input=prompt.input_text,
-            question_index=prompt.item[1],
-            output=text,
-            finish_reason=result.finish_reason,
-            model=result.model,
-            stats=result.stats,
-        )
+        return _invalid_merge(prompt, reason, problems, prompt.input_text, text,
+                              finish_reason=result.finish_reason, model=result.model,
+                              stats=result.stats)  # fmt: skip
     return dataclasses.replace(result, value=value, text=text)
+
+
+def _invalid_merge(
+    prompt: PromptRequest, what: str, problems: list[str], document: str, text: str, **row: Any
+) -> ErrorRow:
+    """The error row of an item whose merged value (`text`) does not validate; `row` sets the
+    row's other fields (model, stats, ...)."""
+    return ErrorRow(
+        id=prompt.origin.id,
+        stage="reduce",
+        reason=what + "does not validate: " + "; ".join(problems),
+        source=prompt.origin.source,
+        line=prompt.origin.line,
+        input=document,
+        question_index=prompt.item[1],
+        output=text,
+        **row,
+    )
 
 
 def outcome_error(outcome: RequestOutcome, stats: ItemStats, input_text: str | None = None):
@@ -170,18 +178,8 @@ def merge_item(
     problems = SchemaValidator(task.schema).errors(value) if task.schema is not None else []
     text = json.dumps(value, ensure_ascii=False)
     if problems:
-        return ErrorRow(
-            id=first.origin.id,
-            stage="reduce",
-            reason="merged value does not validate: " + "; ".join(problems),
-            source=first.origin.source,
-            line=first.origin.line,
-            input=document,
-            question_index=first.item[1],
-            output=text,
-            model=outcomes[0].model,
-            stats=stats,
-        )
+        return _invalid_merge(first, "merged value ", problems, document, text,
+                              model=outcomes[0].model, stats=stats)  # fmt: skip
     reasons = {o.finish_reason for o in outcomes}
     return ItemResult(
         origin=first.origin,
