@@ -536,8 +536,15 @@ def item_rng(seed: int, task: str, split: str, i: int) -> random.Random:
     return random.Random(f"flashbeam-synthetic/{task}/{split}/{seed}/{i}")
 
 
-def generate(task: str, n: int, seed: int, templates: str = "train") -> list[Example]:
-    """n examples of a task from one seed, using the "train" or "heldout" layout templates.
+def generate(
+    task: str,
+    n: int,
+    seed: int,
+    templates: str = "train",
+    report_layouts: tuple[str, ...] | None = None,
+) -> list[Example]:
+    """n examples of a task from one seed, using the "train" or "heldout" layout templates
+    (reports: only the `report_layouts` named, when given).
 
     Tasks: "extract" (a document -> its fields), "report" (a whole report -> its summary),
     "chunk" (one part of a report -> a partial summary), "reduce" (partial summaries -> the
@@ -558,13 +565,13 @@ def generate(task: str, n: int, seed: int, templates: str = "train") -> list[Exa
         if task == "extract":
             batch = [biz.extraction_example(rng, split=templates)]
         elif task == "report":
-            batch = [rep.report_summary_example(rng, split=templates)]
+            batch = [rep.report_summary_example(rng, templates, report_layouts)]
         elif task == "chunk":
-            batch = [rng.choice(rep.chunk_examples(rng, split=templates))]
+            batch = [rng.choice(rep.chunk_examples(rng, templates, report_layouts))]
         elif task == "reduce":
-            batch = [rep.reduce_example(rng, split=templates)]
+            batch = [rep.reduce_example(rng, templates, report_layouts)]
         else:
-            batch = rep.map_reduce_examples(rng, split=templates)
+            batch = rep.map_reduce_examples(rng, templates, report_layouts)
         for j, ex in enumerate(batch):
             ex.id = f"{task}-{templates}-{seed}-{i}" + (f"-{j}" if len(batch) > 1 else "")
         out.extend(batch)

@@ -38,6 +38,7 @@ from flashbeam.model.synthetic_business_text import FIRST_NAMES, PREFIXES, SURNA
 
 __all__ = [
     "LAYOUTS",
+    "layouts_of",
     "Report",
     "chunk_examples",
     "chunk_report",
@@ -185,10 +186,15 @@ def _people(rng: random.Random, n: int, author: str) -> list[str]:
 
 
 def make_report(
-    rng: random.Random, split: str = "train", layout: Layout | None = None, kind: str = ""
+    rng: random.Random,
+    split: str = "train",
+    layout: Layout | None = None,
+    kind: str = "",
+    layouts: tuple[str, ...] | None = None,
 ) -> Report:
-    """Draw and render one report with a layout of the split (or the one given)."""
-    layout = layout or rng.choice([lay for lay in LAYOUTS if lay.split == split])
+    """Draw and render one report with a layout of the split (or the one given); `layouts`
+    names the layouts of the split to draw from (None: all of them)."""
+    layout = layout or rng.choice(layouts_of(split, layouts))
     kind = kind or rng.choice(REPORT_KINDS)
     date = random_date(rng, 2022, 2026)
     author = f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAMES)}"
@@ -216,6 +222,20 @@ def make_report(
             para.insert(rng.randint(0, len(para)), rng.choice(txt.PERSON_LINES).format(p=person))
     _render(report, layout, rng, names, bodies, people)
     return report
+
+
+def layouts_of(split: str, names: tuple[str, ...] | None = None) -> list[Layout]:
+    """The split's layouts, in `LAYOUTS` order; only those named, when `names` is given."""
+    of_split = [lay for lay in LAYOUTS if lay.split == split]
+    if names is None:
+        return of_split
+    unknown = sorted(set(names) - {lay.name for lay in of_split})
+    if unknown or not names:
+        raise ValueError(
+            f"report layouts {unknown or '(none)'} are not {split} layouts; choose from "
+            + ", ".join(lay.name for lay in of_split)
+        )
+    return [lay for lay in of_split if lay.name in names]
 
 
 def _slots(rng: random.Random, date: dt.date) -> dict[str, str]:
@@ -357,11 +377,69 @@ def _underlined(r: Report, rng: random.Random) -> tuple[str, Heading]:
     return head, lambda i, name: (f"{name}\n{'-' * len(name)}", name)
 
 
+# Bylines and heading styles drawn per report by the two "varied" train layouts: many surface
+# forms of the same structure, so the model learns what a byline or a heading is rather than one
+# spelling of it. The held-out spellings (`By <name>, <date>`, `Section N`, dash-underlined
+# names) are not among them.
+BYLINE_VERBS = ["Prepared by", "Written by", "Compiled by", "Submitted by", "Reported by"]
+HEADING_WORDS = ["Part", "Chapter", "Topic", "Item", "Area", "Module"]
+ROMAN = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"]
+
+
+def _byline(r: Report, rng: random.Random) -> str:
+    al, dl = _labels(rng)
+    verb = rng.choice(BYLINE_VERBS)
+    return rng.choice(
+        [
+            f"{al}: {r.author}\n{dl}: {r.date_written}",
+            f"{dl}: {r.date_written}\n{al}: {r.author}",
+            f"{verb} {r.author} on {r.date_written}",
+            f"{verb} {r.author}\n{r.date_written}",
+            f"{r.author} | {r.date_written}",
+            f"{r.date_written}\n{verb} {r.author}",
+            f"{al}: {r.author} ({r.date_written})",
+        ]
+    )
+
+
+def _ordinal(i: int, style: str) -> str:
+    return {"digit": str(i), "roman": ROMAN[i - 1], "letter": "ABCDEFGHIJKL"[i - 1]}[style]
+
+
+def _word_numbered(r: Report, rng: random.Random) -> tuple[str, Heading]:
+    """Headings like `Part II: Budget`, `Topic 3 | Budget` or `C) Budget`."""
+    head = f"{r.title}\n{_byline(r, rng)}"
+    word = rng.choice([*HEADING_WORDS, ""])
+    style = rng.choice(["digit", "roman", "letter"])
+    sep = rng.choice([": ", " - ", ". ", " | "] if word else [". ", ") "])
+
+    def heading(i: int, name: str) -> tuple[str, str]:
+        text = f"{word} {_ordinal(i, style)}{sep}{name}".strip()
+        return text, text
+
+    return head, heading
+
+
+def _plain_names(r: Report, rng: random.Random) -> tuple[str, Heading]:
+    """Headings that are the section's name alone: as is, bold, in capitals or with a colon."""
+    head = f"{r.title}\n\n{_byline(r, rng)}"
+    style = rng.choice(["plain", "bold", "caps", "colon", "hashes"])
+
+    def heading(i: int, name: str) -> tuple[str, str]:
+        text = {"caps": name.upper(), "colon": f"{name}:"}.get(style, name)
+        line = {"bold": f"**{name}**", "hashes": f"### {name}"}.get(style, text)
+        return line, text
+
+    return head, heading
+
+
 LAYOUTS = [
     Layout("rep_markdown", "train", _markdown),
     Layout("rep_plain_numbered", "train", _plain_numbered),
     Layout("rep_memo", "train", _memo),
     Layout("rep_caps_headings", "train", _caps_headings),
+    Layout("rep_word_numbered", "train", _word_numbered),
+    Layout("rep_plain_names", "train", _plain_names),
     Layout("rep_section_word", "heldout", _section_word),
     Layout("rep_underlined", "heldout", _underlined),
 ]
@@ -502,9 +580,11 @@ def reduce_user_content(partials: list[dict[str, Any]], doc_id: str) -> str:
 # ---- examples ------------------------------------------------------------------------------------
 
 
-def report_summary_example(rng: random.Random, split: str = "train") -> Example:
+def report_summary_example(
+    rng: random.Random, split: str = "train", layouts: tuple[str, ...] | None = None
+) -> Example:
     """A whole report -> its summary (for inputs that fit the model's context in one piece)."""
-    report = make_report(rng, split)
+    report = make_report(rng, split, layouts=layouts)
     gold = report.gold()
     msgs = messages_for(REPORT_INSTRUCTION, report.text)
     ex = Example("", "report", report.layout, msgs, dumps(gold), gold, report.text)
@@ -533,24 +613,30 @@ def _reduce(report: Report, chunks: list[str], doc_id: str) -> Example:
     return ex
 
 
-def chunk_examples(rng: random.Random, split: str = "train") -> list[Example]:
+def chunk_examples(
+    rng: random.Random, split: str = "train", layouts: tuple[str, ...] | None = None
+) -> list[Example]:
     """Every chunk of one report -> its partial summary."""
-    report = make_report(rng, split)
+    report = make_report(rng, split, layouts=layouts)
     chunks = chunk_report(report.text, rng.randint(*CHUNK_WORDS))
     return _chunk_examples(report, chunks, document_id(rng))
 
 
-def reduce_example(rng: random.Random, split: str = "train") -> Example:
+def reduce_example(
+    rng: random.Random, split: str = "train", layouts: tuple[str, ...] | None = None
+) -> Example:
     """The partial summaries of one report's chunks -> the report's summary."""
-    report = make_report(rng, split)
+    report = make_report(rng, split, layouts=layouts)
     chunks = chunk_report(report.text, rng.randint(*CHUNK_WORDS))
     return _reduce(report, chunks, document_id(rng))
 
 
-def map_reduce_examples(rng: random.Random, split: str = "train") -> list[Example]:
+def map_reduce_examples(
+    rng: random.Random, split: str = "train", layouts: tuple[str, ...] | None = None
+) -> list[Example]:
     """One report's whole map-reduce: each chunk's example, then reduce examples for two
     different chunkings (reduce examples are otherwise rare)."""
-    report = make_report(rng, split)
+    report = make_report(rng, split, layouts=layouts)
     chunks = chunk_report(report.text, rng.randint(*CHUNK_WORDS))
     other = chunk_report(report.text, rng.randint(*CHUNK_WORDS))
     doc_id = document_id(rng)

@@ -26,10 +26,11 @@ import torch.nn.functional as F
 
 from . import synthetic
 from .chat import encode_messages
-from .checkpoint import save_checkpoint
+from .checkpoint import CONFIG_FILE, load_model, resolve_checkpoint, save_checkpoint
 from .config import ModelConfig
 from .network import Transformer
 from .random_init import init_weights
+from .synthetic_reports import layouts_of
 from .tokenizer import Tokenizer, train_tokenizer
 
 # The embedded default: every V4 layer kind at laptop scale. The window covers a whole business
@@ -90,17 +91,29 @@ class TrainOptions:
     prev_token_head: int = 1
     prev_token_queries: int = 512
     task_mix: dict[str, float] | None = None  # share of each task in the stream; TASK_MIX if None
+    # The train report layouts to draw from (`synthetic_reports.LAYOUTS` names); None: all.
+    report_layouts: tuple[str, ...] | None = None
     split_digits: bool = False  # every digit its own token (tried: README, not the default)
     device: str = "cpu"  # e.g. "cuda": the network and batches live there, data stays on the CPU
     config_overrides: dict | None = None  # e.g. smaller dims for a quick test run
+    # A checkpoint directory (or "tiny") to continue from: its network, weights and tokenizer
+    # instead of fresh ones; the optimizer and learning-rate schedule start anew.
+    init: Path | str | None = None
 
 
-def build_tokenizer(vocab_size: int, seed: int, docs: int, split_digits: bool = False) -> Tokenizer:
+def build_tokenizer(
+    vocab_size: int,
+    seed: int,
+    docs: int,
+    split_digits: bool = False,
+    report_layouts: tuple[str, ...] | None = None,
+) -> Tokenizer:
     """BPE over documents, instructions and targets of every task, V4 special tokens first;
     with `split_digits` every digit is its own token (see `train_tokenizer`)."""
     texts = []
     for task in TASK_MIX:
-        for ex in synthetic.generate(task, docs // len(TASK_MIX), seed=seed + 7):
+        n = docs // len(TASK_MIX)
+        for ex in synthetic.generate(task, n, seed=seed + 7, report_layouts=report_layouts):
             texts.append(encode_messages(ex.messages) + ex.target)
     return train_tokenizer(texts, vocab_size=vocab_size, split_digits=split_digits)
 
@@ -165,10 +178,11 @@ def example_stream(
     max_len: int,
     short_docs: float = 0.0,
     task_mix: dict[str, float] | None = None,
+    report_layouts: tuple[str, ...] | None = None,
 ):
     """An endless, seeded stream of encoded examples drawn by `task_mix` (TASK_MIX by default);
     a `short_docs` share of the business documents get less boilerplate (25-90%), so more of
-    them fit a batch."""
+    them fit a batch; reports only in `report_layouts`, when given."""
     rng = random.Random(seed)
     tasks, weights = zip(*(task_mix or TASK_MIX).items())
     counters = dict.fromkeys(tasks, 0)
@@ -182,7 +196,7 @@ def example_stream(
             item_rng = synthetic.item_rng(item_seed, task, "train", 0)
             ex = synthetic.extraction_example(item_rng, "train", scale)
         else:
-            ex = synthetic.generate(task, 1, seed=item_seed)[0]
+            ex = synthetic.generate(task, 1, seed=item_seed, report_layouts=report_layouts)[0]
         item = encode_example(tok, ex)
         if len(item[0]) <= max_len:
             yield item
@@ -407,9 +421,20 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     started = time.perf_counter()
-    config = ModelConfig(**{**DEFAULT_CONFIG, **(opts.config_overrides or {})})
-    tok = build_tokenizer(config.vocab_size, opts.seed, opts.tokenizer_docs, opts.split_digits)
-    model = init_weights(Transformer(config), seed=opts.seed).to(device)
+    if opts.init is not None:
+        model, tok, previous = _continue_from(opts)
+        model = model.to(device)
+    else:
+        config = ModelConfig(**{**DEFAULT_CONFIG, **(opts.config_overrides or {})})
+        tok = build_tokenizer(
+            config.vocab_size,
+            opts.seed,
+            opts.tokenizer_docs,
+            split_digits=opts.split_digits,
+            report_layouts=opts.report_layouts,
+        )
+        model = init_weights(Transformer(config), seed=opts.seed).to(device)
+        previous = None
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "hc_" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "hc_" not in n)]
@@ -424,7 +449,9 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
     if opts.prev_token_weight:
         prev_probe = HeadProbe(model, 0, opts.prev_token_head)
     prev_gen = torch.Generator().manual_seed(opts.seed + 1)
-    examples = example_stream(tok, opts.seed, opts.max_len, opts.short_docs, opts.task_mix)
+    examples = example_stream(
+        tok, opts.seed, opts.max_len, opts.short_docs, opts.task_mix, opts.report_layouts
+    )
     stream = batches(examples, opts.batch_tokens)
     copy_gen = torch.Generator().manual_seed(opts.seed)
     log = []
@@ -472,8 +499,43 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(device),
     }
+    if previous is not None:
+        summary["init"] = previous
     (opts.out / "training.json").write_text(json.dumps({**summary, "log": log}, indent=1) + "\n")
     return summary
+
+
+def init_directory(
+    init: Path | str, split_digits: bool = False, config_overrides: dict | None = None
+) -> Path:
+    """The checkpoint directory `--init` names, or a ValueError saying what to give instead.
+    A continued run keeps the checkpoint's network and tokenizer, so options that would shape
+    new ones are refused."""
+    if config_overrides or split_digits:
+        raise ValueError(
+            "--init continues with the checkpoint's own network and tokenizer: leave out "
+            "config overrides and --split-digits"
+        )
+    directory = resolve_checkpoint(init)
+    if not (directory / CONFIG_FILE).is_file():
+        raise ValueError(
+            f"--init {init}: not a checkpoint directory (no {CONFIG_FILE}); give the --out "
+            "of an earlier run, or tiny for the embedded model"
+        )
+    return directory
+
+
+def _continue_from(opts: TrainOptions) -> tuple[Transformer, Tokenizer, dict]:
+    """The network, weights and tokenizer of `opts.init`, and what its `training.json` says
+    about the run that wrote it (without the loss curve)."""
+    directory = init_directory(opts.init, opts.split_digits, opts.config_overrides)
+    model = load_model(directory, dtype=torch.float32)
+    tok = Tokenizer.from_file(directory)
+    record = directory / "training.json"
+    previous = {"path": str(opts.init)}
+    if record.is_file():
+        previous.update({k: v for k, v in json.loads(record.read_text()).items() if k != "log"})
+    return model, tok, previous
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,6 +545,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=TrainOptions.seed)
     p.add_argument("--batch-tokens", type=int, default=TrainOptions.batch_tokens)
     p.add_argument("--lr", type=float, default=TrainOptions.lr)
+    p.add_argument("--warmup", type=int, default=TrainOptions.warmup)
+    p.add_argument(
+        "--init",
+        default=None,
+        help="continue from this checkpoint (an earlier --out, or tiny): its network, weights "
+        "and tokenizer; the optimizer and schedule start anew",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--prompt-weight", type=float, default=TrainOptions.prompt_weight)
     p.add_argument("--max-len", type=int, default=TrainOptions.max_len)
@@ -514,6 +583,13 @@ def main(argv: list[str] | None = None) -> int:
         + ")",
     )
     p.add_argument(
+        "--report-layouts",
+        default=None,
+        help="train report layouts to draw from, comma-separated (default: all of "
+        + ", ".join(lay.name for lay in layouts_of("train"))
+        + ")",
+    )
+    p.add_argument(
         "--split-digits",
         action="store_true",
         help="make every digit its own token (off by default; see the README's training notes)",
@@ -524,6 +600,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _training_device(a.device)
         task_mix = parse_task_mix(a.task_mix) if a.task_mix is not None else None
+        if a.init is not None:
+            init_directory(a.init, a.split_digits)
+        report_layouts = None
+        if a.report_layouts is not None:
+            report_layouts = tuple(n.strip() for n in a.report_layouts.split(",") if n.strip())
+            layouts_of("train", report_layouts)
     except ValueError as e:
         p.error(str(e))
     summary = train(
@@ -533,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=a.seed,
             batch_tokens=a.batch_tokens,
             lr=a.lr,
+            warmup=a.warmup,
+            init=a.init,
             threads=a.threads,
             prompt_weight=a.prompt_weight,
             max_len=a.max_len,
@@ -541,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
             pointer_weight=a.pointer_weight,
             prev_token_weight=a.prev_token_weight,
             task_mix=task_mix,
+            report_layouts=report_layouts,
             split_digits=a.split_digits,
             log_every=a.log_every,
             device=a.device,

@@ -36,7 +36,10 @@ def docs() -> list[biz.Rendered]:
 
 @pytest.fixture(scope="module")
 def reports() -> list[rep.Report]:
-    return [rep.make_report(random.Random(i), ("train", "heldout")[i % 2]) for i in range(12)]
+    """Three reports of every layout (the varied layouts draw a byline and heading style each)."""
+    return [
+        rep.make_report(random.Random(i), lay.split, lay) for lay in rep.LAYOUTS for i in range(3)
+    ]
 
 
 # ---- reproducibility and splits ------------------------------------------------------------------
@@ -235,6 +238,21 @@ def test_report_gold_validates_and_is_stated_in_the_text(reports):
         assert gold["summary"] in r.text
         for chunk in rep.chunk_report(r.text, 300):
             vc.validate(rep.partial_summary(r, chunk))
+
+
+def test_train_reports_never_use_the_heldout_bylines_or_headings():
+    """`By <name>, <date>`, `Section N` headings and dash-underlined headings appear only in
+    held-out reports, so the sample job measures layouts the model never saw."""
+    for i in range(300):
+        r = rep.make_report(random.Random(i), "train")
+        header = r.text[: r.text.index(r.heading_lines[0])]
+        assert not re.search(rf"^By {re.escape(r.author)}", header, re.M), r.layout
+        for line in r.heading_lines:
+            assert not line.startswith("Section ") and "\n-" not in line, (r.layout, line)
+    for i in range(20):
+        for lay in (lay for lay in rep.LAYOUTS if lay.split == "heldout"):
+            r = rep.make_report(random.Random(i), "heldout", lay)
+            assert f"By {r.author}, " in r.text or r.heading_lines[0].startswith("Section 1")
 
 
 def test_partial_summaries_of_any_chunking_merge_to_the_gold(reports):
@@ -479,3 +497,18 @@ def test_verbatim_sources_map_report_values_to_their_text():
     assert count not in sources
     assert target.index('say \\"hi') + 1 not in sources
     assert S.verbatim_sources("no values here", gold) == {}
+
+
+def test_report_layouts_limit_the_drawn_layouts_and_name_bad_ones():
+    core = ("rep_markdown", "rep_memo")
+    for task in ("chunk", "reduce", "summarize", "report"):
+        assert {e.template for e in S.generate(task, 12, 3, report_layouts=core)} <= set(core)
+    # Without a limit, every train layout is drawn; the limit does not change the random stream
+    # of the items, only which layout an item gets.
+    assert {e.template for e in S.generate("reduce", 60, 3)} == {
+        lay.name for lay in rep.layouts_of("train")
+    }
+    with pytest.raises(ValueError, match="rep_underlined.*not train layouts; choose from"):
+        S.generate("chunk", 1, 3, report_layouts=("rep_underlined",))
+    with pytest.raises(ValueError, match=r"\(none\)"):
+        rep.layouts_of("train", ())
