@@ -184,3 +184,25 @@ def test_the_sample_reports_state_every_gold_value_of_the_grounded_fields():
         figure = props["figures"]["items"]["properties"]
         for f in want["figures"]:
             assert f["name"] in figure["name"]["enum"] and f["value"] in figure["value"]["enum"]
+
+
+def test_the_report_schemas_name_pattern_keeps_names_and_drops_other_spans():
+    """The summarization job's author and people are full names: every name the generator
+    writes passes the schemas' pattern, and grounding offers no span that is not one."""
+    from flashbeam.model.synthetic_business_text import FIRST_NAMES, SURNAMES
+
+    for name in ("report_summary", "report_chunk_summary"):
+        schema = synthetic.load_schema(name)
+        author = schema["properties"]["author"]
+        person = schema["properties"]["people"]["items"]
+        assert author["pattern"] == person["pattern"]
+        check = jsonschema.Draft202012Validator(person)
+        assert all(check.is_valid(f"{a} {b}") for a in FIRST_NAMES for b in SURNAMES)
+        for fragment in ("The", "Decisions", "handover procedure ahead of", "02/18/2023"):
+            assert not check.is_valid(fragment)
+    text = json.loads((synthetic.DATA_DIR / "reports.jsonl").open().readline())["text"]
+    schema = synthetic.load_schema("report_summary")
+    people = ground_schema(schema, text, ["people"])["properties"]["people"]["items"]["enum"]
+    spans = text_spans(text)
+    assert people and len(people) < len(spans) / 10
+    assert "Nadia Sato" in people and "The" not in people and "Sato" not in people
