@@ -257,24 +257,31 @@ def test_task_mix_parses_normalises_and_names_bad_input():
             parse_task_mix(text)
 
 
-def test_the_stream_draws_tasks_by_the_mix(monkeypatch):
-    tok = Tokenizer.from_file("model/tiny")
-    drawn = []
+@pytest.fixture
+def generate_calls(monkeypatch) -> list[tuple[str, tuple[str, ...] | None]]:
+    """(task, report_layouts) of every `synthetic.generate` call from here on."""
+    calls = []
     real = synthetic.generate
 
     def spy(task, n, seed, templates="train", report_layouts=None):
-        drawn.append(task)
+        calls.append((task, report_layouts))
         return real(task, n, seed, templates, report_layouts)
 
     monkeypatch.setattr(synthetic, "generate", spy)
+    return calls
+
+
+def test_the_stream_draws_tasks_by_the_mix(generate_calls):
+    tok = Tokenizer.from_file("model/tiny")
     stream = example_stream(tok, seed=0, max_len=4096, task_mix={"reduce": 1.0})
     items = [next(stream) for _ in range(5)]
+    drawn = [task for task, _ in generate_calls]
     assert drawn == ["reduce"] * 5 and all(pointers for _, _, pointers in items)
-    drawn.clear()
+    generate_calls.clear()
     stream = example_stream(tok, seed=0, max_len=4096, task_mix={"chunk": 0.5, "report": 0.5})
     for _ in range(40):
         next(stream)
-    assert set(drawn) == {"chunk", "report"}
+    assert {task for task, _ in generate_calls} == {"chunk", "report"}
 
 
 def test_a_bad_task_mix_on_the_command_line_is_refused_with_the_fix(capsys):
@@ -321,19 +328,11 @@ def test_init_that_is_not_a_checkpoint_is_refused_with_the_fix(tmp_path, capsys)
     assert f"--init {tmp_path}: not a checkpoint directory" in err and "tiny" in err
 
 
-def test_report_layouts_reach_the_stream_and_bad_names_are_refused(monkeypatch, capsys):
-    seen = []
-    original = synthetic.generate
-
-    def spy(task, n, seed, templates="train", report_layouts=None):
-        seen.append(report_layouts)
-        return original(task, n, seed, templates, report_layouts)
-
-    monkeypatch.setattr(synthetic, "generate", spy)
+def test_report_layouts_reach_the_stream_and_bad_names_are_refused(generate_calls, capsys):
     tok = build_tokenizer(512, 0, 12, report_layouts=("rep_memo",))
     stream = example_stream(tok, 0, 4096, task_mix={"chunk": 1.0}, report_layouts=("rep_memo",))
     next(stream)
-    assert seen and all(x == ("rep_memo",) for x in seen)
+    assert generate_calls and all(layouts == ("rep_memo",) for _, layouts in generate_calls)
     with pytest.raises(SystemExit):
         main(["--out", "unused", "--report-layouts", "rep_memo,rep_section_word"])
     assert "['rep_section_word'] are not train layouts" in capsys.readouterr().err
