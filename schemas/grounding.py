@@ -12,7 +12,10 @@ decoding can only copy them (and the result still validates against the original
 - a number or integer: every number the text writes ("$1,486.56", "SEK 361,12", "1 024"), with
   both readings of an ambiguous separator ("1,024" is 1024 or 1.024);
 - any other string: every run of up to `max_words` consecutive words on one line that does not
-  cross a layout gap (two or more spaces, a tab, a `|`), with and without its outer punctuation.
+  cross a layout gap (two or more spaces, a tab, a `|`), with and without its outer punctuation;
+- a string marked `"x-ground": "line"` (a heading, a title line): every whole line, and each
+  part of one between layout gaps, as written, without a leading markdown mark (`## `, `- `)
+  and without its outer punctuation. `"x-ground": "span"` is the default above.
 
 A field is named by its property path: `vendor`, or `figures.value` for a property of the
 objects in an array (array items are grounded one by one). `null` stays allowed where the field
@@ -55,6 +58,8 @@ _NUMBERS = [
 ]
 _GAP = re.compile(r"\s{2,}|\t|\|")
 _OUTER = "\"'()[]{}<>,;:!?*"
+_LINE_MARK = re.compile(r"^(?:#{1,6}\s+|[-*>\u2022]\s+)")
+STRING_KINDS = ("span", "line")  # the values of a string field's "x-ground" mark
 
 
 def ground_schema(schema: dict[str, Any], text: str, fields: Sequence[str]) -> dict[str, Any]:
@@ -109,6 +114,22 @@ def text_spans(text: str, max_words: int = MAX_WORDS) -> list[str]:
     return list(found)
 
 
+def text_lines(text: str) -> list[str]:
+    """Every line of `text`, and each part of it between layout gaps, whole: as written, without
+    a leading markdown mark (`## `, `- `, `> `), and without its outer punctuation; first seen
+    first."""
+    found: dict[str, None] = {}
+    for line in text.splitlines():
+        segments = _GAP.split(line)
+        for segment in [line, *segments] if len(segments) > 1 else segments:
+            whole = segment.strip()
+            unmarked = _LINE_MARK.sub("", whole)
+            for value in (whole, unmarked, unmarked.strip(_OUTER)):
+                found.setdefault(value)
+    found.pop("", None)
+    return list(found)
+
+
 class _Values:
     """The candidate values of one text, computed once per kind."""
 
@@ -118,7 +139,8 @@ class _Values:
 
     def of(self, kind: str) -> list[Any]:
         if kind not in self._cache:
-            source = {"date": text_dates, "number": text_numbers, "span": text_spans}[kind]
+            sources = {"date": text_dates, "number": text_numbers, "span": text_spans}
+            source = sources.get(kind, text_lines)
             self._cache[kind] = source(self.text)
         return self._cache[kind]
 
@@ -131,7 +153,7 @@ class _Values:
         if "number" in types or "integer" in types:
             kind = "number"
         elif "string" in types:
-            kind = "date" if node.get("format") == "date" else "span"
+            kind = "date" if node.get("format") == "date" else string_kind(node)
         else:
             return []
         accepts = _acceptor(node)
@@ -139,6 +161,16 @@ class _Values:
         if choices and "null" in types:
             choices.append(None)
         return choices
+
+
+def string_kind(node: dict[str, Any]) -> str:
+    """The candidates a grounded string field takes: its `x-ground` mark, "span" by default."""
+    kind = node.get("x-ground", "span")
+    if kind not in STRING_KINDS:
+        raise ValueError(
+            f'"x-ground": {kind!r} is not a grounding kind; use one of {", ".join(STRING_KINDS)}'
+        )
+    return kind
 
 
 _BOUNDS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
@@ -285,6 +286,14 @@ def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
     assert "known: currency, customer" in message
     path = spec(tmp_path, MINIMAL + "task:\n  grounded: [vendor]\n", "free.yaml")
     assert "task.grounded needs task.schema" in error_of(path)
+    marked = tmp_path / "marked.json"
+    head = {"type": "string", "x-ground": "lines"}
+    marked.write_text(json.dumps({"type": "object", "properties": {"head": head}}))
+    path = spec(tmp_path, MINIMAL + f"task:\n  schema: {marked}\n  grounded: [head]\n", "m.yaml")
+    assert error_of(path) == (
+        f"{path}: task: task.grounded: 'head': \"x-ground\": 'lines' is not a grounding kind; "
+        "use one of span, line"
+    )
 
 
 def test_prompt_mode_reduce_rules_reach_the_task_and_bad_ones_name_the_fix(tmp_path):

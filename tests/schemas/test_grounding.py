@@ -7,12 +7,13 @@ import json
 import jsonschema
 import pytest
 
-from flashbeam.model import synthetic
+from flashbeam.model import synthetic, synthetic_reports
 from flashbeam.schemas import ground_schema, load_schema
 from flashbeam.schemas.grounding import (
     property_nodes,
     property_paths,
     text_dates,
+    text_lines,
     text_numbers,
     text_spans,
 )
@@ -87,6 +88,44 @@ def test_text_spans_keep_names_whole_and_do_not_cross_layout_gaps_or_lines():
     assert "X285 Date" not in spans
     assert "LLP 43" not in spans  # two lines
     assert all(len(s.split()) <= 3 for s in text_spans(INVOICE, max_words=3))
+
+
+def test_text_lines_are_whole_lines_and_their_parts_without_their_markup():
+    text = "# Q3 Report\n\n## 2. Budget\n**Key Metrics**\nDone.  Section 4: Risks\n- tickets: 12\n"
+    lines = text_lines(text)
+    for line in ["# Q3 Report", "Q3 Report", "2. Budget", "**Key Metrics**", "Key Metrics"]:
+        assert line in lines
+    assert "tickets: 12" in lines and "- tickets: 12" in lines
+    assert "Budget" not in lines and "Q3" not in lines  # whole lines only, no runs of words
+    assert "Done." in lines and "Section 4: Risks" in lines  # the parts between layout gaps
+    assert "Done.  Section 4: Risks" in lines  # and the whole line
+    assert "" not in text_lines("\n\n  \n")
+
+
+def test_a_field_marked_line_is_grounded_in_whole_lines():
+    text = "Incident Report\n\nRoot Cause\n----------\nA disk filled up on the primary host.\n"
+    heading = {"type": "string", "maxLength": 30, "pattern": "[A-Za-z]", "x-ground": "line"}
+    schema = {"type": "object", "properties": {"head": heading, "word": {"type": "string"}}}
+    props = ground_schema(schema, text, ["head", "word"])["properties"]
+    assert props["head"]["enum"] == ["Incident Report", "Root Cause"]  # too long, no letter: out
+    assert "Root" in props["word"]["enum"]  # unmarked: any run of words
+    bad = {"type": "object", "properties": {"head": {**heading, "x-ground": "lines"}}}
+    with pytest.raises(ValueError, match="'lines' is not a grounding kind; use one of span, line"):
+        ground_schema(bad, text, ["head"])
+
+
+def test_every_report_heading_is_a_grounded_candidate_of_the_chunk_schema():
+    """The summarization job grounds chunk headings in whole lines: each heading the generator
+    writes, in every train and held-out layout, is one of its report's candidates."""
+    schema = synthetic.load_schema("report_chunk_summary")
+    assert schema["properties"]["section_headings"]["items"]["x-ground"] == "line"
+    for i, layout in enumerate(synthetic_reports.LAYOUTS * 3):
+        rng = synthetic.item_rng(11, "report", layout.split, i)
+        report = synthetic_reports.make_report(rng, layout.split, layout, "quarterly")
+        props = ground_schema(schema, report.text, ["section_headings"])["properties"]
+        candidates = props["section_headings"]["items"]["enum"]
+        assert set(report.headings) <= set(candidates), layout.name
+        assert len(candidates) < len(text_spans(report.text)) / 10  # lines, not every phrase
 
 
 def test_ground_schema_limits_fields_to_what_the_text_states():
