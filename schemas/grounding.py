@@ -15,7 +15,8 @@ decoding can only copy them (and the result still validates against the original
   cross a layout gap (two or more spaces, a tab, a `|`), with and without its outer punctuation;
 - a string marked `"x-ground": "line"` (a heading, a title line): every whole line, and each
   part of one between layout gaps, as written, without a leading markdown mark (`## `, `- `)
-  and without its outer punctuation. `"x-ground": "span"` is the default above.
+  and without its outer punctuation. `"x-ground": "span"` is the default above. The mark only
+  chooses the candidates of a field that is named in `fields`.
 
 A field is named by its property path: `vendor`, or `figures.value` for a property of the
 objects in an array (array items are grounded one by one). `null` stays allowed where the field
