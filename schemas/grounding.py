@@ -131,6 +131,14 @@ def text_lines(text: str) -> list[str]:
     return list(found)
 
 
+_SOURCES: dict[str, Callable[[str], list[Any]]] = {
+    "date": text_dates,
+    "number": text_numbers,
+    "span": text_spans,
+    "line": text_lines,
+}
+
+
 class _Values:
     """The candidate values of one text, computed once per kind."""
 
@@ -140,9 +148,7 @@ class _Values:
 
     def of(self, kind: str) -> list[Any]:
         if kind not in self._cache:
-            sources = {"date": text_dates, "number": text_numbers, "span": text_spans}
-            source = sources.get(kind, text_lines)
-            self._cache[kind] = source(self.text)
+            self._cache[kind] = _SOURCES[kind](self.text)
         return self._cache[kind]
 
     def for_schema(self, node: dict[str, Any]) -> list[Any]:
