@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flashbeam.schemas import RetryPolicy, load_schema
-from flashbeam.schemas.grounding import property_nodes, property_paths, string_kind
+from flashbeam.schemas.grounding import object_kind, property_nodes, property_paths, string_kind
 
 InputFormat = Literal["jsonl", "parquet", "text", "openai_batch"]
 TaskKind = Literal["extract", "summarize", "classify", "generate"]
@@ -223,11 +223,15 @@ class TaskConfig:
                     f"{' or the part schema' if len(schemas) > 1 else ''}; name property paths "
                     f"such as 'vendor' or 'figures.value' (known: {', '.join(known) or 'none'})"
                 )
-            for node in [n for schema in schemas for n in property_nodes(schema, path)]:
-                try:
-                    string_kind(node)
-                except ValueError as e:
-                    raise ValueError(f"task.grounded: {path!r}: {e}") from None
+            parent = path.rpartition(".")[0]
+            try:
+                for schema in schemas:
+                    for node in property_nodes(schema, path):
+                        string_kind(node)
+                    for node in property_nodes(schema, parent) if parent else []:
+                        object_kind(node)
+            except ValueError as e:
+                raise ValueError(f"task.grounded: {path!r}: {e}") from None
 
     def schema_for(self, source: str) -> dict[str, Any] | None:
         """The schema a request's `schema_source` names: "task", "part" (a split document's

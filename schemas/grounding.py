@@ -18,6 +18,12 @@ decoding can only copy them (and the result still validates against the original
   and without its outer punctuation. `"x-ground": "span"` is the default above. The mark only
   chooses the candidates of a field that is named in `fields`.
 
+An object marked `"x-ground": "sentence"` (a figure's name and value, a line item's description
+and amount) takes its grounded properties from one sentence of the text together: the object
+becomes an `anyOf` with one alternative per sentence that states a value for each of them
+(`text_sentences` says what a sentence is), so a name cannot be paired with another sentence's
+number. When no sentence states them all, each property is grounded in the whole text alone.
+
 A field is named by its property path: `vendor`, or `figures.value` for a property of the
 objects in an array (array items are grounded one by one). `null` stays allowed where the field
 allowed it. A field for which the text states no acceptable value keeps its original schema, and
@@ -29,6 +35,7 @@ from __future__ import annotations
 import calendar
 import copy
 import datetime as dt
+import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,19 +68,75 @@ _GAP = re.compile(r"\s{2,}|\t|\|")
 _OUTER = "\"'()[]{}<>,;:!?*"
 _LINE_MARK = re.compile(r"^(?:#{1,6}\s+|[-*>\u2022]\s+)")
 STRING_KINDS = ("span", "line")  # the values of a string field's "x-ground" mark
+OBJECT_KINDS = ("sentence",)  # the values of an object's "x-ground" mark
+# Where `text_sentences` cuts: after . ! ? (and a closing quote or bracket) and whitespace, unless
+# the mark ends a list number ("2. "); at a blank line; before a line that is a list item or row.
+_SENTENCE_END = re.compile(
+    r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))(?<!^\d\.)(?<!^\d\d\.)\s+"
+    r"|\n\s*\n"
+    r"|\n(?=[ \t]*(?:[-*+>\u2022|]|\d{1,2}[.)])\s)",
+    re.MULTILINE,
+)
 
 
 def ground_schema(schema: dict[str, Any], text: str, fields: Sequence[str]) -> dict[str, Any]:
     """A copy of `schema` whose `fields` accept only values `text` states (module docstring)."""
     grounded = copy.deepcopy(schema)
     values = _Values(text)
-    for path in fields:
+    together = _sentence_objects(grounded, fields)
+    alone = [path for path in fields if not any(path in paths for _, paths in together)]
+    for node, paths in together:
+        alternatives = _sentence_alternatives(node, [p.rsplit(".", 1)[-1] for p in paths], text)
+        if alternatives:
+            node.clear()
+            node["anyOf"] = alternatives
+        else:
+            alone.extend(paths)
+    for path in alone:
         for node in property_nodes(grounded, path):
-            choices = values.for_schema(node)
-            if choices:
-                node.clear()
-                node["enum"] = choices
+            _ground_node(node, values)
     return grounded
+
+
+def _ground_node(node: dict[str, Any], values: _Values) -> bool:
+    """Replace `node` by the enum of the values it accepts; False (node kept) when there are
+    none."""
+    choices = values.for_schema(node)
+    if choices:
+        node.clear()
+        node["enum"] = choices
+    return bool(choices)
+
+
+def _sentence_objects(
+    schema: dict[str, Any], fields: Sequence[str]
+) -> list[tuple[dict[str, Any], list[str]]]:
+    """The objects marked "x-ground": "sentence" that have grounded properties, each with the
+    paths of those properties."""
+    found: dict[int, tuple[dict[str, Any], list[str]]] = {}
+    for path in fields:
+        parent, _, name = path.rpartition(".")
+        if not parent:
+            continue
+        for node in property_nodes(schema, parent):
+            if object_kind(node) and name in node.get("properties", {}):
+                found.setdefault(id(node), (node, []))[1].append(path)
+    return list(found.values())
+
+
+def _sentence_alternatives(node: dict[str, Any], names: list[str], text: str) -> list[Any]:
+    """One copy of the object `node` per sentence of `text` that states a value for each of its
+    properties `names`, those properties grounded in that sentence; repeats dropped."""
+    plain = {k: v for k, v in node.items() if k != "x-ground"}
+    names = [name for name in names if _value_kind(plain["properties"][name]) is not None]
+    alternatives: dict[str, dict[str, Any]] = {}
+    for sentence in text_sentences(text) if names else []:
+        values = _Values(sentence)
+        alternative = copy.deepcopy(plain)
+        properties = alternative["properties"]
+        if all(_ground_node(properties[name], values) for name in names):
+            alternatives.setdefault(json.dumps(alternative, sort_keys=True), alternative)
+    return list(alternatives.values())
 
 
 def text_dates(text: str) -> list[str]:
@@ -115,6 +178,14 @@ def text_spans(text: str, max_words: int = MAX_WORDS) -> list[str]:
     return list(found)
 
 
+def text_sentences(text: str) -> list[str]:
+    """The sentences of `text`: its paragraphs (parted by blank lines) cut after each `.`, `!`
+    or `?` (and a closing quote or bracket) that whitespace follows, and before each line that
+    starts a list item (`- `, `* `, `1. `) or table row (`| `). Another line break does not end
+    one, so a hard-wrapped sentence stays whole. In order, empty ones dropped."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
 def text_lines(text: str) -> list[str]:
     """Every line of `text`, and each part of it between layout gaps, whole: as written, without
     a leading markdown mark (`## `, `- `, `> `), and without its outer punctuation; first seen
@@ -154,20 +225,27 @@ class _Values:
     def for_schema(self, node: dict[str, Any]) -> list[Any]:
         """The text's values `node` accepts, with null when it accepts null; [] for a node
         that is not a plain string or number, or already has an enum/const."""
-        if "enum" in node or "const" in node:
-            return []
-        types = _types(node)
-        if "number" in types or "integer" in types:
-            kind = "number"
-        elif "string" in types:
-            kind = "date" if node.get("format") == "date" else string_kind(node)
-        else:
+        kind = _value_kind(node)
+        if kind is None:
             return []
         accepts = _acceptor(node)
         choices = [v for v in self.of(kind) if accepts(v)]
-        if choices and "null" in types:
+        if choices and "null" in _types(node):
             choices.append(None)
         return choices
+
+
+def _value_kind(node: dict[str, Any]) -> str | None:
+    """The candidate source (`_SOURCES`) of a plain string or number node; None for any other
+    node, and for one with an enum or const of its own."""
+    if "enum" in node or "const" in node:
+        return None
+    types = _types(node)
+    if "number" in types or "integer" in types:
+        return "number"
+    if "string" in types:
+        return "date" if node.get("format") == "date" else string_kind(node)
+    return None
 
 
 def string_kind(node: dict[str, Any]) -> str:
@@ -176,6 +254,20 @@ def string_kind(node: dict[str, Any]) -> str:
     if kind not in STRING_KINDS:
         raise ValueError(
             f'"x-ground": {kind!r} is not a grounding kind; use one of {", ".join(STRING_KINDS)}'
+        )
+    return kind
+
+
+def object_kind(node: dict[str, Any]) -> str | None:
+    """How an object's grounded properties are drawn: "sentence" (all from one sentence) when
+    it is marked so, None (each from the whole text) when it is not marked."""
+    kind = node.get("x-ground")
+    if kind is None:
+        return None
+    if kind not in OBJECT_KINDS:
+        raise ValueError(
+            f'"x-ground": {kind!r} on an object is not a grounding kind; use one of '
+            f"{', '.join(OBJECT_KINDS)}, or mark its string properties instead"
         )
     return kind
 

@@ -294,6 +294,13 @@ def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
         f"{path}: task: task.grounded: 'head': \"x-ground\": 'lines' is not a grounding kind; "
         "use one of span, line"
     )
+    row = {"type": "object", "x-ground": "line", "properties": {"n": {"type": "number"}}}
+    marked.write_text(json.dumps({"type": "object", "properties": {"rows": {"items": row}}}))
+    path = spec(tmp_path, MINIMAL + f"task:\n  schema: {marked}\n  grounded: [rows.n]\n", "o.yaml")
+    assert error_of(path) == (
+        f"{path}: task: task.grounded: 'rows.n': \"x-ground\": 'line' on an object is not a "
+        "grounding kind; use one of sentence, or mark its string properties instead"
+    )
 
 
 def test_prompt_mode_reduce_rules_reach_the_task_and_bad_ones_name_the_fix(tmp_path):

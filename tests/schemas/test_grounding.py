@@ -15,6 +15,7 @@ from flashbeam.schemas.grounding import (
     text_dates,
     text_lines,
     text_numbers,
+    text_sentences,
     text_spans,
 )
 
@@ -100,6 +101,78 @@ def test_text_lines_are_whole_lines_and_their_parts_without_their_markup():
     assert "Done." in lines and "Section 4: Risks" in lines  # the parts between layout gaps
     assert "Done.  Section 4: Risks" in lines  # and the whole line
     assert "" not in text_lines("\n\n  \n")
+
+
+def test_text_sentences_end_at_sentence_marks_and_blank_lines_not_at_line_breaks():
+    text = (
+        "Section 2: Progress\n\nWe logged 1,566 tickets (see above.) Costs fell by\n"
+        'a third! Sales were "strong." Is it 22.513 or 3.5?  Yes.\n  \nDone'
+    )
+    assert text_sentences(text) == [
+        "Section 2: Progress",
+        "We logged 1,566 tickets (see above.)",
+        "Costs fell by\na third!",  # a hard-wrapped sentence stays whole
+        'Sales were "strong."',
+        "Is it 22.513 or 3.5?",  # no cut inside a number
+        "Yes.",
+        "Done",
+    ]
+    listed = "Key Figures\n- support tickets: 1,566\n* refunds: 17\n2. orders: 3\n| a | 4 |\n"
+    assert text_sentences(listed) == [
+        "Key Figures", "- support tickets: 1,566", "* refunds: 17", "2. orders: 3", "| a | 4 |"
+    ]  # fmt: skip
+    assert text_sentences(" \n\n ") == []
+
+
+FIGURE = {
+    "type": "object",
+    "x-ground": "sentence",
+    "properties": {"name": {"type": "string", "maxLength": 20}, "value": {"type": "number"}},
+    "required": ["name", "value"],
+    "additionalProperties": False,
+}
+FIGURES = {"type": "object", "properties": {"figures": {"type": "array", "items": FIGURE}}}
+
+
+def test_an_object_marked_sentence_takes_its_grounded_properties_from_one_sentence():
+    text = (
+        "The team logged 1,566 support tickets. Overall 1,715 customer refunds were issued.\n"
+        "A note without any number."
+    )
+    grounded = ground_schema(FIGURES, text, ["figures.name", "figures.value"])
+    items = grounded["properties"]["figures"]["items"]
+    assert "x-ground" not in json.dumps(items) and len(items["anyOf"]) == 2  # a number each
+    figure = jsonschema.Draft202012Validator(items)
+    assert figure.is_valid({"name": "support tickets", "value": 1566})
+    assert figure.is_valid({"name": "customer refunds", "value": 1715})
+    assert figure.is_valid({"name": "customer refunds", "value": 1.715})  # both readings
+    assert not figure.is_valid({"name": "support tickets", "value": 1715})  # another sentence
+    assert not figure.is_valid({"name": "note", "value": 1566})  # a sentence with no number
+    only_values = ground_schema(FIGURES, text, ["figures.value"])["properties"]["figures"]
+    alternative = only_values["items"]["anyOf"][0]["properties"]
+    assert alternative["name"] == FIGURE["properties"]["name"]  # not named: not grounded
+    assert FIGURE["x-ground"] == "sentence"  # the input schema is not changed
+
+
+def test_a_sentence_object_falls_back_to_the_whole_text_and_keeps_its_own_enums():
+    figure = {**FIGURE, "properties": {**FIGURE["properties"], "unit": {"enum": ["kg", "t"]}}}
+    schema = {"type": "object", "properties": {"figures": {"type": "array", "items": figure}}}
+    fields = ["figures.name", "figures.value", "figures.unit"]
+    items = ground_schema(schema, "We shipped 40 crates. It weighed 3 t.", fields)
+    alternatives = items["properties"]["figures"]["items"]["anyOf"]
+    assert [a["properties"]["value"]["enum"] for a in alternatives] == [[40], [3]]
+    assert all(a["properties"]["unit"] == {"enum": ["kg", "t"]} for a in alternatives)
+    # No sentence states a name (letters only) and a number together: each is grounded in the
+    # whole text alone.
+    name = {"type": "string", "pattern": "^[A-Za-z ]+$"}
+    figure = {**FIGURE, "properties": {**FIGURE["properties"], "name": name}}
+    schema = {"type": "object", "properties": {"figures": {"type": "array", "items": figure}}}
+    items = ground_schema(schema, "Crates\n\n40", ["figures.name", "figures.value"])
+    props = items["properties"]["figures"]["items"]["properties"]
+    assert props["value"]["enum"] == [40] and "Crates" in props["name"]["enum"]
+    bad = {"type": "object", "properties": {"f": {"items": {**FIGURE, "x-ground": "row"}}}}
+    with pytest.raises(ValueError, match="'row' on an object is not a grounding kind"):
+        ground_schema(bad, "We shipped 40 crates.", ["f.value"])
 
 
 def test_a_field_marked_line_is_grounded_in_whole_lines():
@@ -220,9 +293,21 @@ def test_the_sample_reports_state_every_gold_value_of_the_grounded_fields():
         for name in ["title", "author", "report_date"]:
             assert want[name] in props[name]["enum"]
         assert set(want["people"]) <= set(props["people"]["items"]["enum"])
-        figure = props["figures"]["items"]["properties"]
-        for f in want["figures"]:
-            assert f["name"] in figure["name"]["enum"] and f["value"] in figure["value"]["enum"]
+        figure = jsonschema.Draft202012Validator(props["figures"]["items"])
+        assert all(figure.is_valid(f) for f in want["figures"])  # name and value: one sentence
+
+
+def test_every_gold_figure_of_every_report_layout_is_one_sentence_alternative():
+    """The figures are grounded by sentence: each gold figure the generator writes, in every
+    train and held-out layout, pairs a name and value from one sentence."""
+    schema = synthetic.load_schema("report_summary")
+    assert schema["properties"]["figures"]["items"]["x-ground"] == "sentence"
+    for i, layout in enumerate(synthetic_reports.LAYOUTS * 3):
+        rng = synthetic.item_rng(12, "report", layout.split, i)
+        report = synthetic_reports.make_report(rng, layout.split, layout, "incident")
+        items = ground_schema(schema, report.text, ["figures.name", "figures.value"])
+        figure = jsonschema.Draft202012Validator(items["properties"]["figures"]["items"])
+        assert all(figure.is_valid(f) for f in report.gold()["figures"]), layout.name
 
 
 def test_the_report_schemas_name_pattern_keeps_names_and_drops_other_spans():
