@@ -109,6 +109,8 @@ class ReduceSpec(_Section):
     # built-in name or inline); null: the task schema.
     part_schema: str | dict[str, Any] | None = _default(ReduceConfig, "part_schema")
     max_input_tokens: int | None = Field(_default(ReduceConfig, "max_input_tokens"), ge=1)
+    # A list property of the output -> another property whose value the list must not hold.
+    exclude: dict[str, str] = Field(default_factory=dict)
 
 
 class TaskSpec(_Section):

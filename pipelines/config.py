@@ -72,6 +72,10 @@ class ReduceConfig:
     their merged values replace the model's in the final output, which must then still
     validate (e.g. `people: concat_unique` gathers each chunk's names, where a model asked to
     merge lists tends to repeat or drop entries). `default_rule` is for merge mode only.
+
+    `exclude` maps a list property of the reduced output to another of its properties whose
+    value (or values) the list must not hold: `{people: author}` drops the author from the
+    people, whoever wrote them. It applies last, in either mode.
     """
 
     mode: Literal["auto", "prompt", "merge"] = "auto"
@@ -82,6 +86,7 @@ class ReduceConfig:
     on_part_error: Literal["fail", "skip"] = "fail"
     part_schema: Any = None
     max_input_tokens: int | None = None
+    exclude: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.part_schema is not None:
@@ -154,6 +159,7 @@ class TaskConfig:
             raise ValueError(f"task.max_tokens must be >= 1, got {self.max_tokens}")
         self._check_part_schema()
         self._check_prompt_rules()
+        self._check_exclude()
         object.__setattr__(self, "grounded", tuple(self.grounded))
         self._check_grounded()
 
@@ -200,6 +206,33 @@ class TaskConfig:
                     f"property of the {name} schema; prompt mode merges fields that both the "
                     f"parts and the reduced output have (known: {', '.join(known) or 'none'})"
                 )
+
+    def _check_exclude(self) -> None:
+        """`reduce.exclude` pairs a list property of the task schema with another property."""
+        exclude = self.reduce.exclude
+        if not exclude:
+            return
+        if self.schema is None:
+            raise ValueError(
+                "task.reduce.exclude drops entries from a list property of the task schema; set "
+                "task.schema, or remove reduce.exclude"
+            )
+        properties = self.schema.get("properties", {})
+        known = ", ".join(properties) or "none"
+        for name, other in exclude.items():
+            for prop in (name, other):
+                if prop not in properties:
+                    raise ValueError(
+                        f"task.reduce.exclude: {prop!r} is not a top-level property of the task "
+                        f"schema (known: {known})"
+                    )
+            if "array" not in _types_of(properties[name]):
+                raise ValueError(
+                    f"task.reduce.exclude: {name!r} is not a list (an array property); exclude "
+                    f"drops entries from a list, e.g. people: author"
+                )
+            if name == other:
+                raise ValueError(f"task.reduce.exclude: {name!r} cannot exclude itself")
 
     def _check_grounded(self) -> None:
         if not self.grounded:
@@ -292,3 +325,9 @@ class PipelineConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
+
+
+def _types_of(schema: Any) -> list[str]:
+    """The JSON types a property's schema names ([] when it names none)."""
+    types = schema.get("type") if isinstance(schema, dict) else None
+    return [types] if isinstance(types, str) else list(types or [])

@@ -62,16 +62,22 @@ def finish_outcome(outcome: RequestOutcome) -> ItemResult | ErrorRow:
 
 def finish_reduce(outcome: RequestOutcome, task: TaskConfig) -> ItemResult | ErrorRow:
     """The result (or error row) of a final reduce request: the fields of `reduce.rules`,
-    merged from the map outputs, replace what the model wrote, and the whole must validate."""
+    merged from the map outputs, replace what the model wrote, `reduce.exclude` drops its
+    entries, and the whole must validate."""
     result = finish_outcome(outcome)
-    merged = outcome.prompt.merged
-    if not merged or isinstance(result, ErrorRow) or not isinstance(result.value, dict):
+    merged = outcome.prompt.merged or {}
+    if isinstance(result, ErrorRow) or not isinstance(result.value, dict):
         return result
-    value = {**result.value, **merged}
+    value = drop_excluded({**result.value, **merged}, task.reduce.exclude)
+    if value == result.value:
+        return result
     text = json.dumps(value, ensure_ascii=False)
     problems = SchemaValidator(task.schema).errors(value) if task.schema is not None else []
     if problems:
-        reason = f"with the fields merged by reduce.rules ({', '.join(merged)}) the output "
+        exclude = task.reduce.exclude
+        changed = [f"the fields merged by reduce.rules ({', '.join(merged)})"] if merged else []
+        changed += [f"reduce.exclude ({_pairs(exclude)}) applied"] if exclude else []
+        reason = f"with {' and '.join(changed)} the output "
         prompt = outcome.prompt
         return _invalid_merge(prompt, reason, problems, prompt.input_text, text,
                               finish_reason=result.finish_reason, model=result.model,
@@ -175,6 +181,7 @@ def merge_item(
     """Merge the parts' values with the job's rules; the merged value must validate."""
     first = outcomes[0].prompt
     value = merge_values([o.value for o in outcomes], task.schema or {}, task.reduce)
+    value = drop_excluded(value, task.reduce.exclude)
     problems = SchemaValidator(task.schema).errors(value) if task.schema is not None else []
     text = json.dumps(value, ensure_ascii=False)
     if problems:
@@ -210,6 +217,25 @@ def merge_values(values: list[Any], schema: dict[str, Any], config: ReduceConfig
         rule = config.rules.get(key) or config.default_rule
         merged[key] = apply_rule(rule or _default_rule(properties.get(key, {}), present), present)
     return merged
+
+
+def drop_excluded(value: Any, exclude: dict[str, str]) -> Any:
+    """`value` with each list that `exclude` names rid of the entries its paired property holds
+    (`{"people": "author"}`: the author's name; a list property: each of its entries)."""
+    if not exclude or not isinstance(value, dict):
+        return value
+    out = dict(value)
+    for name, other in exclude.items():
+        entries, held = out.get(name), out.get(other)
+        if not isinstance(entries, list) or held is None:
+            continue
+        drop = {_canonical(v) for v in (held if isinstance(held, list) else [held])}
+        out[name] = [e for e in entries if _canonical(e) not in drop]
+    return out
+
+
+def _pairs(exclude: dict[str, str]) -> str:
+    return ", ".join(f"{name}: {other}" for name, other in exclude.items())
 
 
 def apply_rule(rule: MergeRule, values: list[Any]) -> Any:

@@ -19,6 +19,7 @@ TINY_SCHEMA = (
 # The example jobs ground (and merge) fields of their own schemas, which the tiny ones lack.
 NOT_GROUNDED = "task.grounded=[]"
 NO_MERGE_RULES = "task.reduce.rules={}"
+NO_EXCLUDE = "task.reduce.exclude={}"  # the tiny task schema has no people to exclude from
 TINY_PART_SCHEMA = (
     'task.reduce.part_schema={"type": "object", "properties": {"n": {"type": "integer", '
     '"minimum": 0, "maximum": 9}}, "required": ["n"], "additionalProperties": false}'
@@ -128,7 +129,7 @@ def test_nightly_summarize_map_reduces_long_reports(flashbeam, checkpoint, tmp_p
         "--set", f"model.path={checkpoint}", "--set", f"input.path={path}",
         "--set", "task.chunking.max_tokens=128", "--set", TINY_SCHEMA,
         "--set", TINY_PART_SCHEMA, "--set", NOT_GROUNDED, "--set", NO_MERGE_RULES,
-        "--set", "task.max_tokens=8",
+        "--set", NO_EXCLUDE, "--set", "task.max_tokens=8",
     )  # fmt: skip
     assert code == 0, err
     partition = tmp_path / "out" / "nightly_summarize" / "2026-01-02"

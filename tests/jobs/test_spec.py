@@ -307,6 +307,7 @@ def test_prompt_mode_reduce_rules_reach_the_task_and_bad_ones_name_the_fix(tmp_p
     reduce = plan_job(load_job(JOBS / "nightly_summarize.yaml")).config.task.reduce
     assert reduce.mode == "prompt"
     assert reduce.rules == {"people": "concat_unique", "figures": "concat_unique"}
+    assert reduce.exclude == {"people": "author"}
     schema = JOBS / "schemas" / "report_summary.json"
     part = JOBS / "schemas" / "report_chunk_summary.json"
     body = (f"task:\n  kind: summarize\n  schema: {schema}\n  reduce:\n    mode: prompt\n"
@@ -314,3 +315,11 @@ def test_prompt_mode_reduce_rules_reach_the_task_and_bad_ones_name_the_fix(tmp_p
     message = error_of(spec(tmp_path, MINIMAL + body))
     assert "'section_count' not a top-level property of the part schema" in message
     assert "known: title, report_type, author" in message
+    body = (f"task:\n  kind: summarize\n  schema: {schema}\n  reduce:\n    mode: prompt\n"
+            f"    exclude: {{people: writer}}\n")  # fmt: skip
+    path = spec(tmp_path, MINIMAL + body, "exclude.yaml")
+    assert error_of(path) == (
+        f"{path}: task: task.reduce.exclude: 'writer' is not a top-level property of the task "
+        "schema (known: title, report_type, author, report_date, section_count, people, figures, "
+        "summary)"
+    )

@@ -20,6 +20,7 @@ from flashbeam.pipelines.records import (
 from flashbeam.pipelines.reduce import (
     apply_rule,
     collect_parts,
+    drop_excluded,
     finish_outcome,
     finish_reduce,
     merge_item,
@@ -267,6 +268,87 @@ def test_prompt_mode_rules_are_checked_against_both_schemas():
     # Merge mode keeps both (rules name any fields; default_rule covers the rest).
     merge = ReduceConfig(rules={"people": "max"}, default_rule="first_non_null")
     assert TaskConfig(kind="extract", schema=PEOPLE, reduce=merge).reduce is merge
+
+
+AUTHORED = {
+    "type": "object",
+    "properties": {
+        "author": {"type": ["string", "null"]},
+        "editors": {"type": "array", "items": {"type": "string"}},
+        "people": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "summary": {"type": "string"},
+    },
+}
+
+
+def test_drop_excluded_removes_what_the_paired_property_holds():
+    value = {"author": "Ann Lee", "editors": ["Bo Chen"], "people": ["Ann Lee", "Bo Chen", "Cy"]}
+    assert drop_excluded(value, {"people": "author"})["people"] == ["Bo Chen", "Cy"]
+    assert drop_excluded(value, {"people": "editors"})["people"] == ["Ann Lee", "Cy"]  # a list
+    both = drop_excluded(value, {"people": "author", "editors": "author"})
+    assert both["people"] == ["Bo Chen", "Cy"] and both["editors"] == ["Bo Chen"]
+    assert value["people"] == ["Ann Lee", "Bo Chen", "Cy"]  # the input is not changed
+    for unpaired in ({**value, "author": None}, {k: v for k, v in value.items() if k != "author"}):
+        assert drop_excluded(unpaired, {"people": "author"}) == unpaired  # nothing to drop
+    assert drop_excluded({"people": None, "author": "A"}, {"people": "author"})["people"] is None
+    assert drop_excluded(["Ann Lee"], {"people": "author"}) == ["Ann Lee"]  # not an object
+    assert drop_excluded(value, {}) is value
+
+
+def test_prompt_mode_exclude_drops_the_author_from_the_merged_people(tokenizer):
+    reduce = ReduceConfig(
+        mode="prompt",
+        part_schema=PEOPLE_PART,
+        rules={"people": "concat_unique"},
+        exclude={"people": "author"},
+    )
+    task = TaskConfig(kind="summarize", schema=AUTHORED, reduce=reduce)
+    parts = [_outcome(0, 2, {"people": ["Ann Lee", "Bo Chen"]}), _outcome(1, 2, {"people": []})]
+    state = start_reduce(parts, ItemStats(chunk_count=2), "the document", task)
+    (final,) = plan_round(state, task, tokenizer, level=1, last=True)
+    wrote = {"author": "Ann Lee", "people": ["Ann Lee"], "summary": "s"}
+    result = finish_reduce(_reduced(final, wrote), task)
+    assert isinstance(result, ItemResult) and result.value["people"] == ["Bo Chen"]
+    assert json.loads(result.text) == result.value
+    # The author was everyone: the emptied list breaks minItems, an error row says why.
+    parts = [_outcome(0, 2, {"people": ["Ann Lee"]}), _outcome(1, 2, {"people": []})]
+    state = start_reduce(parts, ItemStats(chunk_count=2), "the document", task)
+    (final,) = plan_round(state, task, tokenizer, level=1, last=True)
+    error = finish_reduce(_reduced(final, wrote), task)
+    assert isinstance(error, ErrorRow) and error.stage == "reduce"
+    assert error.reason.startswith(
+        "with the fields merged by reduce.rules (people) and reduce.exclude (people: author) "
+        "applied the output does not validate"
+    )
+    # Without rules the exclusion still applies to what the reduce prompt wrote.
+    alone = dataclasses.replace(task, reduce=dataclasses.replace(reduce, rules={}))
+    wrote = {"author": "Ann Lee", "people": ["Ann Lee", "Cy Diaz"], "summary": "s"}
+    result = finish_reduce(_reduced(final, wrote, merged=None), alone)
+    assert result.value["people"] == ["Cy Diaz"]
+
+
+def test_merge_mode_exclude_applies_to_the_merged_value():
+    task = TaskConfig(kind="extract", schema=AUTHORED,
+                      reduce=ReduceConfig(exclude={"people": "author"}))  # fmt: skip
+    parts = [_outcome(0, 2, {"author": "Ann Lee", "people": ["Ann Lee", "Bo Chen"]}),
+             _outcome(1, 2, {"author": None, "people": ["Cy Diaz"]})]  # fmt: skip
+    merged = merge_item(parts, ItemStats(chunk_count=2), "doc", task)
+    assert merged.value["author"] == "Ann Lee" and merged.value["people"] == ["Bo Chen", "Cy Diaz"]
+
+
+def test_exclude_names_list_properties_of_the_task_schema():
+    def task(exclude, schema=AUTHORED):
+        return TaskConfig(kind="extract", schema=schema, reduce=ReduceConfig(exclude=exclude))
+
+    assert task({"people": "editors"}).reduce.exclude == {"people": "editors"}
+    with pytest.raises(ValueError, match=r"'writer' is not a top-level property of the task sch"):
+        task({"people": "writer"})
+    with pytest.raises(ValueError, match=r"'summary' is not a list \(an array property\)"):
+        task({"summary": "author"})
+    with pytest.raises(ValueError, match="'people' cannot exclude itself"):
+        task({"people": "people"})
+    with pytest.raises(ValueError, match="reduce.exclude drops entries .* set task.schema"):
+        task({"people": "author"}, schema=None)
 
 
 def _reduced(prompt: PromptRequest, value, valid=True, **changes) -> RequestOutcome:
