@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flashbeam.schemas import RetryPolicy, load_schema
-from flashbeam.schemas.grounding import object_kind, property_nodes, property_paths, string_kind
+from flashbeam.schemas.grounding import field_kind, object_kind, property_nodes, property_paths
 
 InputFormat = Literal["jsonl", "parquet", "text", "openai_batch"]
 TaskKind = Literal["extract", "summarize", "classify", "generate"]
@@ -260,7 +260,7 @@ class TaskConfig:
             try:
                 for schema in schemas:
                     for node in property_nodes(schema, path):
-                        string_kind(node)
+                        field_kind(node)
                     for node in property_nodes(schema, parent) if parent else []:
                         object_kind(node)
             except ValueError as e:

@@ -10,7 +10,9 @@ decoding can only copy them (and the result still validates against the original
   ("2023-04-02", "17.02.2023", "Nov 19, 2022", "31st July 2024", "14-Aug-2023"), as YYYY-MM-DD;
   a numeric date that reads both ways (03/04/2023) gives both dates;
 - a number or integer: every number the text writes ("$1,486.56", "SEK 361,12", "1 024"), with
-  both readings of an ambiguous separator ("1,024" is 1024 or 1.024);
+  both readings of an ambiguous separator ("1,024" is 1024 or 1.024); one marked
+  `"x-ground": "count"` (a number of things) only the whole numbers among them that are not
+  a percentage, a time of day or part of a date;
 - any other string: every run of up to `max_words` consecutive words on one line that does not
   cross a layout gap (two or more spaces, a tab, a `|`), with and without its outer punctuation;
 - a string marked `"x-ground": "line"` (a heading, a title line): every whole line, and each
@@ -64,10 +66,16 @@ _NUMBERS = [
     re.compile(r"(?<![\w.,])\d+(?:[,.']\d+)*"),
     re.compile(r"(?<![\w.,])\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:[.,]\d+)?"),  # "1 024,50"
 ]
+_NOT_COUNTS = re.compile(
+    r"\d+(?:[,.]\d+)*\s?(?:%|percent\b|per cent\b)"  # a percentage
+    r"|(?<![\d:])\d{1,2}:\d{2}(?::\d{2})?(?![\d:])",  # a time of day
+    re.IGNORECASE,
+)
 _GAP = re.compile(r"\s{2,}|\t|\|")
 _OUTER = "\"'()[]{}<>,;:!?*"
 _LINE_MARK = re.compile(r"^(?:#{1,6}\s+|[-*>\u2022]\s+)")
 STRING_KINDS = ("span", "line")  # the values of a string field's "x-ground" mark
+NUMBER_KINDS = ("number", "count")  # the values of a number field's "x-ground" mark
 OBJECT_KINDS = ("sentence",)  # the values of an object's "x-ground" mark
 # Where `text_sentences` cuts: after . ! ? (and a closing quote or bracket) and whitespace, unless
 # the mark ends a list number ("2. "); at a blank line; before a line that is a list item or row.
@@ -128,7 +136,7 @@ def _sentence_alternatives(node: dict[str, Any], names: list[str], text: str) ->
     """One copy of the object `node` per sentence of `text` that states a value for each of its
     properties `names`, those properties grounded in that sentence; repeats dropped."""
     plain = {k: v for k, v in node.items() if k != "x-ground"}
-    names = [name for name in names if _value_kind(plain["properties"][name]) is not None]
+    names = [name for name in names if field_kind(plain["properties"][name]) is not None]
     alternatives: dict[str, dict[str, Any]] = {}
     for sentence in text_sentences(text) if names else []:
         values = _Values(sentence)
@@ -157,6 +165,17 @@ def text_numbers(text: str) -> list[int | float]:
             for value in _number_readings(m.group()):
                 found.setdefault(value, int(value) if value.is_integer() else value)
     return list(found.values())
+
+
+def text_counts(text: str) -> list[int]:
+    """Every whole number `text` writes as an amount (`text_numbers`' integer readings), leaving
+    out percentages (`28%`, `12 percent`), times of day (`06:01`) and the parts of dates."""
+    masked = list(text)
+    spans = [m.span() for m in _NOT_COUNTS.finditer(text)]
+    spans += [m.span() for pattern in _DATE_PATTERNS for m in pattern.finditer(text)]
+    for start, end in spans:
+        masked[start:end] = " " * (end - start)
+    return [v for v in text_numbers("".join(masked)) if isinstance(v, int)]
 
 
 def text_spans(text: str, max_words: int = MAX_WORDS) -> list[str]:
@@ -205,6 +224,7 @@ def text_lines(text: str) -> list[str]:
 _SOURCES: dict[str, Callable[[str], list[Any]]] = {
     "date": text_dates,
     "number": text_numbers,
+    "count": text_counts,
     "span": text_spans,
     "line": text_lines,
 }
@@ -225,7 +245,7 @@ class _Values:
     def for_schema(self, node: dict[str, Any]) -> list[Any]:
         """The text's values `node` accepts, with null when it accepts null; [] for a node
         that is not a plain string or number, or already has an enum/const."""
-        kind = _value_kind(node)
+        kind = field_kind(node)
         if kind is None:
             return []
         accepts = _acceptor(node)
@@ -235,25 +255,27 @@ class _Values:
         return choices
 
 
-def _value_kind(node: dict[str, Any]) -> str | None:
-    """The candidate source (`_SOURCES`) of a plain string or number node; None for any other
-    node, and for one with an enum or const of its own."""
+def field_kind(node: dict[str, Any]) -> str | None:
+    """The candidates (`_SOURCES`) a grounded field takes: a `date` string's dates; a number's
+    numbers, or counts when marked `"x-ground": "count"`; another string's spans, or lines when
+    marked `"x-ground": "line"`. None for a node that is not a plain string or number, or has
+    an enum or const of its own. A mark the field's type does not take is a ValueError."""
     if "enum" in node or "const" in node:
         return None
     types = _types(node)
     if "number" in types or "integer" in types:
-        return "number"
+        return _marked(node, NUMBER_KINDS, "number")
     if "string" in types:
-        return "date" if node.get("format") == "date" else string_kind(node)
+        return "date" if node.get("format") == "date" else _marked(node, STRING_KINDS, "string")
     return None
 
 
-def string_kind(node: dict[str, Any]) -> str:
-    """The candidates a grounded string field takes: its `x-ground` mark, "span" by default."""
-    kind = node.get("x-ground", "span")
-    if kind not in STRING_KINDS:
+def _marked(node: dict[str, Any], kinds: tuple[str, ...], what: str) -> str:
+    kind = node.get("x-ground", kinds[0])
+    if kind not in kinds:
         raise ValueError(
-            f'"x-ground": {kind!r} is not a grounding kind; use one of {", ".join(STRING_KINDS)}'
+            f'"x-ground": {kind!r} is not a grounding kind of a {what}; use one of '
+            f"{', '.join(kinds)}"
         )
     return kind
 

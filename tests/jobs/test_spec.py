@@ -291,8 +291,14 @@ def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
     marked.write_text(json.dumps({"type": "object", "properties": {"head": head}}))
     path = spec(tmp_path, MINIMAL + f"task:\n  schema: {marked}\n  grounded: [head]\n", "m.yaml")
     assert error_of(path) == (
-        f"{path}: task: task.grounded: 'head': \"x-ground\": 'lines' is not a grounding kind; "
-        "use one of span, line"
+        f"{path}: task: task.grounded: 'head': \"x-ground\": 'lines' is not a grounding kind of "
+        "a string; use one of span, line"
+    )
+    marked.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer",
+                                  "x-ground": "line"}}}))  # fmt: skip
+    path = spec(tmp_path, MINIMAL + f"task:\n  schema: {marked}\n  grounded: [n]\n", "n.yaml")
+    assert error_of(path).endswith(
+        "'n': \"x-ground\": 'line' is not a grounding kind of a number; use one of number, count"
     )
     row = {"type": "object", "x-ground": "line", "properties": {"n": {"type": "number"}}}
     marked.write_text(json.dumps({"type": "object", "properties": {"rows": {"items": row}}}))

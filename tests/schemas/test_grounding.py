@@ -12,6 +12,7 @@ from flashbeam.schemas import ground_schema, load_schema
 from flashbeam.schemas.grounding import (
     property_nodes,
     property_paths,
+    text_counts,
     text_dates,
     text_lines,
     text_numbers,
@@ -73,6 +74,26 @@ def test_text_numbers_reads_space_grouped_thousands_and_skips_digits_inside_iden
     numbers = text_numbers("Invoice No: INV-2023-1230 dated 17.02.2023")
     assert 2023 in numbers and 1230 in numbers and 17 in numbers  # every group a number
     assert all(isinstance(n, int) for n in text_numbers("60 and 1,024.00"))  # integral: ints
+
+
+def test_text_counts_are_whole_numbers_that_are_no_percentage_time_or_date():
+    text = (
+        "At 06:01 UTC the team opened a channel; latency rose by 28% (12 percent later). "
+        "We logged 1,566 tickets and 22.513 refunds on 17.04.2025, Nov 19, 2022, in 3.5 hours."
+    )
+    assert text_counts(text) == [1566, 22513]
+    assert text_numbers(text)[:3] == [6, 1, 28]  # a plain number field keeps them all
+    assert text_counts("") == [] and text_counts("14:05:33 and 3:1") == [3, 1]
+
+
+def test_a_number_marked_count_is_grounded_in_counts_only():
+    count = {"type": "integer", "minimum": 0, "x-ground": "count"}
+    schema = {"type": "object", "properties": {"n": count, "any": {"type": "number"}}}
+    text = "Latency rose by 28% at 06:01, and 4,120 orders shipped."
+    props = ground_schema(schema, text, ["n", "any"])["properties"]
+    assert props["n"] == {"enum": [4120]} and 28 in props["any"]["enum"]
+    with pytest.raises(ValueError, match="'span' is not a grounding kind of a number"):
+        ground_schema({**schema, "properties": {"n": {**count, "x-ground": "span"}}}, text, ["n"])
 
 
 def test_text_spans_keep_names_whole_and_do_not_cross_layout_gaps_or_lines():
@@ -183,7 +204,9 @@ def test_a_field_marked_line_is_grounded_in_whole_lines():
     assert props["head"]["enum"] == ["Incident Report", "Root Cause"]  # too long, no letter: out
     assert "Root" in props["word"]["enum"]  # unmarked: any run of words
     bad = {"type": "object", "properties": {"head": {**heading, "x-ground": "lines"}}}
-    with pytest.raises(ValueError, match="'lines' is not a grounding kind; use one of span, line"):
+    with pytest.raises(
+        ValueError, match="'lines' is not a grounding kind of a string; use one of span, line"
+    ):
         ground_schema(bad, text, ["head"])
 
 
