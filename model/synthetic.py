@@ -528,7 +528,7 @@ def field_accuracy(
 
 # ---- generation entry points ---------------------------------------------------------------------
 
-TASKS = ("extract", "summarize", "report", "chunk", "reduce")
+TASKS = ("extract", "summarize", "report", "chunk", "chunk_many", "reduce")
 
 
 def item_rng(seed: int, task: str, split: str, i: int) -> random.Random:
@@ -547,9 +547,10 @@ def generate(
     (reports: only the `report_layouts` named, when given).
 
     Tasks: "extract" (a document -> its fields), "report" (a whole report -> its summary),
-    "chunk" (one part of a report -> a partial summary), "reduce" (partial summaries -> the
-    summary), and "summarize": the map-reduce training mix, every chunk of each report followed
-    by its reduce example.
+    "chunk" (one part of a report -> a partial summary), "chunk_many" (the same, drawn from the
+    parts whose summary lists two or more headings or figures, when the report has such a
+    part), "reduce" (partial summaries -> the summary), and "summarize": the map-reduce
+    training mix, every chunk of each report followed by its reduce example.
     """
     from flashbeam.model import synthetic_business as biz
     from flashbeam.model import synthetic_reports as rep
@@ -566,8 +567,10 @@ def generate(
             batch = [biz.extraction_example(rng, split=templates)]
         elif task == "report":
             batch = [rep.report_summary_example(rng, templates, report_layouts)]
-        elif task == "chunk":
-            batch = [rng.choice(rep.chunk_examples(rng, templates, report_layouts))]
+        elif task in ("chunk", "chunk_many"):
+            chunks = rep.chunk_examples(rng, templates, report_layouts)
+            many = [c for c in chunks if task == "chunk_many" and _lists_many(c.gold)]
+            batch = [rng.choice(many or chunks)]
         elif task == "reduce":
             batch = [rep.reduce_example(rng, templates, report_layouts)]
         else:
@@ -577,6 +580,11 @@ def generate(
         out.extend(batch)
         i += 1
     return out[:n]
+
+
+def _lists_many(summary: dict[str, Any]) -> bool:
+    """Whether a partial summary lists two or more headings or figures."""
+    return any(len(summary[k]) >= 2 for k in ("section_headings", "figures"))
 
 
 _REEXPORTS = {

@@ -161,7 +161,8 @@ def parse_task_mix(text: str) -> dict[str, float]:
             value = float("nan")
         if task not in synthetic.TASKS or task == "summarize":
             raise ValueError(
-                f"task mix {text!r}: unknown task {task!r}; use extract, report, chunk or reduce"
+                f"task mix {text!r}: unknown task {task!r}; use extract, report, chunk, "
+                "chunk_many or reduce"
             )
         if not value >= 0 or math.isinf(value):
             raise ValueError(f"task mix {text!r}: {part!r} needs a share >= 0, e.g. {task}=0.5")
@@ -498,6 +499,8 @@ def _train(opts: TrainOptions, device: torch.device) -> dict:
         "train_s": round(time.perf_counter() - started, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(device),
+        "task_mix": opts.task_mix or TASK_MIX,
+        "report_layouts": list(opts.report_layouts or [lay.name for lay in layouts_of("train")]),
     }
     if previous is not None:
         summary["init"] = previous

@@ -266,6 +266,20 @@ def test_partial_summaries_of_any_chunking_merge_to_the_gold(reports):
             assert sum(len(p["section_headings"]) for p in partials) == len(r.headings)
 
 
+def test_chunk_many_draws_the_chunks_that_list_several_headings_or_figures():
+    """A chunk that states two headings or figures is rare in the plain chunk task (its sections
+    are longer than most chunks); chunk_many draws such chunks when the report has one."""
+
+    def many(examples: list[S.Example]) -> int:
+        return sum(
+            len(e.gold["section_headings"]) >= 2 or len(e.gold["figures"]) >= 2 for e in examples
+        )
+
+    plain, rich = S.generate("chunk", 60, seed=8), S.generate("chunk_many", 60, seed=8)
+    assert many(plain) < 15 < 30 < many(rich)
+    assert all(e.task == "chunk" and e.messages[0]["content"] == S.CHUNK_INSTRUCTION for e in rich)
+
+
 def test_map_reduce_examples_chain():
     examples = rep.map_reduce_examples(random.Random(5))
     chunks = [e for e in examples if e.task == "chunk"]

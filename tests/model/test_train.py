@@ -9,9 +9,11 @@ from safetensors.torch import load_file
 from flashbeam.model import Engine, Request, synthetic
 from flashbeam.model.config import ModelConfig
 from flashbeam.model.network import Transformer
+from flashbeam.model.synthetic_reports import layouts_of
 from flashbeam.model.tokenizer import Tokenizer
 from flashbeam.model.train import (
     DEFAULT_CONFIG,
+    TASK_MIX,
     HeadProbe,
     TrainOptions,
     build_tokenizer,
@@ -243,6 +245,7 @@ def test_a_short_run_logs_the_prev_token_loss_and_can_turn_it_off(tmp_path):
 def test_task_mix_parses_normalises_and_names_bad_input():
     assert parse_task_mix("extract=3, chunk=1") == {"extract": 0.75, "chunk": 0.25}
     assert parse_task_mix("report=1,reduce=0") == {"report": 1.0}  # a zero share drops the task
+    assert parse_task_mix("chunk=1,chunk_many=3") == {"chunk": 0.25, "chunk_many": 0.75}
     for text, message in [
         ("extract=1,invoices=1", "unknown task 'invoices'"),
         ("summarize=1", "unknown task 'summarize'"),
@@ -305,6 +308,8 @@ def test_a_run_continues_from_a_checkpoint_with_its_tokenizer_and_weights(tmp_pa
     assert summary["init"]["path"] == str(tmp_path / "base") and summary["init"]["steps"] == 3
     record = json.loads((tmp_path / "more" / "training.json").read_text())
     assert record["steps"] == 2 and len(record["log"]) == 2 and "log" not in record["init"]
+    assert record["task_mix"] == TASK_MIX  # the recipe is recorded beside the weights
+    assert record["report_layouts"] == [lay.name for lay in layouts_of("train")]
     base_tok = (tmp_path / "base" / "tokenizer.json").read_text()
     assert (tmp_path / "more" / "tokenizer.json").read_text() == base_tok
     base = load_file(tmp_path / "base" / "model.safetensors")
