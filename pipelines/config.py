@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flashbeam.schemas import RetryPolicy, load_schema
-from flashbeam.schemas.grounding import field_kind, object_kind, property_nodes, property_paths
+from flashbeam.schemas.grounding import (
+    field_kind,
+    json_types,
+    object_kind,
+    property_nodes,
+    property_paths,
+)
 
 InputFormat = Literal["jsonl", "parquet", "text", "openai_batch"]
 TaskKind = Literal["extract", "summarize", "classify", "generate"]
@@ -226,7 +232,7 @@ class TaskConfig:
                         f"task.reduce.exclude: {prop!r} is not a top-level property of the task "
                         f"schema (known: {known})"
                     )
-            if "array" not in _types_of(properties[name]):
+            if "array" not in json_types(properties[name]):
                 raise ValueError(
                     f"task.reduce.exclude: {name!r} is not a list (an array property); exclude "
                     f"drops entries from a list, e.g. people: author"
@@ -325,9 +331,3 @@ class PipelineConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
-
-
-def _types_of(schema: Any) -> list[str]:
-    """The JSON types a property's schema names ([] when it names none)."""
-    types = schema.get("type") if isinstance(schema, dict) else None
-    return [types] if isinstance(types, str) else list(types or [])

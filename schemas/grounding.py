@@ -250,7 +250,7 @@ class _Values:
             return []
         accepts = _acceptor(node)
         choices = [v for v in self.of(kind) if accepts(v)]
-        if choices and "null" in _types(node):
+        if choices and "null" in json_types(node):
             choices.append(None)
         return choices
 
@@ -262,7 +262,7 @@ def field_kind(node: dict[str, Any]) -> str | None:
     an enum or const of its own. A mark the field's type does not take is a ValueError."""
     if "enum" in node or "const" in node:
         return None
-    types = _types(node)
+    types = json_types(node)
     if "number" in types or "integer" in types:
         return _marked(node, NUMBER_KINDS, "number")
     if "string" in types:
@@ -289,7 +289,7 @@ def object_kind(node: dict[str, Any]) -> str | None:
     if kind not in OBJECT_KINDS:
         raise ValueError(
             f'"x-ground": {kind!r} on an object is not a grounding kind; use one of '
-            f"{', '.join(OBJECT_KINDS)}, or mark its string properties instead"
+            f"{', '.join(OBJECT_KINDS)}, or mark its properties instead"
         )
     return kind
 
@@ -312,7 +312,7 @@ def _acceptor(node: dict[str, Any]) -> Callable[[Any], bool]:
     plain = all(k in _BOUNDS or k in _ANNOTATIONS or k.startswith("x-") for k in node)
     if not plain or node.get("format") not in (None, "date"):
         return jsonschema.Draft202012Validator(node, format_checker=FORMAT_CHECKER).is_valid
-    types = _types(node)
+    types = json_types(node)
     whole = "integer" in types and "number" not in types
     bounds = [(_BOUNDS[k], node[k]) for k in _BOUNDS if k in node]
 
@@ -324,8 +324,9 @@ def _acceptor(node: dict[str, Any]) -> Callable[[Any], bool]:
     return accepts
 
 
-def _types(node: dict[str, Any]) -> list[str]:
-    types = node.get("type")
+def json_types(node: Any) -> list[str]:
+    """The JSON types a schema node names ([] when it names none, or is no object)."""
+    types = node.get("type") if isinstance(node, dict) else None
     return [types] if isinstance(types, str) else list(types or [])
 
 

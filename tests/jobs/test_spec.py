@@ -305,7 +305,7 @@ def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
     path = spec(tmp_path, MINIMAL + f"task:\n  schema: {marked}\n  grounded: [rows.n]\n", "o.yaml")
     assert error_of(path) == (
         f"{path}: task: task.grounded: 'rows.n': \"x-ground\": 'line' on an object is not a "
-        "grounding kind; use one of sentence, or mark its string properties instead"
+        "grounding kind; use one of sentence, or mark its properties instead"
     )
 
 
