@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from flashbeam.schemas import RetryPolicy, load_schema
 from flashbeam.schemas.grounding import (
+    array_kind,
     field_kind,
     json_types,
     object_kind,
@@ -267,6 +268,9 @@ class TaskConfig:
                 for schema in schemas:
                     for node in property_nodes(schema, path):
                         field_kind(node)
+                    for node in property_nodes(schema, path, items=False):
+                        if "array" in json_types(node):
+                            array_kind(node)
                     for node in property_nodes(schema, parent) if parent else []:
                         object_kind(node)
             except ValueError as e:

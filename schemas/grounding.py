@@ -15,10 +15,11 @@ decoding can only copy them (and the result still validates against the original
   a percentage, a time of day or part of a date;
 - any other string: every run of up to `max_words` consecutive words on one line that does not
   cross a layout gap (two or more spaces, a tab, a `|`), with and without its outer punctuation;
-- a string marked `"x-ground": "line"` (a heading, a title line): every whole line, and each
-  part of one between layout gaps, as written, without a leading markdown mark (`## `, `- `)
-  and without its outer punctuation. `"x-ground": "span"` is the default above. The mark only
-  chooses the candidates of a field that is named in `fields`.
+- a string marked `"x-ground": "line"` (a title line): every whole line, and each part of one
+  between layout gaps, as written, without a leading markdown mark (`## `, `- `) and without
+  its outer punctuation; one marked `"x-ground": "heading"`: the lines that stand as headings
+  (`text_headings`). `"x-ground": "span"` is the default above. The mark only chooses the
+  candidates of a field that is named in `fields`.
 
 An object marked `"x-ground": "sentence"` (a figure's name and value, a line item's description
 and amount) takes its grounded properties from one sentence of the text together: the object
@@ -26,10 +27,16 @@ becomes an `anyOf` with one alternative per sentence that states a value for eac
 (`text_sentences` says what a sentence is), so a name cannot be paired with another sentence's
 number. When no sentence states them all, each property is grounded in the whole text alone.
 
+An array marked `"x-ground": "ordered"` (a chunk's headings) takes each of its grounded values
+at most once, in the order the text states them: it becomes the `enum` of the lists it may be
+(up to `MAX_ORDERED` of them; beyond, its items are grounded alone).
+
 A field is named by its property path: `vendor`, or `figures.value` for a property of the
 objects in an array (array items are grounded one by one). `null` stays allowed where the field
-allowed it. A field for which the text states no acceptable value keeps its original schema, and
-so does a field with an `enum` or `const` of its own: the grammar already bounds it.
+allowed it. A field for which the text states no acceptable value is held to `null` where it
+accepts null, and an array of such values to `[]` where it may be empty; one that must hold a
+value keeps its original schema, and so does a field with an `enum` or `const` of its own: the
+grammar already bounds it.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from __future__ import annotations
 import calendar
 import copy
 import datetime as dt
+import itertools
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -74,9 +83,11 @@ _NOT_COUNTS = re.compile(
 _GAP = re.compile(r"\s{2,}|\t|\|")
 _OUTER = "\"'()[]{}<>,;:!?*"
 _LINE_MARK = re.compile(r"^(?:#{1,6}\s+|[-*>\u2022]\s+)")
-STRING_KINDS = ("span", "line")  # the values of a string field's "x-ground" mark
+STRING_KINDS = ("span", "line", "heading")  # the values of a string field's "x-ground" mark
 NUMBER_KINDS = ("number", "count")  # the values of a number field's "x-ground" mark
 OBJECT_KINDS = ("sentence",)  # the values of an object's "x-ground" mark
+ARRAY_KINDS = ("ordered",)  # the values of an array's "x-ground" mark
+MAX_ORDERED = 256  # the most lists an "ordered" array is spelled out as (else items alone)
 # Where `text_sentences` cuts: after . ! ? (and a closing quote or bracket) and whitespace, unless
 # the mark ends a list number ("2. "); at a blank line; before a line that is a list item or row.
 _SENTENCE_END = re.compile(
@@ -101,9 +112,46 @@ def ground_schema(schema: dict[str, Any], text: str, fields: Sequence[str]) -> d
         else:
             alone.extend(paths)
     for path in alone:
-        for node in property_nodes(grounded, path):
-            _ground_node(node, values)
+        for node in property_nodes(grounded, path, items=False):
+            item = _items(node)
+            if field_kind(item) is None:
+                continue
+            if not _ground_node(item, values):
+                _none_stated(node, item)
+            elif node is not item and array_kind(node) == "ordered":
+                _in_text_order(node, item["enum"])
     return grounded
+
+
+def _in_text_order(node: dict[str, Any], choices: list[Any]) -> None:
+    """Spell out an "ordered" array of grounded values as the enum of the lists it may be: each
+    choice at most once, in the order the text states them, within the array's own bounds (a
+    model left to itself repeats an entry or skips the one after it). When there would be more
+    than `MAX_ORDERED` such lists, the array keeps its grounded items alone."""
+    values = [v for v in choices if v is not None]
+    low = node.get("minItems", 0)
+    high = min(node.get("maxItems", len(values)), len(values))
+    if low > high or sum(math.comb(len(values), n) for n in range(low, high + 1)) > MAX_ORDERED:
+        return
+    lists: list[Any] = [
+        list(c) for n in range(low, high + 1) for c in itertools.combinations(values, n)
+    ]
+    if "null" in json_types(node):
+        lists.append(None)
+    node.clear()
+    node["enum"] = lists
+
+
+def _none_stated(node: dict[str, Any], item: dict[str, Any]) -> None:
+    """A grounded field the text states no acceptable value for: an array of them that may be
+    empty is held empty and a field that accepts null is held null; one that must hold a value
+    keeps its schema."""
+    if node is not item:
+        if not node.get("minItems"):
+            node["maxItems"] = 0
+    elif "null" in json_types(item):
+        item.clear()
+        item["type"] = "null"
 
 
 def _ground_node(node: dict[str, Any], values: _Values) -> bool:
@@ -221,12 +269,45 @@ def text_lines(text: str) -> list[str]:
     return list(found)
 
 
+_RULE = re.compile(r"^\s*(?:[=~_*#-]\s*){3,}$")  # an underline or a horizontal rule
+_HEADING_MARK = re.compile(r"^\s*(?:#{1,6}\s+(?P<hashed>.*\S)|\*\*(?P<bold>[^*].*?)\*\*)\s*$")
+_NOT_HEADING = re.compile(r"^\s*(?:[-*+>\u2022|]\s)|[.!?,;]\W*$")  # a list item or row; a sentence
+HEADING_WORDS = 12
+
+
+def text_headings(text: str) -> list[str]:
+    """The lines of `text` that stand as headings, each once, as written without its markdown
+    mark: a line marked as one (`## Name`, `**Name**`), an underlined one (`Name` over `----` or
+    `====`), or a paragraph of one line (a blank line or the start before it, a blank line or
+    the end after it); of at most `HEADING_WORDS` words, not a list item or table row and not
+    ending like a sentence (`.`, `!`, `?`, `,`, `;`). First seen first."""
+    lines = text.splitlines()
+
+    def blank(i: int) -> bool:
+        return i < 0 or i >= len(lines) or not lines[i].strip() or bool(_RULE.match(lines[i]))
+
+    found: dict[str, None] = {}
+    for i, line in enumerate(lines):
+        if not line.strip() or _RULE.match(line) or _NOT_HEADING.search(line):
+            continue
+        marked = _HEADING_MARK.match(line)
+        underlined = i + 1 < len(lines) and _RULE.match(lines[i + 1])
+        if len(line.split()) <= HEADING_WORDS and (
+            marked or underlined or (blank(i - 1) and blank(i + 1))
+        ):
+            found.setdefault(
+                (marked.group("hashed") or marked.group("bold")) if marked else line.strip()
+            )
+    return list(found)
+
+
 _SOURCES: dict[str, Callable[[str], list[Any]]] = {
     "date": text_dates,
     "number": text_numbers,
     "count": text_counts,
     "span": text_spans,
     "line": text_lines,
+    "heading": text_headings,
 }
 
 
@@ -283,13 +364,23 @@ def _marked(node: dict[str, Any], kinds: tuple[str, ...], what: str) -> str:
 def object_kind(node: dict[str, Any]) -> str | None:
     """How an object's grounded properties are drawn: "sentence" (all from one sentence) when
     it is marked so, None (each from the whole text) when it is not marked."""
+    return _container_mark(node, OBJECT_KINDS, "an object", "its properties")
+
+
+def array_kind(node: dict[str, Any]) -> str | None:
+    """How an array of grounded values is drawn: "ordered" (each value at most once, in the
+    text's order) when it is marked so, None (any of them, in any order) when it is not."""
+    return _container_mark(node, ARRAY_KINDS, "an array", "its items")
+
+
+def _container_mark(
+    node: dict[str, Any], kinds: tuple[str, ...], what: str, inner: str
+) -> str | None:
     kind = node.get("x-ground")
-    if kind is None:
-        return None
-    if kind not in OBJECT_KINDS:
+    if kind is not None and kind not in kinds:
         raise ValueError(
-            f'"x-ground": {kind!r} on an object is not a grounding kind; use one of '
-            f"{', '.join(OBJECT_KINDS)}, or mark its properties instead"
+            f'"x-ground": {kind!r} on {what} is not a grounding kind; use one of '
+            f"{', '.join(kinds)}, or mark {inner} instead"
         )
     return kind
 
@@ -330,14 +421,15 @@ def json_types(node: Any) -> list[str]:
     return [types] if isinstance(types, str) else list(types or [])
 
 
-def property_nodes(schema: dict[str, Any], path: str) -> list[dict[str, Any]]:
+def property_nodes(schema: dict[str, Any], path: str, items: bool = True) -> list[dict[str, Any]]:
     """The subschemas a property path ("vendor", "figures.value") names, through arrays'
-    `items`; [] when the schema has no such property."""
+    `items` (an array property's own node, not its items', with `items=False`); [] when the
+    schema has no such property."""
     nodes = [schema]
     for name in path.split("."):
         nodes = [_items(n).get("properties", {}).get(name) for n in nodes]
         nodes = [n for n in nodes if isinstance(n, dict)]
-    return [_items(n) for n in nodes]
+    return [_items(n) for n in nodes] if items else nodes
 
 
 def _items(node: dict[str, Any]) -> dict[str, Any]:

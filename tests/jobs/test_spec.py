@@ -292,7 +292,7 @@ def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
     path = spec(tmp_path, MINIMAL + f"task:\n  schema: {marked}\n  grounded: [head]\n", "m.yaml")
     assert error_of(path) == (
         f"{path}: task: task.grounded: 'head': \"x-ground\": 'lines' is not a grounding kind of "
-        "a string; use one of span, line"
+        "a string; use one of span, line, heading"
     )
     marked.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer",
                                   "x-ground": "line"}}}))  # fmt: skip
@@ -306,6 +306,13 @@ def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
     assert error_of(path) == (
         f"{path}: task: task.grounded: 'rows.n': \"x-ground\": 'line' on an object is not a "
         "grounding kind; use one of sentence, or mark its properties instead"
+    )
+    heads = {"type": "array", "x-ground": "sorted", "items": {"type": "string"}}
+    marked.write_text(json.dumps({"type": "object", "properties": {"heads": heads}}))
+    path = spec(tmp_path, MINIMAL + f"task:\n  schema: {marked}\n  grounded: [heads]\n", "a.yaml")
+    assert error_of(path) == (
+        f"{path}: task: task.grounded: 'heads': \"x-ground\": 'sorted' on an array is not a "
+        "grounding kind; use one of ordered, or mark its items instead"
     )
 
 

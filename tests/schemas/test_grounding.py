@@ -14,6 +14,7 @@ from flashbeam.schemas.grounding import (
     property_paths,
     text_counts,
     text_dates,
+    text_headings,
     text_lines,
     text_numbers,
     text_sentences,
@@ -205,23 +206,77 @@ def test_a_field_marked_line_is_grounded_in_whole_lines():
     assert "Root" in props["word"]["enum"]  # unmarked: any run of words
     bad = {"type": "object", "properties": {"head": {**heading, "x-ground": "lines"}}}
     with pytest.raises(
-        ValueError, match="'lines' is not a grounding kind of a string; use one of span, line"
+        ValueError,
+        match="'lines' is not a grounding kind of a string; use one of span, line, heading",
     ):
         ground_schema(bad, text, ["head"])
 
 
+def test_a_field_marked_heading_takes_the_lines_that_stand_as_headings():
+    text = (
+        "# Annual Review\n\n**Prepared by** Ana Ruiz\nMay 2024\n\n"
+        "Summary\n-------\nThe year went well.\n\n"
+        "1. Budget\n\nSpend was flat,\nas planned.\n\n**Outlook**\n\n"
+        "- Hiring\n\n| Area | Note |\n\n"
+        "Fine.\n\nA line of far too many words to be any kind of heading in a report at all\n\n"
+        "Part II: Risks\n"
+    )
+    assert text_headings(text) == [
+        "Annual Review",
+        "Summary",
+        "1. Budget",
+        "Outlook",
+        "Part II: Risks",
+    ]
+    heading = {"type": "string", "maxLength": 30, "x-ground": "heading"}
+    schema = {"type": "object", "properties": {"heads": {"type": "array", "items": heading}}}
+    items = ground_schema(schema, text, ["heads"])["properties"]["heads"]["items"]
+    assert items == {"enum": text_headings(text)}
+    none = ground_schema(schema, "Only prose here.\nAnd more of it.", ["heads"])
+    assert none["properties"]["heads"]["maxItems"] == 0
+
+
+def test_an_ordered_array_takes_each_value_once_in_the_texts_order():
+    heads = {"type": "array", "x-ground": "ordered", "items": {"type": "string",
+             "x-ground": "heading"}}  # fmt: skip
+    schema = {"type": "object", "properties": {"heads": heads}}
+    text = "Scope\n\nWe plan.\n\nBudget\n\nWe spend.\n\nRisks\n"
+    lists = ground_schema(schema, text, ["heads"])["properties"]["heads"]["enum"]
+    assert sorted(lists, key=len) == [[], ["Scope"], ["Budget"], ["Risks"], ["Scope", "Budget"],
+        ["Scope", "Risks"], ["Budget", "Risks"], ["Scope", "Budget", "Risks"]]  # fmt: skip
+    bounded = {**heads, "type": ["array", "null"], "minItems": 1, "maxItems": 2}
+    schema = {"type": "object", "properties": {"heads": bounded}}
+    lists = ground_schema(schema, text, ["heads"])["properties"]["heads"]["enum"]
+    assert None in lists and all(v is None or 1 <= len(v) <= 2 for v in lists)
+    assert len(lists) == 3 + 3 + 1
+    many = "\n\n".join(f"Heading {i}\n\nText {i}." for i in range(12))  # 4096 lists: too many
+    schema = {"type": "object", "properties": {"heads": heads}}
+    left = ground_schema(schema, many, ["heads"])["properties"]["heads"]
+    assert left["x-ground"] == "ordered" and len(left["items"]["enum"]) == 12
+    bad = {"type": "object", "properties": {"heads": {**heads, "x-ground": "sorted"}}}
+    with pytest.raises(ValueError, match="'sorted' on an array is not a grounding kind"):
+        ground_schema(bad, text, ["heads"])
+
+
 def test_every_report_heading_is_a_grounded_candidate_of_the_chunk_schema():
-    """The summarization job grounds chunk headings in whole lines: each heading the generator
-    writes, in every train and held-out layout, is one of its report's candidates."""
+    """The summarization job grounds chunk headings in the lines that stand as headings: each
+    heading the generator writes, in every train and held-out layout, is one of its report's
+    candidates, and so are few other lines (the title, a memo's first line)."""
     schema = synthetic.load_schema("report_chunk_summary")
-    assert schema["properties"]["section_headings"]["items"]["x-ground"] == "line"
+    assert schema["properties"]["section_headings"]["items"]["x-ground"] == "heading"
     for i, layout in enumerate(synthetic_reports.LAYOUTS * 3):
         rng = synthetic.item_rng(11, "report", layout.split, i)
         report = synthetic_reports.make_report(rng, layout.split, layout, "quarterly")
-        props = ground_schema(schema, report.text, ["section_headings"])["properties"]
-        candidates = props["section_headings"]["items"]["enum"]
+        candidates = text_headings(report.text)
         assert set(report.headings) <= set(candidates), layout.name
-        assert len(candidates) < len(text_spans(report.text)) / 10  # lines, not every phrase
+        assert len(candidates) <= len(report.headings) + 2, (layout.name, candidates)
+        # Cut as the job cuts it, each chunk's headings are one of the lists it may give.
+        for chunk in synthetic_reports.chunk_report(report.text, 400):
+            heads = ground_schema(schema, chunk, ["section_headings"])["properties"]
+            gold = synthetic_reports.partial_summary(report, chunk)["section_headings"]
+            allows = jsonschema.Draft202012Validator(heads["section_headings"]).is_valid
+            spelled_out = "enum" in heads["section_headings"] or not gold  # lists, or none
+            assert allows(gold) and spelled_out, (layout.name, chunk)
 
 
 def test_ground_schema_limits_fields_to_what_the_text_states():
@@ -256,14 +311,32 @@ def test_ground_schema_respects_the_fields_own_bounds():
     assert props["price"]["enum"] == [1, 3, 19.99]  # 250 is not below 100
 
 
-def test_a_field_with_nothing_to_copy_or_an_enum_of_its_own_keeps_its_schema():
+def test_a_field_with_an_enum_of_its_own_or_no_grounding_kind_keeps_its_schema():
     schema = {"type": "object", "properties": {
-        "when": {"type": ["string", "null"], "format": "date"},
         "kind": {"type": "string", "enum": ["a", "b"]},
         "flag": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string", "const": "x"}},
     }}  # fmt: skip
-    grounded = ground_schema(schema, "a text with no date at all", ["when", "kind", "flag"])
-    assert grounded == schema
+    assert ground_schema(schema, "a text with no date at all", ["kind", "flag", "tags"]) == schema
+
+
+def test_a_field_the_text_states_nothing_for_is_null_or_empty_where_it_may_be():
+    schema = {"type": "object", "properties": {
+        "when": {"type": ["string", "null"], "format": "date"},
+        "due": {"type": "string", "format": "date"},
+        "dates": {"type": "array", "items": {"type": "string", "format": "date"}},
+        "some": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "date"}},
+        "total": {"type": ["number", "null"], "minimum": 1000},
+    }}  # fmt: skip
+    fields = ["when", "due", "dates", "some", "total"]
+    props = ground_schema(schema, "No date here; 12 items.", fields)["properties"]
+    assert props["when"] == {"type": "null"} and props["total"] == {"type": "null"}
+    assert props["dates"]["maxItems"] == 0  # an empty list is the only grounded answer
+    assert props["due"] == schema["properties"]["due"]  # required: left to the model
+    assert props["some"] == schema["properties"]["some"]  # must hold one: left to the model
+    assert jsonschema.Draft202012Validator(ground_schema(schema, "x", fields)).is_valid(
+        {"when": None, "due": "2024-01-02", "dates": [], "some": ["2024-01-02"], "total": None}
+    )
 
 
 def test_ground_schema_reaches_into_arrays_of_strings_and_objects():
