@@ -3,7 +3,7 @@ the README's quality table run them: the embedded model must do the jobs, not em
 
 Greedy decoding is deterministic on one machine; another CPU's float rounding may flip a close
 choice, so the floors leave a few fields of margin below the measured scores (README, "Measured
-quality": extraction 0.938, summarization 0.821)."""
+quality": extraction 0.938, summarization 0.857)."""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ def test_summaries_are_valid_and_get_most_factual_fields_right(flashbeam):
     report = evaluate(flashbeam, "nightly_summarize.yaml")
     assert report["records"] == 4
     assert report["valid_rows"] == report["results"] == 4 and report["errors"] == 0
-    # 23 of 28 fields are right (the fewest that meet the 0.80 target); the floor leaves two
-    # fields of margin and guards against a model that regresses. Title, type and date come
+    # 24 of 28 fields are right (23 meet the 0.80 target); the floor leaves two fields of
+    # margin and guards against a model that regresses. Title, type and date come
     # from the report's header.
-    assert report["field_accuracy"] >= 0.75, report["per_field"]
+    assert report["field_accuracy"] >= 0.78, report["per_field"]
     for field in ("title", "report_type", "report_date"):
         assert report["per_field"][field] == 1.0, (field, report["per_field"])
     # Set F1 over each report's people and figures (measured 0.94 and 0.94).
