@@ -338,9 +338,10 @@ class _Values:
 
 def field_kind(node: dict[str, Any]) -> str | None:
     """The candidates (`_SOURCES`) a grounded field takes: a `date` string's dates; a number's
-    numbers, or counts when marked `"x-ground": "count"`; another string's spans, or lines when
-    marked `"x-ground": "line"`. None for a node that is not a plain string or number, or has
-    an enum or const of its own. A mark the field's type does not take is a ValueError."""
+    numbers, or counts when marked `"x-ground": "count"`; another string's spans, or its lines
+    or headings when marked `"x-ground": "line"` or `"heading"`. None for a node that is not a
+    plain string or number, or has an enum or const of its own. A mark the field's type does
+    not take is a ValueError."""
     if "enum" in node or "const" in node:
         return None
     types = json_types(node)
