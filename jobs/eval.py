@@ -14,11 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
-
 from flashbeam.model.synthetic import field_accuracy
 
+from .manifest import read_parquet
 from .run import JobOutcome, Plan
 from .show import METADATA_COLUMNS
 from .spec import JobError
@@ -57,8 +55,7 @@ def predictions(outcome: JobOutcome) -> dict[str, Any]:
     for f in outcome.manifest["files"]:
         if f["table"] != "results":
             continue
-        with FileSystems.open(plan.results.file(f["name"], staged=False)) as handle:
-            rows = pq.read_table(handle).to_pylist()
+        rows = read_parquet(plan.results.file(f["name"], staged=False)).to_pylist()
         prefix = plan.config.output.metadata_prefix
         for row in rows:
             values = {
