@@ -29,7 +29,6 @@ from functools import cache
 from typing import Any
 
 import llguidance
-import llguidance.torch as llg_torch
 import numpy as np
 import torch
 from tokenizers import Tokenizer as HFTokenizer
@@ -383,8 +382,18 @@ def _executor() -> llguidance.LLExecutor:
 
 
 def allocate_bitmask(batch: int, vocab_size: int) -> torch.Tensor:
-    """An int32 [batch, ceil(vocab_size / 32)] CPU tensor (pinned when CUDA is there)."""
-    return llg_torch.allocate_token_bitmask(batch, vocab_size)
+    """An int32 [batch, ceil(vocab_size / 32)] CPU tensor (pinned when CUDA is there).
+
+    Written here rather than taken from `llguidance.torch`, whose import pulls in
+    `torch.compile` (2.6 s of start-up in every process, for a kernel this engine does not
+    use: `apply_bitmask_` masks the logits)."""
+    shape = (batch, (vocab_size + 31) // 32)
+    if torch.cuda.is_available():
+        try:
+            return torch.full(shape, -1, dtype=torch.int32, pin_memory=True)
+        except RuntimeError:  # no pinnable memory (e.g. a container's locked-memory limit)
+            pass
+    return torch.full(shape, -1, dtype=torch.int32)
 
 
 def fill_bitmasks(states: list[GrammarState | None], bitmask: torch.Tensor) -> None:
@@ -408,4 +417,5 @@ def fill_bitmasks(states: list[GrammarState | None], bitmask: torch.Tensor) -> N
         else:
             bitmask[i] = row
     if pairs:
-        llg_torch.fill_next_token_bitmask_par(_executor(), pairs, bitmask)
+        rows, words = bitmask.shape  # llguidance checks each row index against `rows`
+        _executor().unsafe_compute_mask_ptr(pairs, bitmask.data_ptr(), words * 4, rows)
