@@ -154,6 +154,7 @@ def plan_job(
                 model=spec.model.path,
                 device=spec.model.device,
                 dtype=spec.model.dtype,
+                kv_quant_sim=spec.model.kv_quant_sim,
                 **_fields(spec.engine),
             ),
         ),
@@ -253,7 +254,8 @@ def check_plan(plan: Plan, check_model: bool = True) -> list[str]:
     except ValueError as e:
         raise JobError(f"{source}: {e}") from None
     if check_model:
-        check_checkpoint(plan.config.engine.model, f"{source}: model.path")
+        engine = plan.config.engine
+        check_checkpoint(engine.model, f"{source}: model.path", engine.kv_quant_sim)
     try:
         check_config(plan.config, check_model=check_model)
     except (ValueError, OSError) as e:
@@ -264,8 +266,9 @@ def check_plan(plan: Plan, check_model: bool = True) -> list[str]:
     return files
 
 
-def check_checkpoint(model: str, where: str) -> None:
-    """The checkpoint's config parses and its weight files match it (headers only)."""
+def check_checkpoint(model: str, where: str, kv_quant_sim: bool | None = None) -> None:
+    """The checkpoint's config parses (with the job's `kv_quant_sim`) and its weight files
+    match it (headers only)."""
     try:
         directory = resolve_checkpoint(model)
         if not directory.is_dir():
@@ -273,7 +276,10 @@ def check_checkpoint(model: str, where: str) -> None:
                 f"{where}: {model!r} is not a directory; give a checkpoint directory "
                 '(config.json, *.safetensors, tokenizer.json) or "tiny" for the embedded default'
             )
-        with CheckpointReader(directory, ModelConfig.from_file(directory)):
+        config = ModelConfig.from_file(directory)
+        if kv_quant_sim is not None:
+            config = config.replace(kv_quant_sim=kv_quant_sim)
+        with CheckpointReader(directory, config):
             pass
     except JobError:
         raise

@@ -135,6 +135,8 @@ class ModelSpec(_Section):
     path: str = Field(_default(EngineConfig, "model"), description='"tiny" or a checkpoint dir')
     device: str = _default(EngineConfig, "device")
     dtype: Literal["float32", "bfloat16", "float16"] = _default(EngineConfig, "dtype")
+    # Round cached KV as the official runtime stores it; null: as the checkpoint's config says.
+    kv_quant_sim: bool | None = _default(EngineConfig, "kv_quant_sim")
 
 
 class EngineSpec(_Section):

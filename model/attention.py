@@ -21,6 +21,7 @@ from flashbeam import kernels
 from .cache import CompressorState, LayerState
 from .config import ModelConfig
 from .layers import RMSNorm, RopeTable, apply_rope, cast, fp32, rms_normalize
+from .quant import fp4_simulate, fp8_simulate, hadamard_rotate
 from .quantized import FP8Linear
 
 # With autograd on (training), whole fresh sequences up to this length use one fused masked
@@ -97,10 +98,14 @@ class Compressor(nn.Module):
     and the B halves of its own (8 slots, softmax per channel).
     """
 
-    def __init__(self, config: ModelConfig, ratio: int, dim: int) -> None:
+    def __init__(self, config: ModelConfig, ratio: int, dim: int, indexer: bool = False) -> None:
         super().__init__()
         self.ratio, self.dim = ratio, dim
         self.overlap = ratio == 4
+        # kv_quant_sim: the indexer's keys are rotated and FP4-rounded, the main entries FP8-round
+        # their no-rope dims (spec §4.5)
+        self.quant_sim = ("fp4" if indexer else "fp8") if config.kv_quant_sim else None
+        self.nope = dim - config.qk_rope_head_dim
         width = (2 if self.overlap else 1) * dim
         self.wkv = nn.Linear(config.hidden_size, width, bias=False)
         self.wgate = nn.Linear(config.hidden_size, width, bias=False)
@@ -251,7 +256,12 @@ class Compressor(nn.Module):
         pooled = (slots_kv * slots_gate.softmax(dim=1)).sum(dim=1)
         entries = self.norm(pooled.to(dtype))
         cos, sin = self.rope.angles(window_ids * self.ratio)
-        return apply_rope(entries, cos, sin)
+        entries = apply_rope(entries, cos, sin)
+        if self.quant_sim == "fp8":
+            return fp8_simulate(entries, self.nope)
+        if self.quant_sim == "fp4":
+            return fp4_simulate(hadamard_rotate(entries))
+        return entries
 
     def project(
         self, x: torch.Tensor, positions: torch.Tensor
@@ -275,7 +285,8 @@ class Indexer(nn.Module):
         )
         self.wq_b = nn.Linear(config.q_lora_rank, self.heads * self.dim, bias=False)
         self.weights_proj = nn.Linear(config.hidden_size, self.heads, bias=False)
-        self.compressor = Compressor(config, 4, self.dim)
+        self.compressor = Compressor(config, 4, self.dim, indexer=True)
+        self.quant_sim = config.kv_quant_sim
 
     def queries(self, x, qr, rope) -> tuple[torch.Tensor, torch.Tensor]:
         """Roped indexer queries [B,S,heads,dim] and head weights [B,S,heads] (fp32)."""
@@ -283,6 +294,8 @@ class Indexer(nn.Module):
         q = self.wq_b(qr).view(bsz, seq, self.heads, self.dim)
         cos, sin = rope
         q = apply_rope(q, cos.unsqueeze(2), sin.unsqueeze(2))
+        if self.quant_sim:  # rotated like the keys, so the scores are unchanged but for rounding
+            q = fp4_simulate(hadamard_rotate(q))
         return q, fp32(self.weights_proj(x)) * (self.dim**-0.5 * self.heads**-0.5)
 
     def select(
@@ -431,6 +444,8 @@ class Attention(nn.Module):
         q_cos, q_sin = cos[:, seq - tail :], sin[:, seq - tail :]
         q = apply_rope(q, q_cos.unsqueeze(2), q_sin.unsqueeze(2))
         kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)
+        if self.config.kv_quant_sim:
+            kv = fp8_simulate(kv, self.head_dim - self.config.qk_rope_head_dim)
         return qr, q, kv, (cos, sin)
 
     def _sparse_attention(self, q, windows, entries, starts, positions, picked, chunk):

@@ -657,8 +657,12 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     keep_quantized: bool | None = None,
+    kv_quant_sim: bool | None = None,
 ) -> Transformer:
     """Load a checkpoint directory (official or transformers layout) into a `Transformer`.
+
+    `kv_quant_sim` (None: as the config says, default off) rounds cached KV and the indexer's
+    queries and keys the way the official runtime stores them (`ModelConfig.kv_quant_sim`).
 
     `keep_quantized` (None: yes on CUDA, no elsewhere) keeps FP8 linears and FP8/FP4 routed
     experts packed with their scales for the GPU kernels (`model/quantized.py`); otherwise every
@@ -671,6 +675,8 @@ def load_model(
 
     directory = resolve_checkpoint(path)
     config = ModelConfig.from_file(directory / CONFIG_FILE)
+    if kv_quant_sim is not None:
+        config = config.replace(kv_quant_sim=kv_quant_sim)
     device = torch.device(device)
     keep = device.type == "cuda" if keep_quantized is None else keep_quantized
     with CheckpointReader(directory, config) as reader:

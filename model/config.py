@@ -87,6 +87,10 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     quantization: dict[str, Any] | None = None
     expert_dtype: str | None = None
+    # Round cached KV as the official runtime does (spec pitfall 13): FP8 for the no-rope dims
+    # of window and compressed KV, Hadamard + FP4 for the indexer's queries and keys. Off by
+    # default, as in transformers; config.json key `kv_quant_sim`, or `load_model(...)`.
+    kv_quant_sim: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -136,6 +140,16 @@ class ModelConfig:
         )
         need(self.sliding_window >= 1, "sliding_window must be >= 1")
         need(0 <= self.num_hash_layers <= self.num_hidden_layers, "bad num_hash_layers")
+        need(
+            isinstance(self.kv_quant_sim, bool),
+            f"kv_quant_sim must be true or false, got {self.kv_quant_sim!r}",
+        )
+        width = self.index_head_dim
+        need(
+            not (self.kv_quant_sim and 4 in self.compress_ratios and width & (width - 1)),
+            f"kv_quant_sim rotates the indexer's {width} dims with a Hadamard transform, which "
+            "needs a power of two; set index_head_dim to one or turn kv_quant_sim off",
+        )
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod
@@ -220,6 +234,7 @@ class ModelConfig:
             "torch_dtype": "bfloat16",
         }
         skip = {"compress_ratios", "mtp_compress_ratios", "quantization", "expert_dtype"}
+        skip |= set() if self.kv_quant_sim else {"kv_quant_sim"}  # not an official key
         skip |= {"rope_factor", "original_max_position_embeddings", "beta_fast", "beta_slow"}
         for f in dataclasses.fields(self):
             if f.name not in skip:

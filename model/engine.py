@@ -84,11 +84,13 @@ class Engine:
         path: str | Path = "tiny",
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
+        kv_quant_sim: bool | None = None,
         **options,
     ) -> Engine:
-        """Load a checkpoint directory (or "tiny", the embedded default) with its tokenizer."""
+        """Load a checkpoint directory (or "tiny", the embedded default) with its tokenizer;
+        `kv_quant_sim` as in `load_model`, the rest are the Engine's options."""
         directory = resolve_checkpoint(path)
-        model = load_model(directory, device=device, dtype=dtype)
+        model = load_model(directory, device=device, dtype=dtype, kv_quant_sim=kv_quant_sim)
         tokenizer = Tokenizer.from_file(directory)
         return cls(model, tokenizer, name=str(path), **options)
 

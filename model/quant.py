@@ -1,4 +1,6 @@
-"""Quantized weight formats of the official V4 checkpoints: FP8 e4m3 blocks and FP4 e2m1 experts.
+"""Quantized weight formats of the official V4 checkpoints: FP8 e4m3 blocks and FP4 e2m1 experts;
+and the official runtime's rounding of cached KV (`fp8_simulate`, `fp4_simulate`,
+`hadamard_rotate`).
 
 - e8m0 scale byte b means the multiplier 2^(b-127) (255 is NaN). Scales multiply, never divide.
 - FP8: `weight` float8_e4m3fn [out, in], `scale` e8m0 [ceil(out/128), ceil(in/128)]; edge blocks
@@ -20,6 +22,8 @@ from typing import Literal
 import torch
 
 from flashbeam.kernels import quant as kernel_quant
+
+from .layers import cast
 
 E4M3_MAX = 448.0
 E2M1_MAX = 6.0
@@ -204,3 +208,61 @@ class QuantizedWeight:
     def quantize(cls, w: torch.Tensor, fmt: Literal["fp8", "fp4"]) -> QuantizedWeight:
         q, s = quantize_fp8(w) if fmt == "fp8" else quantize_fp4(w)
         return cls(fmt, q, s)
+
+
+# ---- quantisation-aware KV: values rounded as the official runtime stores them ---------------
+KV_FP8_BLOCK = 64  # window and compressed KV: one power-of-two scale per 64 dims
+KV_FP4_BLOCK = 32  # indexer queries and keys: one per 32 dims
+_ACT_AMAX_FLOOR = 1e-4  # the official activation quantiser's floor on a block's largest magnitude
+
+
+def _block_multipliers(x: torch.Tensor, block: int, limit: float) -> torch.Tensor:
+    """Per-element power-of-two scales of x [..., n]: blocks of `block` along the last dim (a
+    ragged last block allowed), each 2^ceil(log2(max(amax, 1e-4) / limit))."""
+    n = x.shape[-1]
+    pad = -n % block
+    a = torch.nn.functional.pad(x.abs().to(torch.float32), (0, pad))
+    amax = a.unflatten(-1, (-1, block)).amax(dim=-1).clamp(min=_ACT_AMAX_FLOOR)
+    scale = torch.exp2(_pow2_exponent(amax, limit).to(torch.float32))
+    return scale.repeat_interleave(block, dim=-1)[..., :n]
+
+
+def fp8_simulate(x: torch.Tensor, dims: int, block: int = KV_FP8_BLOCK) -> torch.Tensor:
+    """x with its first `dims` channels rounded to e4m3 under per-block power-of-two scales and
+    scaled back (the rest unchanged), in x's dtype: the official FP8 simulation of the no-rope
+    part of window and compressed KV (spec §4.4 step 3, §4.5; pitfall 13)."""
+    head = x[..., :dims]
+    scale = _block_multipliers(head, block, E4M3_MAX)
+    q = (head.to(torch.float32) / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return torch.cat((cast(q.to(torch.float32) * scale, x.dtype), x[..., dims:]), dim=-1)
+
+
+def fp4_simulate(x: torch.Tensor, block: int = KV_FP4_BLOCK) -> torch.Tensor:
+    """x rounded to e2m1 under per-block power-of-two scales along the last dim and scaled back
+    (nearest value, ties to the even code as `quantize_fp4`), in x's dtype: the official FP4
+    simulation of the indexer's queries and keys (spec §4.5, §4.8; pitfall 13)."""
+    scale = _block_multipliers(x, block, E2M1_MAX)
+    v = (x.to(torch.float32) / scale).clamp(-E2M1_MAX, E2M1_MAX)
+    mids = _FP4_MIDPOINTS.to(v.device)
+    a = v.abs()
+    idx = torch.bucketize(a, mids)
+    tie = (idx < len(mids)) & (a == mids[idx.clamp(max=len(mids) - 1)])
+    idx = torch.where(tie & (idx % 2 == 1), idx + 1, idx)
+    values = torch.tensor(FP4_VALUES, device=v.device)[idx]
+    return cast(torch.where(v < 0, -values, values) * scale, x.dtype)
+
+
+def hadamard_rotate(x: torch.Tensor) -> torch.Tensor:
+    """The orthonormal Walsh-Hadamard transform of x's last dim (a power of two): Sylvester's
+    H_n = [[H, H], [H, -H]] scaled by n^-1/2, so it is its own inverse and keeps dot products."""
+    n = x.shape[-1]
+    if n & (n - 1):
+        raise ValueError(f"the Hadamard rotation needs a power-of-two width, got {n}")
+    y = x.to(torch.float32)
+    h = 1
+    while h < n:  # butterflies over pairs (i, i + h) inside blocks of 2h
+        pairs = y.unflatten(-1, (n // (2 * h), 2, h))
+        y = torch.stack((pairs[..., 0, :] + pairs[..., 1, :], pairs[..., 0, :] - pairs[..., 1, :]),
+                        dim=-2).flatten(-3)  # fmt: skip
+        h *= 2
+    return cast(y * n**-0.5, x.dtype)

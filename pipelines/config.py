@@ -289,11 +289,14 @@ class EngineConfig:
     """The engine each worker process loads once (see `pipelines.handler.engine_for`).
 
     `torch_threads` caps intra-op threads; set 1 when several worker processes share few cores.
+    `kv_quant_sim` (None: as the checkpoint's config says) rounds cached KV as the official
+    runtime does (`ModelConfig.kv_quant_sim`).
     """
 
     model: str = "tiny"
     device: str = "cpu"
     dtype: str = "float32"
+    kv_quant_sim: bool | None = None
     max_batch_tokens: int = 2048
     max_batch_size: int = 64
     cache_bytes: int = 1 << 30

@@ -70,6 +70,7 @@ def engine_for(config: EngineConfig) -> SharedEngine:
                 config.model,
                 device=config.device,
                 dtype=dtype,
+                kv_quant_sim=config.kv_quant_sim,
                 max_batch_tokens=config.max_batch_tokens,
                 max_batch_size=config.max_batch_size,
                 cache_bytes=config.cache_bytes,

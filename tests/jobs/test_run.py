@@ -10,6 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from flashbeam.model import tiny_config
+from flashbeam.model.random_init import write_random_checkpoint
+
 from .conftest import JOBS, sample_rows, write_jsonl
 
 TINY_SCHEMA = (
@@ -188,6 +191,24 @@ def test_eval_scores_parquet_values_as_json(flashbeam, checkpoint, docs, tmp_pat
     assert job_eval._json_value({"d": date_value, "l": [date_value]}) == {
         "d": gold["issue_date"], "l": [gold["issue_date"]],
     }  # fmt: skip
+
+
+def test_model_kv_quant_sim_is_checked_at_load_and_recorded(flashbeam, docs, tmp_path):
+    """A checkpoint the simulation cannot serve (indexer width not a power of two) fails before
+    anything runs; one it can runs with it, and the manifest says so."""
+    spec = JOBS / "extract_invoices.yaml"
+    odd = write_random_checkpoint(tmp_path / "odd", tiny_config("tiny", index_head_dim=48), seed=0)
+    job = ["--set", f"input.path={docs}", "--set", TINY_SCHEMA, "--set", NOT_GROUNDED,
+           "--set", "task.max_tokens=8", "--set", "model.kv_quant_sim=true"]  # fmt: skip
+    code, _, err = flashbeam("run", spec, "--set", f"model.path={odd}", *job)
+    assert code == 2 and "model.path" in err and "kv_quant_sim" in err and "power of two" in err
+    assert not (tmp_path / "out").exists()
+    ckpt = write_random_checkpoint(tmp_path / "ok", tiny_config("tiny"), seed=0)
+    code, _, err = flashbeam("run", spec, "--date", "2026-01-02", "--set", f"model.path={ckpt}",
+                             *job)  # fmt: skip
+    assert code == 0, err
+    m = assert_reconciles(tmp_path / "out" / "extract_invoices" / "2026-01-02")
+    assert m["model"]["kv_quant_sim"] is True
 
 
 def test_setup_errors_exit_2_and_write_nothing(flashbeam, checkpoint, docs, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 import pytest
 from apache_beam.ml.inference.base import RunInference
@@ -22,6 +24,12 @@ def _chunk(doc_id: str, text: str) -> Chunk:
 
 def test_engine_is_loaded_once_per_process(engine_config):
     assert engine_for(engine_config) is engine_for(engine_config)
+
+
+def test_the_engine_config_can_turn_on_kv_quant_sim(engine_config):
+    simulated = dataclasses.replace(engine_config, kv_quant_sim=True)
+    assert engine_for(simulated).engine.model.config.kv_quant_sim
+    assert not engine_for(engine_config).engine.model.config.kv_quant_sim  # as the checkpoint
 
 
 def test_engine_model_handler_with_beams_run_inference(engine_config):
