@@ -164,6 +164,15 @@ def unpack_fp4(
     return kernel_quant.unpack_fp4(packed, scale, dtype)
 
 
+def _nearest_e2m1(v: torch.Tensor) -> torch.Tensor:
+    """Index into FP4_VALUES of the magnitude nearest |v| (v within ±6), ties to the even code."""
+    mids = _FP4_MIDPOINTS.to(v.device)
+    a = v.abs()
+    idx = torch.bucketize(a, mids)  # a == mids[i] lands on i (the lower neighbour)
+    tie = (idx < len(mids)) & (a == mids[idx.clamp(max=len(mids) - 1)])
+    return torch.where(tie & (idx % 2 == 1), idx + 1, idx)
+
+
 def quantize_fp4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense [out, in] (in even) -> (int8 packed [out, in/2], e8m0 scale [out, ceil(in/32)]).
 
@@ -175,11 +184,7 @@ def quantize_fp4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     k = _pow2_exponent(_block_amax(w, (1, FP4_GROUP)), E2M1_MAX)
     mult = _expand_blocks(torch.exp2(k.to(torch.float32)), tuple(w.shape), (1, FP4_GROUP))
     v = (w.to(torch.float32) / mult).clamp(-E2M1_MAX, E2M1_MAX)
-    mids = _FP4_MIDPOINTS.to(v.device)
-    a = v.abs()
-    idx = torch.bucketize(a, mids)  # a == mids[i] lands on i (the lower neighbour)
-    tie = (idx < len(mids)) & (a == mids[idx.clamp(max=len(mids) - 1)])
-    idx = torch.where(tie & (idx % 2 == 1), idx + 1, idx)
+    idx = _nearest_e2m1(v)
     codes = idx.to(torch.uint8) | torch.where((v < 0) & (idx > 0), 8, 0).to(torch.uint8)
     return pack_fp4_codes(codes), e8m0_from_exponent(k)
 
@@ -243,12 +248,7 @@ def fp4_simulate(x: torch.Tensor, block: int = KV_FP4_BLOCK) -> torch.Tensor:
     simulation of the indexer's queries and keys (spec §4.5, §4.8; pitfall 13)."""
     scale = _block_multipliers(x, block, E2M1_MAX)
     v = (x.to(torch.float32) / scale).clamp(-E2M1_MAX, E2M1_MAX)
-    mids = _FP4_MIDPOINTS.to(v.device)
-    a = v.abs()
-    idx = torch.bucketize(a, mids)
-    tie = (idx < len(mids)) & (a == mids[idx.clamp(max=len(mids) - 1)])
-    idx = torch.where(tie & (idx % 2 == 1), idx + 1, idx)
-    values = torch.tensor(FP4_VALUES, device=v.device)[idx]
+    values = torch.tensor(FP4_VALUES, device=v.device)[_nearest_e2m1(v)]
     return cast(torch.where(v < 0, -values, values) * scale, x.dtype)
 
 
