@@ -96,7 +96,7 @@ def render(
     rows: Rows, errors: bool = False, all_columns: bool = False, console_width: int = 120
 ) -> Group:
     """A title line and the rows: one table row per record when they fit the console's width,
-    else one block of `field  value` lines per record."""
+    else one block of `field  value` rows per record (a long value folds beside its own field)."""
     columns = columns_for(rows.schema, errors, all_columns)
     if "question_index" in columns and all(r.get("question_index") is None for r in rows.rows):
         columns.remove("question_index")
@@ -115,11 +115,12 @@ def render(
         for row in cells:
             table.add_row(*row)
         return Group(title, table)
-    table = Table(show_header=False, show_lines=True)
+    table = Table(show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for row in cells:
-        table.add_row(Text("\n").join(Text(c) for c in columns), Text("\n").join(row))
+        for j, (column, value) in enumerate(zip(columns, row)):
+            table.add_row(column, value, end_section=j == len(columns) - 1)
     return Group(title, table)
 
 

@@ -67,3 +67,19 @@ def test_errors_table_from_a_directory_or_a_results_file(tmp_path):
     assert "doc-3" in text and "read" in text and "not valid JSON" in text
     with pytest.raises(ShowError, match="no results Parquet files"):
         find_files(str(tmp_path / "elsewhere"))
+
+
+def test_a_long_value_folds_beside_its_own_field(tmp_path):
+    error = {f.name: None for f in ERRORS_SCHEMA}
+    reason = "docs.jsonl:4: id field 'id' is missing or not a string; every record needs one"
+    error.update(id="docs.jsonl:4", stage="read", reason=reason, source="docs.jsonl", input="{}",
+                 line=4, attempts=0)  # fmt: skip
+    path = tmp_path / "errors-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist([error, {**error, "line": 5}], ERRORS_SCHEMA), path)
+    lines = _text(render(read_rows([str(path)], 20), errors=True, console_width=60), 60)
+    lines = lines.splitlines()
+    reason_lines = [i for i, line in enumerate(lines) if "│ reason" in line]
+    assert len(reason_lines) == 2 and "every record" not in lines[reason_lines[0]]  # folded
+    for at, number in zip(reason_lines, ("4", "5")):
+        after = next(line for line in lines[at:] if "│ line" in line)
+        assert after.split("│")[2].strip() == number, lines  # the number beside its own name
