@@ -213,6 +213,11 @@ class StepShared:
 
         return self.get(("ring", window), make)
 
+    def ring_in_use(self, window: int) -> int:
+        """Ring slots that can hold keys this step: positions 0..p sit in slots 0..p until a
+        row passes the window, so the slots past the longest row are empty (and masked)."""
+        return self.get(("in_use", window), lambda: min(window, int(self.pos.max()) + 1))
+
 
 def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, shared: StepShared):
     """One token per row through `attn`, updating `layer` in place. x [B,1,D] -> [B,1,D].
@@ -253,7 +258,8 @@ def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, shared
             indices = torch.cat((indices, entry_idx), dim=1)
         out = kernels.sparse_attention(q[:, 0], pool, indices.to(torch.int32), sink, scale)
     else:
-        parts = [(layer.window, ring_valid)]
+        used = shared.ring_in_use(w)  # short rows: only the ring's first slots hold keys
+        parts = [(layer.window[:, :used], ring_valid[..., :used])]
         if picked is not None:
             entries = layer.compressor.entries
             chosen = entries[rows[:, None], picked.clamp(min=0)]  # [B, k, d]

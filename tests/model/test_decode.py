@@ -107,3 +107,26 @@ def test_the_kernel_and_banded_torch_prefill_paths_agree():
             runs.append(logits + [after])
     for banded, kernel in zip(*runs):
         torch.testing.assert_close(banded, kernel, rtol=1e-4, atol=1e-4)
+
+
+def test_decode_while_every_row_is_shorter_than_the_window_and_past_it():
+    """Until a row passes the window, only the ring's first slots hold keys, and decode attends
+    over those alone; the rows here start well inside a 64-token window and grow past it."""
+    config = tiny_config("tiny", sliding_window=64)
+    model = random_model(config, seed=0)
+    lengths = [1, 9, 40]
+    ids = torch.randint(16, config.vocab_size, (3, 80), generator=torch.Generator().manual_seed(5))
+    worst = 0.0
+    with torch.inference_mode():
+        full = model(ids)
+        states = [
+            model.forward_step(ids[i : i + 1, :n], [model.empty_state()])[1][0]
+            for i, n in enumerate(lengths)
+        ]
+        batch = DecodeBatch.build(model, states)
+        for t in range(36):  # the last row passes 64 at t = 24
+            step = torch.stack([ids[i, n + t : n + t + 1] for i, n in enumerate(lengths)])
+            logits = model.decode_step(step, batch)
+            for i, n in enumerate(lengths):
+                worst = max(worst, (logits[i, 0] - full[i, n + t]).abs().max().item())
+    assert worst <= 2e-5
