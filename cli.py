@@ -283,9 +283,10 @@ def _cmd_validate(args: argparse.Namespace, beam_args: list[str]) -> int:
     title = (schema or {}).get("title", "")
     table.add_row("task", f"{config.task.kind}: {title} [{fields}]" if title else
                   f"{config.task.kind}: {fields}")  # fmt: skip
-    table.add_row(
-        "model", f"{config.engine.model} on {config.engine.device} ({config.engine.dtype})"
-    )
+    model = f"{config.engine.model} on {config.engine.device} ({config.engine.dtype})"
+    if config.engine.kv_quant_sim is not None:  # None: as the checkpoint's config says
+        model += f", kv_quant_sim {str(config.engine.kv_quant_sim).lower()}"
+    table.add_row("model", model)
     table.add_row("output", plan.results.path)
     if plan.errors is not None:
         table.add_row("errors", plan.errors.path)

@@ -204,6 +204,8 @@ def test_model_kv_quant_sim_is_checked_at_load_and_recorded(flashbeam, docs, tmp
     assert code == 2 and "model.path" in err and "kv_quant_sim" in err and "power of two" in err
     assert not (tmp_path / "out").exists()
     ckpt = write_random_checkpoint(tmp_path / "ok", tiny_config("tiny"), seed=0)
+    code, out, err = flashbeam("validate", spec, "--set", f"model.path={ckpt}", *job)
+    assert code == 0 and "(float32), kv_quant_sim true" in out, err
     code, _, err = flashbeam("run", spec, "--date", "2026-01-02", "--set", f"model.path={ckpt}",
                              *job)  # fmt: skip
     assert code == 0, err
