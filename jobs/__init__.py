@@ -4,6 +4,7 @@
     run.py        plan -> check -> run into staging -> manifest -> finalize
     partition.py  output directories replaced whole (staging, then finalize)
     manifest.py   manifest.json: counts, tokens, cost
+    parquet_files.py  reading the results and errors files back
     progress.py   the live progress bar and the summary
     show.py       Parquet rows as a terminal table
     eval.py       field accuracy against gold records

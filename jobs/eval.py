@@ -16,7 +16,7 @@ from typing import Any
 
 from flashbeam.model.synthetic import field_accuracy
 
-from .manifest import read_parquet
+from .parquet_files import read_parquet
 from .run import JobOutcome, Plan
 from .show import METADATA_COLUMNS
 from .spec import JobError

@@ -13,10 +13,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
-
 from flashbeam import __version__
 from flashbeam.pipelines import PipelineMetrics
 
@@ -30,25 +26,6 @@ class OutputFile:
     table: str  # "results" | "errors"
     name: str
     rows: int
-
-
-def parquet_rows(path: str) -> int:
-    """Rows of a Parquet file, from its footer."""
-    with FileSystems.open(path) as f:
-        return pq.ParquetFile(f).metadata.num_rows
-
-
-def read_parquet(path: str) -> pa.Table:
-    """A Parquet file on any Beam filesystem, whole, decoded on the calling thread.
-
-    Arrow's threaded readers (`pq.read_table`, `ParquetFile.read()`) leave decode tasks on
-    Arrow's thread pool that still hold buffers of the Python file object after the table is
-    returned. When the process exits before they let go, the pool thread dies taking the GIL
-    and the finished process aborts ("terminate called without an active exception", status
-    134; apache/arrow#50482). `use_threads=False` leaves nothing behind.
-    """
-    with FileSystems.open(path) as f:
-        return pq.ParquetFile(f).read(use_threads=False)
 
 
 def hosted_cost(metrics: PipelineMetrics, pricing: PricingSpec) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
-def _local(path: str) -> str:
+def local_path(path: str) -> str:
     return path[len("file://") :] if path.startswith("file://") else path
 
 
@@ -54,14 +54,14 @@ class Partition:
     def prepare(self) -> None:
         """Create the staging directory (and the partition's parents)."""
         if is_local(self.path):
-            os.makedirs(_local(self.staging), exist_ok=False)
+            os.makedirs(local_path(self.staging), exist_ok=False)
         else:
             FileSystems.mkdirs(self.staging)
 
     def staged_files(self) -> list[str]:
         """Names of the files in the staging directory, sorted."""
         if is_local(self.path):
-            root = _local(self.staging)
+            root = local_path(self.staging)
             return sorted(n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n)))
         found = FileSystems.match([self.staging.rstrip("/") + "/*"])[0].metadata_list
         return sorted(m.path.rsplit("/", 1)[-1] for m in found)
@@ -80,7 +80,7 @@ class Partition:
     def abort(self) -> None:
         """Delete the staging directory; the partition is left untouched."""
         if is_local(self.path):
-            shutil.rmtree(_local(self.staging), ignore_errors=True)
+            shutil.rmtree(local_path(self.staging), ignore_errors=True)
             return
         staged = FileSystems.match([self.staging + "/**"])[0].metadata_list
         if staged:
@@ -90,7 +90,7 @@ class Partition:
         if manifest is not None:
             self.write(MANIFEST, manifest)
             self.write(SUCCESS, b"")
-        target, staging = _local(self.path), _local(self.staging)
+        target, staging = local_path(self.path), local_path(self.staging)
         aside = staging.replace(".staging-", ".replaced-")
         replaced = os.path.exists(target)
         if replaced:

@@ -41,7 +41,8 @@ from flashbeam.pipelines import (
 from flashbeam.schemas import RetryPolicy, SchemaError, load_schema
 
 from . import EXIT_ERROR_ROWS, EXIT_FAILED, EXIT_OK
-from .manifest import OutputFile, build_manifest, manifest_bytes, parquet_rows
+from .manifest import OutputFile, build_manifest, manifest_bytes
+from .parquet_files import parquet_rows
 from .partition import Partition, is_local
 from .progress import LiveProgress
 from .spec import Job, JobError, RunnerSpec

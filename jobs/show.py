@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+from .parquet_files import open_parquet
 
 METADATA_COLUMNS = frozenset(
     {
@@ -72,8 +73,7 @@ def read_rows(files: list[str], limit: int) -> Rows:
     total = 0
     schema = None
     for path in files:
-        with FileSystems.open(path) as f:
-            parquet = pq.ParquetFile(f)
+        with open_parquet(path) as parquet:
             schema = schema or parquet.schema_arrow
             total += parquet.metadata.num_rows
             if len(rows) < limit:

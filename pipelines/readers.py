@@ -3,7 +3,7 @@
 Formats: JSONL (one JSON object per line), Parquet (one row per record), text files (one
 document per file) and OpenAI batch JSONL (`custom_id` + `body` of a chat completion).
 Files are opened through Beam's `FileSystems`, so any Beam filesystem works and `.gz`/`.bz2`
-files are decompressed by extension.
+files are decompressed by extension; local Parquet files are opened by Arrow itself.
 
 Ids are stable across runs: the configured id field (`custom_id` for OpenAI batch), else
 `<path relative to the glob's base>:<line>` (`:<row>` for Parquet, 1-based), or the relative
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
@@ -187,9 +188,16 @@ def _chat_problem(obj: dict[str, Any]) -> str | None:
 def _read_parquet(path: str, name: str, config: InputConfig) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
-    with FileSystems.open(path) as f:
+    with ExitStack() as opened:
         try:
-            batches = pq.ParquetFile(f).iter_batches(batch_size=1024)
+            # A local file is opened by Arrow, not through a Python file object, whose buffers
+            # Arrow's threads may still hold at exit (see flashbeam.jobs.parquet_files).
+            if "://" not in path or path.startswith("file://"):
+                source = path.removeprefix("file://")
+            else:
+                source = opened.enter_context(FileSystems.open(path))
+            parquet = opened.enter_context(pq.ParquetFile(source))
+            batches = parquet.iter_batches(batch_size=1024)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
             reason = f"{path}: not a readable Parquet file: {e}"
             yield ErrorRow.for_record(Origin(name, path), "read", reason, "")
