@@ -7,8 +7,11 @@ import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from flashbeam.jobs.parquet_files import open_parquet, parquet_rows, read_parquet
+
+from .memfs import BLOBS
 
 
 def _many_groups(tmp_path):
@@ -25,6 +28,21 @@ def test_a_file_read_whole_by_footer_and_in_batches(tmp_path):
         with open_parquet(name) as parquet:
             first = next(parquet.iter_batches(batch_size=7))
         assert first.column("n").to_pylist() == list(range(7))
+
+
+def test_a_file_on_an_object_store_is_counted_from_its_footer_and_read_whole(tmp_path):
+    path = _many_groups(tmp_path)
+    BLOBS.clear()
+    BLOBS["memfs://bucket/out/results.parquet"] = path.read_bytes()
+    BLOBS["memfs://bucket/out/notes.parquet"] = b"PAR1 these are not the bytes of a table"
+    try:
+        assert parquet_rows("memfs://bucket/out/results.parquet") == 100_000
+        table = read_parquet("memfs://bucket/out/results.parquet")
+        assert table.column("n").to_pylist() == list(range(100_000))
+        with pytest.raises(ValueError, match="notes.parquet: not a Parquet file"):
+            parquet_rows("memfs://bucket/out/notes.parquet")
+    finally:
+        BLOBS.clear()
 
 
 def test_reading_leaves_the_process_free_to_exit(tmp_path):
