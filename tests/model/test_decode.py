@@ -12,6 +12,14 @@ from flashbeam.model.decode import DecodeBatch
 from flashbeam.model.random_init import random_model
 
 
+def _prefilled(model, ids, lengths):
+    """Each row's state after prefilling its first lengths[i] tokens on its own."""
+    return [
+        model.forward_step(ids[i : i + 1, :n], [model.empty_state()])[1][0]
+        for i, n in enumerate(lengths)
+    ]
+
+
 @pytest.mark.parametrize("preset", ["tiny", "tiny-csa", "tiny-hca"])
 def test_batched_decode_matches_full_forward_through_regrouping(preset):
     config = tiny_config(preset)
@@ -22,10 +30,7 @@ def test_batched_decode_matches_full_forward_through_regrouping(preset):
     worst = 0.0
     with torch.inference_mode():
         full = model(ids)
-        states = [
-            model.forward_step(ids[i : i + 1, :n], [model.empty_state()])[1][0]
-            for i, n in enumerate(lengths)
-        ]
+        states = _prefilled(model, ids, lengths)
         rows = list(range(len(lengths)))
         batch = DecodeBatch.build(model, states, extra_tokens=4)  # forces capacity regrowth
         for t in range(25):
@@ -59,10 +64,7 @@ def test_the_kernel_and_batched_torch_decode_paths_agree(preset):
     gen = torch.Generator().manual_seed(3)
     ids = torch.randint(16, model.config.vocab_size, (3, 150), generator=gen).to(device)
     with torch.inference_mode():
-        states = [
-            model.forward_step(ids[i : i + 1, :n], [model.empty_state()])[1][0]
-            for i, n in enumerate(lengths)
-        ]
+        states = _prefilled(model, ids, lengths)
         runs = []
         for backend in ("auto", "triton"):
             batch = DecodeBatch.build(model, states, extra_tokens=8)
@@ -119,10 +121,7 @@ def test_decode_while_every_row_is_shorter_than_the_window_and_past_it():
     worst = 0.0
     with torch.inference_mode():
         full = model(ids)
-        states = [
-            model.forward_step(ids[i : i + 1, :n], [model.empty_state()])[1][0]
-            for i, n in enumerate(lengths)
-        ]
+        states = _prefilled(model, ids, lengths)
         batch = DecodeBatch.build(model, states)
         for t in range(36):  # the last row passes 64 at t = 24
             step = torch.stack([ids[i, n + t : n + t + 1] for i, n in enumerate(lengths)])
