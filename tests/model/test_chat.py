@@ -22,7 +22,7 @@ from flashbeam.model.tokenizer import (
     train_tokenizer,
 )
 
-GOLDEN = Path(__file__).parent / "fixtures" / "chat_golden"
+GOLDEN = Path(__file__).parents[1] / "data" / "official" / "encoding-tests"
 
 SYS = {"role": "system", "content": "You are terse."}
 Q1 = {"role": "user", "content": "Hello"}

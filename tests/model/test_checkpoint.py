@@ -26,7 +26,7 @@ from flashbeam.model.quant import QuantizedWeight
 from flashbeam.model.random_init import random_model as init_random_model
 
 PRESETS = ["tiny", "tiny-csa", "tiny-hca"]
-OFFICIAL_CONFIG = Path(__file__).parents[3] / "shared/reference/official/config.json"
+OFFICIAL_CONFIG = Path(__file__).parents[1] / "data" / "official" / "config.json"
 
 
 def random_model(preset: str, seed: int = 0) -> Transformer:

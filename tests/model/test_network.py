@@ -12,7 +12,7 @@ from flashbeam.model import ModelConfig, tiny_config
 from flashbeam.model.config import ConfigError
 from flashbeam.model.random_init import random_model
 
-OFFICIAL = Path(__file__).parents[3] / "shared" / "reference" / "official"
+OFFICIAL = Path(__file__).parents[1] / "data" / "official"
 PRESETS = ["tiny", "tiny-csa", "tiny-hca"]
 
 

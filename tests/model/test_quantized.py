@@ -35,7 +35,7 @@ from flashbeam.model.quantized import FP8Linear, PackedExperts, check_fits, held
 from flashbeam.model.random_init import random_model, write_random_checkpoint
 
 QUANTIZE = ["fp8", "fp8+fp4"]
-OFFICIAL_CONFIG = Path(__file__).parents[3] / "shared/reference/official/config.json"
+OFFICIAL_CONFIG = Path(__file__).parents[1] / "data" / "official" / "config.json"
 FP8_LINEARS = ("attn.wq_a", "attn.wq_b", "attn.wkv", "attn.wo_a", "attn.wo_b")
 # Packed and dequantized loads hold bit-identical weight values and run the same fp32 math; only
 # summation order differs (the dense MoE sums all experts in one einsum for few tokens, the fused
