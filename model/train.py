@@ -93,7 +93,8 @@ class TrainOptions:
     task_mix: dict[str, float] | None = None  # share of each task in the stream; TASK_MIX if None
     # The train report layouts to draw from (`synthetic_reports.LAYOUTS` names); None: all.
     report_layouts: tuple[str, ...] | None = None
-    split_digits: bool = False  # every digit its own token (tried: README, not the default)
+    # Every digit its own token (tried, see docs/default-model.md; not the default).
+    split_digits: bool = False
     device: str = "cpu"  # e.g. "cuda": the network and batches live there, data stays on the CPU
     config_overrides: dict | None = None  # e.g. smaller dims for a quick test run
     # A checkpoint directory (or "tiny") to continue from: its network, weights and tokenizer
@@ -262,8 +263,8 @@ def copy_batch(gen: torch.Generator, tok: Tokenizer, batch_tokens: int, span: in
 
     Every target is a copy, so the network learns to find an earlier occurrence and continue
     from it (an induction circuit) within a few hundred steps; the extraction answers are a small
-    share of the tokens. On the embedded model it did not lift field accuracy (README), so
-    `copy_steps` defaults to 0.
+    share of the tokens. On the embedded model it did not lift field accuracy
+    (docs/default-model.md), so `copy_steps` defaults to 0.
     """
     if span < 1:
         raise ValueError(f"copy span must be >= 1 token, got {span}")
@@ -595,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--split-digits",
         action="store_true",
-        help="make every digit its own token (off by default; see the README's training notes)",
+        help="make every digit its own token (off by default; see docs/default-model.md)",
     )
     p.add_argument("--log-every", type=int, default=TrainOptions.log_every)
     p.add_argument("--device", default=TrainOptions.device, help="cpu (default) or cuda[:N]")

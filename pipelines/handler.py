@@ -13,7 +13,7 @@ engine batches internally and its prefix cache is not thread-safe.
   `RequestOutcome`s out; one engine call takes whole groups. `RunEngine` uses it.
 
 `EngineConfig.share_across_processes` is not offered: on a GPU worker run one SDK process per
-GPU instead (see the README on Dataflow), so the one process holds the one engine.
+GPU instead (see docs/runners.md on Dataflow), so the one process holds the one engine.
 """
 
 from __future__ import annotations

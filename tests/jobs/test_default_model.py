@@ -2,8 +2,8 @@
 the README's quality table run them: the embedded model must do the jobs, not emit valid noise.
 
 Greedy decoding is deterministic on one machine; another CPU's float rounding may flip a close
-choice, so the floors leave a few fields of margin below the measured scores (README, "Measured
-quality": extraction 0.938, summarization 0.857)."""
+choice, so the floors leave a few fields of margin below the measured scores (docs/default-model.md,
+"Measured quality": extraction 0.938, summarization 0.857)."""
 
 from __future__ import annotations
 
