@@ -262,6 +262,7 @@ def _cmd_validate(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     from flashbeam.jobs.run import check_plan, count_records, plan_job
     from flashbeam.jobs.spec import JobError, load_job
+    from flashbeam.pipelines.validate import constraint_report
 
     out, err = _consoles()
     try:
@@ -283,6 +284,8 @@ def _cmd_validate(args: argparse.Namespace, beam_args: list[str]) -> int:
     title = (schema or {}).get("title", "")
     table.add_row("task", f"{config.task.kind}: {title} [{fields}]" if title else
                   f"{config.task.kind}: {fields}")  # fmt: skip
+    for name, summary in constraint_report(config.task).items():
+        table.add_row(f"{name} constraint", _constraint_text(summary))
     model = f"{config.engine.model} on {config.engine.device} ({config.engine.dtype})"
     if config.engine.kv_quant_sim is not None:  # None: as the checkpoint's config says
         model += f", kv_quant_sim {str(config.engine.kv_quant_sim).lower()}"
@@ -293,6 +296,17 @@ def _cmd_validate(args: argparse.Namespace, beam_args: list[str]) -> int:
     table.add_row("runner", " ".join(plan.beam_args))
     out.print(table, markup=False)
     return EXIT_OK
+
+
+def _constraint_text(summary: dict[str, Any]) -> str:
+    """`exact`, or the level with what was relaxed (one path per line) or why it is none."""
+    lines = [summary["level"]]
+    if summary["level"] == "relaxed":
+        lines[0] += " (outputs are validated against the full schema and retried):"
+    lines += [f"  {r['path']}: {r['change']} ({r['reason']})" for r in summary.get("relaxed", [])]
+    if summary.get("reason"):
+        lines[0] += f": plain JSON only, {summary['reason']}"
+    return "\n".join(lines)
 
 
 def _cmd_show(args: argparse.Namespace, beam_args: list[str]) -> int:

@@ -58,7 +58,11 @@ def build_manifest(
     model: dict[str, Any],
     runner: str,
     pricing: PricingSpec,
+    constraints: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The manifest of one run. `constraints` is the level of each task schema with what was
+    relaxed (`pipelines.validate.constraint_report`); the requests per level come from the
+    pipeline's counters."""
     results = sum(f.rows for f in files if f.table == "results")
     errors = sum(f.rows for f in files if f.table == "errors")
     return {
@@ -91,6 +95,14 @@ def build_manifest(
             "completion": metrics.completion_tokens,
         },
         "cache_hit_ratio": round(metrics.cache_hit_ratio, 6),
+        "constraint": {
+            "schemas": constraints or {},
+            "requests": {
+                "exact": metrics.constraint_exact,
+                "relaxed": metrics.constraint_relaxed,
+                "none": metrics.constraint_none,
+            },
+        },
         "hosted_api_cost": hosted_cost(metrics, pricing),
         "outputs": locations,
         "files": [{"table": f.table, "name": f.name, "rows": f.rows} for f in files],

@@ -38,6 +38,7 @@ from flashbeam.pipelines import (
     match_input,
     run_pipeline,
 )
+from flashbeam.pipelines.validate import constraint_report
 from flashbeam.schemas import RetryPolicy, SchemaError, load_schema
 
 from . import EXIT_ERROR_ROWS, EXIT_FAILED, EXIT_OK
@@ -357,6 +358,7 @@ def run_job(plan: Plan, check_model: bool = True, progress: LiveProgress | None 
             model=_model_info(plan),
             runner=plan.runner,
             pricing=plan.job.spec.pricing,
+            constraints=constraint_report(plan.config.task),
         )
         if plan.errors is not None:
             plan.errors.commit(None)

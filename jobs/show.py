@@ -25,7 +25,8 @@ from .parquet_files import open_parquet
 
 METADATA_COLUMNS = frozenset(
     {
-        "question_index", "chunk_count", "parts_failed", "valid", "attempts", "finish_reason",
+        "question_index", "chunk_count", "parts_failed", "valid", "attempts", "constraint",
+        "finish_reason",
         "prompt_tokens", "prompt_cache_hit_tokens", "prompt_cache_miss_tokens",
         "completion_tokens", "model", "latency_s", "reasoning_content", "source", "line",
     }

@@ -129,6 +129,9 @@ class TaskSpec(_Section):
     reduce: ReduceSpec = Field(default_factory=ReduceSpec)
     # Schema fields (property paths) decoding may only fill with values the document states.
     grounded: list[str] = Field(default_factory=list)
+    # auto: each schema gets the tightest grammar the engine accepts (exact, relaxed, none);
+    # exact: refuse a schema the grammar cannot enforce whole. Outputs are validated either way.
+    constraint: Literal["auto", "exact"] = _default(TaskConfig, "constraint")
 
 
 class ModelSpec(_Section):

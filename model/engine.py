@@ -432,6 +432,7 @@ class Engine:
         result = Result(seq.request.id, token_ids=list(seq.output), usage=usage)
         result.finish_reason = seq.finish_reason or "error"
         result.error = seq.error
+        result.constraint = seq.grammar.compiled.level if seq.grammar is not None else None
         if seq.finish_reason == "error":
             return result
         parsed = parse_completion(seq.text, thinking=seq.request.thinking_enabled)

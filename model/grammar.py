@@ -1,5 +1,10 @@
 """Grammar-constrained decoding with llguidance: compile `response_format`, mask logits per step.
 
+`compile` never refuses a valid schema: refs are bundled (model/schema_refs.py) and the schema
+gets the tightest constraint level the grammar engine accepts (model/constraint.py: exact,
+relaxed or none), which the compiled grammar carries with the relaxed paths. A response_format
+that asks for `"constraint": "exact"` in its `json_schema` is refused when exact is out of reach.
+
 The engine's sampling step uses three things from here:
 
     compiler = GrammarCompiler(tokenizer_json, eos_id, vocab_size=model_vocab)   # once per engine
@@ -19,11 +24,10 @@ at every step, so the output ends complete whenever the plan found at the start 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
+import time
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -35,6 +39,8 @@ from tokenizers import Tokenizer as HFTokenizer
 
 # In place: disallowed logits (and padding past the mask) -> -inf; Triton on CUDA, torch otherwise.
 from flashbeam.kernels import apply_token_bitmask_ as apply_bitmask_
+from flashbeam.model.constraint import CompileTimeout, ConstraintPlan, plan_constraint, run_bounded
+from flashbeam.model.schema_refs import RefError, bundle_refs, subschemas
 from flashbeam.model.steering import JsonDepth, PlanVocab, closing_plan, sample_strings
 
 __all__ = [
@@ -50,9 +56,7 @@ __all__ = [
 ]
 
 THINK_END = "</think>"
-# llguidance options: no free whitespace (a weak model can emit it forever) and compact
-# separators, the form the embedded model is trained to write.
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+CONSTRAINTS = ("auto", "exact")  # what a response_format may ask for
 _PLAN_LIMIT = 4096  # longest closing plan searched for at compile time
 # Outside the window (remaining budget > plan + _SLACK) the plan is refreshed every
 # _REPLAN_EVERY tokens; the slack covers how much the plan can grow in between.
@@ -108,16 +112,35 @@ def canonical_hash(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class CompiledGrammar:
-    """One compiled response_format; shared by every sequence that uses the same schema."""
+    """One compiled response_format; shared by every sequence that uses the same schema.
+
+    `plan` holds the constraint level the schema got and what was relaxed to get it."""
 
     key: str
     name: str
-    grammar: str
-    warnings: tuple[str, ...]
+    plan: ConstraintPlan
     vocab: _Vocab = field(repr=False)
     matcher: Any = field(repr=False)  # fresh llguidance.LLMatcher; sequences deep-copy it
     start_plan: tuple[int, ...] = field(repr=False)
     samples: tuple[bytes, ...] = field(repr=False)  # string contents for closing plans
+
+    @property
+    def level(self) -> str:
+        """exact | relaxed | none: how much of the schema the grammar enforces."""
+        return self.plan.level
+
+    @property
+    def relaxed(self) -> tuple[str, ...]:
+        """The relaxed keywords and subschemas, each as `path: change (reason)`."""
+        return self.plan.relaxed
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.plan.warnings
+
+    @property
+    def grammar(self) -> str:
+        return self.plan.grammar
 
     @property
     def min_tokens(self) -> int:
@@ -132,8 +155,10 @@ class GrammarCompiler:
     carry their own schema (grounded fields) must not grow it without bound.
 
     `tokenizer` is a tokenizer.json string or a `tokenizers.Tokenizer`; `vocab_size` is the model's
-    logits width when it pads the vocabulary (padding ids are never allowed). `lenient=True`
-    ignores schema keywords llguidance does not implement (the output is still validated later).
+    logits width when it pads the vocabulary (padding ids are never allowed). Each schema gets
+    `compile_budget_s` seconds of compilation over all its levels and grammars of at most
+    `max_grammar_size` symbols from schemas of at most `max_schema_bytes` bytes; past a bound it
+    drops to the next level, the reason recorded.
     """
 
     def __init__(
@@ -142,16 +167,20 @@ class GrammarCompiler:
         eos_id: int,
         vocab_size: int | None = None,
         *,
-        lenient: bool = False,
         cache_size: int = 256,
+        compile_budget_s: float = 5.0,
+        max_schema_bytes: int = 1 << 20,
+        max_grammar_size: int = 500_000,
     ):
         self.vocab = _Vocab(tokenizer, eos_id, vocab_size)
-        self.lenient = lenient
         self.cache_size = cache_size
+        self.compile_budget_s = compile_budget_s
+        self.max_schema_bytes = max_schema_bytes
+        self.limits = llguidance.LLParserLimits(max_grammar_size=max_grammar_size)
         self._cache: OrderedDict[str, CompiledGrammar] = OrderedDict()
 
     def compile(self, response_format: dict[str, Any]) -> CompiledGrammar:
-        name, schema = _schema_of(response_format)
+        name, schema, constraint = _schema_of(response_format)
         key = canonical_hash(schema)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -159,93 +188,65 @@ class GrammarCompiler:
             self._cache[key] = self._compile(name, schema, key)
             while len(self._cache) > max(self.cache_size, 1):
                 self._cache.popitem(last=False)
-        return self._cache[key]
+        compiled = self._cache[key]
+        if constraint == "exact" and compiled.level != "exact":
+            raise GrammarError(compiled.plan.exact_refusal(name))
+        return compiled
 
     def _compile(self, name: str, schema: Any, key: str) -> CompiledGrammar:
-        options = dict(JSON_OPTIONS, coerce_one_of=True, lenient=self.lenient)
-        warnings = []
-        if _has_keyword(schema, "oneOf"):
-            warnings.append("oneOf is constrained as anyOf; validation checks exclusivity")
-        while True:
-            try:
-                grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=options)
-            except ValueError as e:
-                raise GrammarError(f'schema "{name}" is not a JSON object: {e}') from e
-            matcher = llguidance.LLMatcher(self.vocab.lltok, grammar, log_level=0)
-            error = matcher.get_error() if matcher.is_error() else ""
-            fmt = error.removeprefix("Unknown format: ").strip()
-            if fmt == error or not _has_format(schema, fmt):
-                break
-            # An unknown format is an annotation (JSON Schema 2020-12): generate plain strings.
-            warnings.append(f'format "{fmt}" is not constrained; validation checks it')
-            schema = _drop_format(schema, fmt)
-        if error:
-            raise GrammarError(
-                f'schema "{name}" cannot be used for constrained decoding: {error.strip()}. '
-                "Simplify the schema, or run unconstrained with validation and retries."
-            )
-        samples = sample_strings(schema, subschemas)
-        plan = closing_plan(matcher, JsonDepth(), self.vocab.plan, _PLAN_LIMIT, samples) or []
-        return CompiledGrammar(
-            key, name, grammar, tuple(warnings), self.vocab, matcher, tuple(plan), samples
+        started = time.monotonic()
+        try:
+            schema = bundle_refs(schema, where=f'schema "{name}"')
+        except RefError as e:
+            raise GrammarError(str(e)) from None
+        plan = plan_constraint(
+            schema, self._check, budget_s=self.compile_budget_s, max_bytes=self.max_schema_bytes
         )
+        samples = sample_strings(plan.schema, subschemas)
+        remaining = self.compile_budget_s - (time.monotonic() - started)
+        start_plan = tuple(self._start_plan(plan, samples, remaining))
+        return CompiledGrammar(key, name, plan, self.vocab, plan.payload, start_plan, samples)
+
+    def _check(self, grammar: str, timeout: float) -> tuple[str, Any]:
+        def build() -> Any:
+            return llguidance.LLMatcher(self.vocab.lltok, grammar, log_level=0, limits=self.limits)
+
+        matcher = run_bounded(build, timeout)
+        return (matcher.get_error() if matcher.is_error() else ""), matcher
+
+    def _start_plan(self, plan: ConstraintPlan, samples: tuple, remaining: float) -> list[int]:
+        """The shortest closing plan from the start, within what is left of the compile bound
+        (none past it: the grammar still holds, only budget steering is off)."""
+        matcher = plan.payload.deep_copy()  # the search runs on its own copies of the matcher
+
+        def search() -> list[int]:
+            return closing_plan(matcher, JsonDepth(), self.vocab.plan, _PLAN_LIMIT, samples) or []
+
+        try:
+            return run_bounded(search, max(remaining, 0.05))
+        except CompileTimeout:
+            return []
 
 
-def _schema_of(response_format: dict[str, Any]) -> tuple[str, Any]:
+def _schema_of(response_format: dict[str, Any]) -> tuple[str, Any, str]:
+    """(name, schema, constraint asked for) of a response_format."""
     kind = (response_format or {}).get("type")
     if kind == "json_object":
-        return "json_object", {"type": "object"}
+        return "json_object", {"type": "object"}, "auto"
     if kind == "json_schema":
         spec = response_format.get("json_schema") or {}
         if "schema" not in spec:
             raise GrammarError("response_format json_schema needs a 'schema'")
-        return spec.get("name", "schema"), spec["schema"]
+        constraint = spec.get("constraint", "auto")
+        if constraint not in CONSTRAINTS:
+            raise GrammarError(
+                f"response_format json_schema constraint {constraint!r} is not one of "
+                f"{', '.join(CONSTRAINTS)}"
+            )
+        return spec.get("name", "schema"), spec["schema"], constraint
     raise GrammarError(
         f"response_format type {kind!r} is not supported; use 'json_schema' or 'json_object'"
     )
-
-
-# Keywords whose values are schemas, a list of schemas, or a name -> schema map.
-_SUB_SCHEMA = {"additionalProperties", "additionalItems", "contains", "not", "if", "then", "else",
-               "propertyNames", "unevaluatedItems", "unevaluatedProperties", "items"}  # fmt: skip
-_SCHEMA_LIST = {"allOf", "anyOf", "oneOf", "prefixItems", "items"}
-_SCHEMA_MAP = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
-               "dependencies"}  # fmt: skip
-
-
-def subschemas(schema: dict) -> Iterator[tuple[tuple[str | int, ...], dict]]:
-    """The direct subschemas of a schema object, each with its path below it."""
-    for k, v in schema.items():
-        if k in _SUB_SCHEMA and isinstance(v, dict):
-            yield (k,), v
-        elif k in _SCHEMA_LIST and isinstance(v, list):
-            yield from (((k, i), s) for i, s in enumerate(v) if isinstance(s, dict))
-        elif k in _SCHEMA_MAP and isinstance(v, dict):
-            yield from (((k, n), s) for n, s in v.items() if isinstance(s, dict))
-
-
-def _has_keyword(schema: Any, keyword: str) -> bool:
-    if not isinstance(schema, dict):
-        return False
-    return keyword in schema or any(_has_keyword(s, keyword) for _, s in subschemas(schema))
-
-
-def _has_format(schema: Any, fmt: str) -> bool:
-    if not isinstance(schema, dict):
-        return False
-    return schema.get("format") == fmt or any(_has_format(s, fmt) for _, s in subschemas(schema))
-
-
-def _drop_format(schema: Any, fmt: str) -> Any:
-    """A copy of `schema` without `"format": fmt` in any (sub)schema; data keywords untouched."""
-    schema = copy.deepcopy(schema)
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if node.get("format") == fmt:
-            del node["format"]
-        stack.extend(s for _, s in subschemas(node))
-    return schema
 
 
 class GrammarState:

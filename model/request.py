@@ -60,7 +60,11 @@ class Usage:
 
 @dataclass
 class Result:
-    """The outcome of one Request; `finish_reason="error"` carries a message in `error`."""
+    """The outcome of one Request; `finish_reason="error"` carries a message in `error`.
+
+    `constraint` is how much of the request's response_format the grammar enforced: "exact",
+    "relaxed" or "none" (model/constraint.py); None without a response_format.
+    """
 
     id: str
     text: str = ""
@@ -69,3 +73,4 @@ class Result:
     finish_reason: FinishReason = "stop"
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
+    constraint: str | None = None

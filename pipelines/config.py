@@ -19,6 +19,7 @@ from flashbeam.schemas.grounding import (
     property_nodes,
     property_paths,
 )
+from flashbeam.schemas.levels import schema_constraint
 
 InputFormat = Literal["jsonl", "parquet", "text", "openai_batch"]
 TaskKind = Literal["extract", "summarize", "classify", "generate"]
@@ -137,6 +138,9 @@ class TaskConfig:
     constrained decoding may only fill with values the request's text states
     (`flashbeam.schemas.grounding`): the chunk for a map request, the whole document for a
     reduce request, the user and assistant messages of a chat record.
+    `constraint` is "auto" (each schema gets the tightest grammar the engine accepts: exact,
+    relaxed or none; outputs are validated against the full schema either way) or "exact" (a
+    schema the grammar cannot enforce whole is refused up front).
     """
 
     kind: TaskKind = "extract"
@@ -152,6 +156,7 @@ class TaskConfig:
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     grounded: tuple[str, ...] = ()
+    constraint: Literal["auto", "exact"] = "auto"
 
     def __post_init__(self) -> None:
         if self.schema is not None and not isinstance(self.schema, dict):
@@ -169,6 +174,23 @@ class TaskConfig:
         self._check_exclude()
         object.__setattr__(self, "grounded", tuple(self.grounded))
         self._check_grounded()
+        self._check_constraint()
+
+    def _check_constraint(self) -> None:
+        if self.constraint not in ("auto", "exact"):
+            raise ValueError(f"task.constraint must be auto or exact, got {self.constraint!r}")
+        if self.constraint != "exact":
+            return
+        for where, schema in (
+            ("schema", self.schema),
+            ("reduce.part_schema", self.reduce.part_schema),
+        ):
+            plan = schema_constraint(schema) if schema is not None else None
+            if plan is not None and plan.level != "exact":
+                name = schema.get("title", "output")
+                raise ValueError(
+                    f"task.constraint is exact, but task.{where} is not: {plan.exact_refusal(name)}"
+                )
 
     def _check_part_schema(self) -> None:
         if self.reduce.part_schema is None:

@@ -32,6 +32,9 @@ class PipelineMetrics:
     retries: int = 0  # extra attempts after an invalid output
     invalid_outputs: int = 0  # requests whose last attempt still failed validation
     engine_errors: int = 0  # requests the engine could not run
+    constraint_exact: int = 0  # schema requests whose grammar enforced the whole schema
+    constraint_relaxed: int = 0  # ... a superset of it (refused keywords dropped)
+    constraint_none: int = 0  # ... plain JSON only (validation alone holds the schema)
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens served from the prefix cache
     completion_tokens: int = 0

@@ -53,21 +53,35 @@ class Chunk:
     char_end: int
 
 
+CONSTRAINT_LEVELS = ("exact", "relaxed", "none")  # tightest first
+
+
 @dataclass
 class ItemStats:
-    """What an item has cost so far, summed over its parts, attempts and reduce rounds."""
+    """What an item has cost so far, summed over its parts, attempts and reduce rounds.
+
+    `constraint` is the loosest grammar level any of its requests ran at (exact, relaxed, none;
+    None for free text): the level its output can be trusted at before validation."""
 
     usage: Usage = field(default_factory=Usage)
     attempts: int = 0
     latency_s: float = 0.0
     chunk_count: int = 1
     parts_failed: int = 0
+    constraint: str | None = None
 
     def add(self, other: ItemStats) -> None:
         add_usage(self.usage, other.usage)
         self.attempts += other.attempts
         self.latency_s += other.latency_s
         self.parts_failed += other.parts_failed
+        self.constraint = loosest(self.constraint, other.constraint)
+
+
+def loosest(a: str | None, b: str | None) -> str | None:
+    """The looser of two constraint levels (None: no schema, counts as nothing)."""
+    known = [c for c in (a, b) if c is not None]
+    return max(known, key=CONSTRAINT_LEVELS.index) if known else None
 
 
 def add_usage(total: Usage, more: Usage) -> None:
@@ -119,6 +133,7 @@ class RequestOutcome:
 
     `usage` and `latency_s` sum over all attempts (latency: wall time of the engine calls the
     request took part in). `value` is the parsed JSON (schema jobs); `text` the final output.
+    `constraint` is the level the grammar enforced the schema at (None for free text).
     """
 
     prompt: PromptRequest
@@ -132,6 +147,7 @@ class RequestOutcome:
     usage: Usage
     latency_s: float
     model: str
+    constraint: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -146,6 +162,7 @@ class RequestOutcome:
             attempts=self.attempts,
             latency_s=self.latency_s,
             chunk_count=self.prompt.chunk_count,
+            constraint=self.constraint,
         )
 
 

@@ -109,7 +109,11 @@ def outcome_error(outcome: RequestOutcome, stats: ItemStats, input_text: str | N
         stage, reason = "engine", "; ".join(outcome.errors) or "engine error"
     else:
         stage = "validate"
-        reason = f"output invalid after {outcome.attempts} attempt(s): " + "; ".join(outcome.errors)
+        level = outcome.constraint
+        at = f" (constraint {level})" if level not in (None, "exact") else ""
+        reason = f"output invalid after {outcome.attempts} attempt(s){at}: " + "; ".join(
+            outcome.errors
+        )
     if prompt.level > 0:
         stage, reason = "reduce", f"reduce round {prompt.level}: {reason}"
     elif prompt.chunk_count > 1:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from flashbeam.model.request import Request, Result, Usage
 from flashbeam.schemas import SchemaError, generate_validated, ground_schema, response_format_for
+from flashbeam.schemas.levels import constraint_summary, schema_constraint
 
 from .config import TaskConfig
 from .metrics import count
@@ -84,6 +85,8 @@ def run_prompts(
     count("requests", len(prompts))
     for outcome in outcomes:
         count("retries", max(outcome.attempts - 1, 0))
+        if outcome.constraint is not None:
+            count(f"constraint_{outcome.constraint}")
         if outcome.finish_reason == "error":
             count("engine_errors")
         elif outcome.failed:
@@ -126,9 +129,11 @@ def _request_schema(request: Request) -> Any:
 
 def _validated(schema: dict[str, Any], task: TaskConfig) -> Runner:
     def run(meter: UsageMeter, batch: list[PromptRequest], model: str) -> list[RequestOutcome]:
-        requests = [grounded_request(p, schema, task.grounded) for p in batch]
+        requests = [grounded_request(p, schema, task.grounded, task.constraint) for p in batch]
         try:
-            checked = generate_validated(meter, requests, schema, task.retry)
+            checked = generate_validated(
+                meter, requests, schema, task.retry, constraint=task.constraint
+            )
         except SchemaError as e:
             return _schema_errors(meter, batch, model, str(e))
         return [
@@ -144,6 +149,7 @@ def _validated(schema: dict[str, Any], task: TaskConfig) -> Runner:
                 usage=meter.usage[p.request.id],
                 latency_s=meter.latency[p.request.id],
                 model=model,
+                constraint=v.constraint,
             )
             for p, v in zip(batch, checked)
         ]
@@ -152,7 +158,7 @@ def _validated(schema: dict[str, Any], task: TaskConfig) -> Runner:
 
 
 def grounded_request(
-    prompt: PromptRequest, schema: dict[str, Any], fields: Sequence[str]
+    prompt: PromptRequest, schema: dict[str, Any], fields: Sequence[str], constraint: str = "auto"
 ) -> Request:
     """The prompt's request, with its `fields` grounded in its text (`task.grounded`) when it
     has no response_format of its own. Built here, just before generation, so the (large)
@@ -160,7 +166,8 @@ def grounded_request(
     if not fields or prompt.request.response_format is not None:
         return prompt.request
     grounded = ground_schema(schema, prompt.grounding_text, fields)  # skips fields it lacks
-    return dataclasses.replace(prompt.request, response_format=response_format_for(grounded))
+    response_format = response_format_for(grounded, constraint)
+    return dataclasses.replace(prompt.request, response_format=response_format)
 
 
 def _free_text(meter: UsageMeter, batch: list[PromptRequest], model: str) -> list[RequestOutcome]:
@@ -195,3 +202,16 @@ def _schema_errors(
                        Usage(), 0.0, model)
         for p in batch
     ]  # fmt: skip
+
+
+def constraint_report(task: TaskConfig) -> dict[str, Any]:
+    """How much of each of the task's schemas the grammar enforces, before any model runs:
+    `{"task": {"level": ..., "relaxed": [...]}, "part": ...}` ("part" with
+    `reduce.part_schema`; {} for free text). Grounded requests' schemas are the task schema with
+    narrower fields, so they get its level or a tighter one."""
+    schemas = {"task": task.schema, "part": task.reduce.part_schema}
+    return {
+        name: constraint_summary(schema_constraint(schema))
+        for name, schema in schemas.items()
+        if schema is not None
+    }

@@ -2,7 +2,8 @@
 errors (a fixed schema: which record, which step, why, and the original input).
 
 Results columns: `id`, `question_index` (jobs with several questions), the schema's properties
-(free-text jobs: `text`), then `chunk_count`, `parts_failed`, `valid`, `attempts`,
+(free-text jobs: `text`), then `chunk_count`, `parts_failed`, `valid`, `attempts`, `constraint`
+(how much of the schema the grammar enforced: exact, relaxed or none; null for free text),
 `finish_reason`, the token usage (`prompt_tokens`, `prompt_cache_hit_tokens`,
 `prompt_cache_miss_tokens`, `completion_tokens`, summed over attempts, parts and reduce rounds),
 `model`, `latency_s` (wall time of the engine calls the item took part in), `reasoning_content`,
@@ -31,6 +32,7 @@ _METADATA_FIELDS = [
     pa.field("parts_failed", pa.int32(), False),
     pa.field("valid", pa.bool_(), False),
     pa.field("attempts", pa.int32(), False),
+    pa.field("constraint", pa.string()),
     pa.field("finish_reason", pa.string(), False),
     *_USAGE_FIELDS,
     pa.field("model", pa.string(), False),
@@ -97,6 +99,7 @@ class ResultTable:
             "parts_failed": stats.parts_failed,
             "valid": item.valid,
             "attempts": stats.attempts,
+            "constraint": stats.constraint,
             "finish_reason": item.finish_reason,
             **_usage_columns(stats),
             "model": item.model,

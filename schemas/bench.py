@@ -9,14 +9,21 @@ whose `*.jsonl` files are read in name order; each line is a JSONSchemaBench rec
 the input (deterministic, and it spans the sizes of the benchmark's size-binned files).
 Prints one JSON object:
 
-- compile: every schema is checked (`load_schema`) and compiled by the engine's own compiler;
-  `compiled_ratio` counts both steps, and compile time covers distinct schemas only.
-- validity: one request per compiled schema through `generate_validated` (default 3 attempts,
-  `max_tokens = max(256, min_tokens + 64)`). The requests of all schemas share engine batches:
-  each schema's `generate_validated` runs in its own thread and a round batcher merges their calls.
+- compile: every schema is checked (`load_schema`: meta-schema, refs bundled) and compiled by the
+  engine's own compiler at the tightest constraint level it gets (exact / relaxed / none, see
+  model/constraint.py). `accepted` counts the schemas that got a generation attempt (both steps
+  passed); `levels` how many got each level, `relaxed_changes` what was relaxed (keyword level,
+  paths dropped so equal changes group). Compile time covers distinct schemas only.
+- validity: one request per accepted schema through `generate_validated` (default 3 attempts,
+  `max_tokens = max(256, min_tokens + 64)`), every output validated against the full schema.
+  The requests of all schemas share engine batches: each schema's `generate_validated` runs in its
+  own thread and a round batcher merges their calls. `valid_*_ratio` are of the accepted schemas.
 - mask time: the final output of every schema is replayed, token by token, through a fresh
   `GrammarState` (without budget steering, so llguidance computes every row), timing
-  `fill_bitmasks` for that one sequence per step.
+  `fill_bitmasks` for that one sequence per step. `mask_cost_vs_decode_token` is the mean mask
+  time per token over the unconstrained decode time per token (batch `--batch`): what masks
+  would add if computed serially; `constrained_decode_overhead` is what they do add, measured
+  (1 - constrained / unconstrained tokens/s with matched lengths).
 - throughput: 32 constrained requests (the first compiled schemas) and the same prompts
   unconstrained with `ignore_eos`; decode tokens/s excludes prefill. `constrained_vs_unconstrained`
   gives every unconstrained request exactly as many tokens as its constrained twin produced (the
@@ -49,6 +56,7 @@ import torch
 
 from flashbeam.model.checkpoint import TINY_DIR
 from flashbeam.model.config import tiny_config
+from flashbeam.model.constraint import LEVELS
 from flashbeam.model.engine import Engine, EngineProgress
 from flashbeam.model.grammar import (
     CompiledGrammar,
@@ -128,6 +136,7 @@ def bench_schemas(
     path: str | Path,
     limit: int | None = None,
     max_attempts: int = 3,
+    feedback: bool = False,
     min_max_tokens: int = 256,
     batch: int = 32,
     threads: int | None = None,
@@ -146,7 +155,8 @@ def bench_schemas(
         compiled = [c for c in cases if c.compiled is not None]
 
         t0 = time.perf_counter()
-        _generate(engine, compiled, RetryPolicy(max_attempts=max_attempts), min_max_tokens)
+        policy = RetryPolicy(max_attempts=max_attempts, feedback=feedback)
+        _generate(engine, compiled, policy, min_max_tokens)
         timings["generate_validated"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -163,6 +173,9 @@ def bench_schemas(
     rejected = [c for c in cases if c.failure is not None]
     compile_p = _percentiles(compile_ms)
     mask_p = _percentiles(mask_us)
+    levels = Counter(c.compiled.level for c in compiled)
+    decode_rate = throughput.get("decode_tokens_per_s", {}).get("unconstrained_matched_lengths")
+    mask_cost = float(np.mean(mask_us)) * decode_rate / 1e6 if mask_us and decode_rate else None
     return {
         "benchmark": "schemas",
         "path": str(path),
@@ -170,19 +183,32 @@ def bench_schemas(
         "workload": {
             "limit": limit,
             "max_attempts": max_attempts,
+            "feedback": feedback,
             "max_tokens": f"max({min_max_tokens}, min_tokens + 64) per schema",
             "temperature_first_attempt": 0.0,
             "batch": batch,
             "torch_threads": torch.get_num_threads(),
         },
         "schemas": len(cases),
-        "compiled": len(compiled),
-        "compiled_ratio": _ratio(len(compiled), len(cases)),
+        "accepted": len(compiled),
+        "accepted_ratio": _ratio(len(compiled), len(cases)),
+        "levels": {level: levels[level] for level in LEVELS},
+        "level_shares": {level: _ratio(levels[level], len(compiled)) for level in LEVELS},
+        "relaxed_changes": dict(_relaxed_changes(compiled).most_common()),
+        "none_reasons": dict(
+            Counter(c.compiled.plan.reason for c in compiled if c.compiled.level == "none")
+        ),
         "compile_failures": dict(Counter(c.failure for c in rejected).most_common()),
         "compile_ms_p50": compile_p[0],
         "compile_ms_p99": compile_p[1],
         "valid_first_attempt_ratio": _ratio(len(first), len(compiled)),
         "valid_after_retries_ratio": _ratio(len(valid), len(compiled)),
+        "valid_after_retries_by_level": {
+            level: _ratio(
+                sum(c.outcome.valid for c in compiled if c.compiled.level == level), levels[level]
+            )
+            for level in LEVELS
+        },
         "valid_at_attempt": dict(sorted(Counter(c.outcome.attempts for c in valid).items())),
         "invalid_reasons": dict(Counter(_invalid_reason(c.outcome) for c in invalid)),
         "invalid_examples": [
@@ -198,6 +224,12 @@ def bench_schemas(
             "time of fill_bitmasks for one sequence, per token"
         ),
         "mask_replay_rejected_tokens": replay_rejected,
+        "mask_cost_vs_decode_token": mask_cost,
+        "constrained_decode_overhead": (
+            1 - throughput["constrained_vs_unconstrained"]
+            if throughput.get("constrained_vs_unconstrained") is not None
+            else None
+        ),
         **throughput,
         "wall_s": timings,
     }
@@ -238,9 +270,16 @@ def _compile(engine: Engine, cases: list[SchemaCase]) -> list[float]:
 
 
 def _grammar_reason(error: GrammarError) -> str:
-    """The grammar engine's reason without the schema's name (so equal reasons group)."""
-    found = re.search(r"constrained decoding: (.*?)\. Simplify", str(error))
-    return found.group(1) if found else _first_line(error)
+    """The reason without the schema's name and the ref's place (so equal reasons group)."""
+    return re.sub(r'^schema "[^"]*": ', "", _first_line(error))
+
+
+def _relaxed_changes(cases: list[SchemaCase]) -> Counter:
+    """How often each kind of change was made (one count per schema and kind)."""
+    kinds = Counter()
+    for case in cases:
+        kinds.update({r.change.split(",")[0] for r in case.compiled.plan.relaxations})
+    return kinds
 
 
 def _first_line(error: Exception, limit: int = 160) -> str:
@@ -427,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="sample N schemas (default all)")
     parser.add_argument("--max-attempts", type=int, default=3)
     parser.add_argument(
+        "--feedback", action="store_true", help="retries carry the validator's messages"
+    )
+    parser.add_argument(
         "--min-max-tokens", type=int, default=256, help="max_tokens: max(this, min_tokens + 64)"
     )
     parser.add_argument("--batch", type=int, default=32, help="throughput batch size")
@@ -437,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         args.path,
         limit=args.limit,
         max_attempts=args.max_attempts,
+        feedback=args.feedback,
         min_max_tokens=args.min_max_tokens,
         batch=args.batch,
         threads=args.threads,

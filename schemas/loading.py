@@ -1,8 +1,13 @@
 """Load a JSON Schema (a dict, a `.json` file, a pydantic model or a built-in name) and check it.
 
 Checking happens once, up front: the schema against its meta-schema (draft 2020-12 unless `$schema`
-names another), every `$ref` resolved locally, and every `format` it uses has a checker installed.
+names another), every `$ref` resolved, and every `format` it uses has a checker installed.
 Failures raise `SchemaError` naming where (file, JSON path) and which keyword.
+
+The loaded schema has its refs bundled (`flashbeam.model.schema_refs`): JSON pointers, `$id`s and
+`$anchor`s within the schema, and refs to `.json` files next to a schema file, all become
+pointers into the one schema, so the grammar and the validator read the same thing. A remote ref
+is an error naming it; nothing is fetched.
 """
 
 from __future__ import annotations
@@ -13,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import referencing.exceptions
 from jsonschema.validators import validator_for
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012, specification_with
 
-from flashbeam.model.grammar import subschemas
+from flashbeam.model.schema_refs import RefError, bundle_refs, json_path, subschemas
+from flashbeam.schemas.patterns import pattern_error
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 DEFAULT_VALIDATOR = jsonschema.Draft202012Validator
@@ -38,22 +41,22 @@ def builtin_names() -> list[str]:
 def load_schema(source: Any, *, where: str | None = None) -> dict[str, Any]:
     """A checked copy of the schema in `source`: a dict, a path to a `.json` file, a pydantic
     model class, or a built-in name (`builtin_names()`). `where` labels errors (a job field)."""
+    file = None
     if isinstance(source, type) and hasattr(source, "model_json_schema"):
         schema, where = source.model_json_schema(), where or f"pydantic model {source.__name__}"
     elif isinstance(source, dict):
         schema = copy.deepcopy(source)
     elif isinstance(source, str | Path):
-        schema, where = _read(source, where)
+        schema, where, file = _read(source, where)
     else:
         raise SchemaError(
             f"{where or 'schema'}: expected a dict, a .json path, a pydantic model or a built-in "
             f"name, got {type(source).__name__}"
         )
-    check_schema(schema, where=where)
-    return schema
+    return check_schema(schema, where=where, source=file)
 
 
-def _read(source: str | Path, where: str | None) -> tuple[Any, str]:
+def _read(source: str | Path, where: str | None) -> tuple[Any, str, Path]:
     path = Path(source)
     if isinstance(source, str) and source in builtin_names() and not path.exists():
         path = BUILTIN_DIR / f"{source}.json"
@@ -64,17 +67,18 @@ def _read(source: str | Path, where: str | None) -> tuple[Any, str]:
         )
     where = f"{where}: {path}" if where else str(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8")), where
+        return json.loads(path.read_text(encoding="utf-8")), where, path
     except json.JSONDecodeError as e:
         raise SchemaError(f"{where}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from e
 
 
-def response_format_for(schema: dict[str, Any]) -> dict[str, Any]:
-    """The engine's `response_format` for a loaded schema (named by its title)."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": schema.get("title", "output"), "schema": schema},
-    }
+def response_format_for(schema: dict[str, Any], constraint: str = "auto") -> dict[str, Any]:
+    """The engine's `response_format` for a loaded schema (named by its title); with
+    `constraint="exact"` the engine refuses the schema unless its grammar enforces all of it."""
+    spec = {"name": schema.get("title", "output"), "schema": schema}
+    if constraint != "auto":
+        spec["constraint"] = constraint
+    return {"type": "json_schema", "json_schema": spec}
 
 
 def validator_class(schema: Any) -> type[jsonschema.protocols.Validator]:
@@ -88,8 +92,9 @@ def validator_class(schema: Any) -> type[jsonschema.protocols.Validator]:
     return cls
 
 
-def check_schema(schema: Any, *, where: str | None = None) -> None:
-    """Raise SchemaError unless `schema` is a valid schema whose refs and formats all resolve."""
+def check_schema(schema: Any, *, where: str | None = None, source: Path | None = None) -> Any:
+    """Raise SchemaError unless `schema` is a valid schema whose refs and formats all resolve;
+    returns it with its refs bundled (refs to files resolve next to `source`, its file)."""
     where = where or "schema"
     if not isinstance(schema, dict):
         raise SchemaError(f"{where}: a schema must be a JSON object, got {type(schema).__name__}")
@@ -108,32 +113,33 @@ def check_schema(schema: Any, *, where: str | None = None) -> None:
         raise SchemaError(
             f"{where}: invalid schema at {error.json_path}: keyword {keyword!r}: {message}"
         )
-    _check_refs_and_formats(schema, where)
+    try:
+        schema = bundle_refs(schema, source=source, where=where)
+    except RefError as e:
+        raise SchemaError(str(e)) from None
+    _check_formats_and_patterns(schema, where)
+    return schema
 
 
-def _check_refs_and_formats(schema: dict, where: str) -> None:
-    spec = specification_with(schema.get("$schema", ""), default=DRAFT202012)
-    resolver = Registry().resolver_with_root(spec.create_resource(schema))
+def _check_formats_and_patterns(schema: dict, where: str) -> None:
     formats = FORMAT_CHECKER.checkers
-    stack: list[tuple[str, dict]] = [("$", schema)]
+    stack: list[tuple[tuple, dict]] = [((), schema)]
     while stack:
-        path, node = stack.pop()
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            try:
-                resolver.lookup(ref)
-            except referencing.exceptions.Unresolvable:
-                hint = "" if ref.startswith("#") else " (only refs within the schema resolve)"
-                raise SchemaError(
-                    f"{where}: $ref {ref!r} at {path} does not resolve{hint}"
-                ) from None
+        parts, node = stack.pop()
         fmt = node.get("format")
         if isinstance(fmt, str) and fmt in _STANDARD_FORMATS and fmt not in formats:
             raise SchemaError(
-                f"{where}: format {fmt!r} at {path} cannot be checked: its checker is not "
-                "installed (jsonschema[format-nongpl])"
+                f"{where}: format {fmt!r} at {json_path(parts)} cannot be checked: its checker "
+                "is not installed (jsonschema[format-nongpl])"
             )
-        stack.extend((path + "".join(_step(p) for p in sub), s) for sub, s in subschemas(node))
+        for regex in [node.get("pattern"), *(node.get("patternProperties") or {})]:
+            why = pattern_error(regex) if isinstance(regex, str) else None
+            if why:
+                raise SchemaError(
+                    f"{where}: pattern {regex!r} at {json_path(parts)} is not a regex outputs "
+                    f"can be checked with: {why}"
+                )
+        stack.extend(((*parts, *sub), s) for sub, s in subschemas(node))
 
 
 _TYPES = "array, boolean, integer, null, number, object, string"
@@ -142,9 +148,3 @@ _STANDARD_FORMATS = {
     "ipv4", "ipv6", "uri", "uri-reference", "iri", "iri-reference", "uuid", "uri-template",
     "json-pointer", "relative-json-pointer", "regex",
 }  # fmt: skip
-
-
-def _step(part: str | int) -> str:
-    if isinstance(part, int):
-        return f"[{part}]"
-    return f".{part}" if part.isidentifier() else f"[{json.dumps(part)}]"

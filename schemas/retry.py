@@ -4,6 +4,10 @@ Each round sends all of the round's failures to the engine in one `generate` cal
 new seed and the next temperature of the schedule; an output cut at `max_tokens` gets a larger
 budget (capped); with `feedback` the failed output and the validator's messages are appended to
 the chat as a correction turn. Engine errors (`finish_reason="error"`) are not retried.
+
+Every attempt is validated against the full schema, whatever constraint level the engine's
+grammar enforced it at (`Result.constraint`: exact, relaxed or none), and the outcome carries
+that level. `constraint="exact"` asks the engine to refuse a schema it cannot enforce whole.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class ValidatedResult:
     errors: list[str] = field(default_factory=list)  # the last validator messages; [] when valid
     value: Any = None  # the parsed JSON value of the final output (None when it did not parse)
     result: Result | None = None  # the engine's final Result
+    constraint: str | None = None  # exact | relaxed | none: what the grammar enforced
 
 
 def generate_validated(
@@ -66,12 +71,15 @@ def generate_validated(
     requests: Sequence[Request],
     schema: Any,
     policy: RetryPolicy | None = None,
+    *,
+    constraint: str = "auto",
 ) -> list[ValidatedResult]:
     """Run `requests` on `engine`, validate each output against `schema` (any source
-    `load_schema` accepts) and retry failures; one ValidatedResult per request, in order."""
+    `load_schema` accepts) and retry failures; one ValidatedResult per request, in order.
+    Requests without a response_format get the schema's, asking for `constraint`."""
     policy = policy or RetryPolicy()
     validator = SchemaValidator(schema)
-    response_format = response_format_for(validator.schema)
+    response_format = response_format_for(validator.schema, constraint)
     current = [
         dataclasses.replace(r, response_format=response_format)
         if policy.constrained and r.response_format is None
@@ -105,13 +113,14 @@ def _check_results(batch: list[Request], results: list[Result]) -> None:
 
 
 def _evaluate(validator: SchemaValidator, result: Result, attempt: int) -> ValidatedResult:
+    level = result.constraint or "none"  # no grammar at all enforces nothing of the schema
     if result.finish_reason == "error":
         errors = [f"engine error: {result.error or 'unknown'}"]
-        return ValidatedResult(result.id, False, attempt, errors, None, result)
+        return ValidatedResult(result.id, False, attempt, errors, None, result, level)
     value, errors = validator.check(result.text)
     if result.finish_reason == "length":
         errors.insert(0, f"output stopped at the token limit ({len(result.token_ids)} tokens)")
-    return ValidatedResult(result.id, not errors, attempt, errors, value, result)
+    return ValidatedResult(result.id, not errors, attempt, errors, value, result, level)
 
 
 def _next_request(

@@ -1,11 +1,20 @@
-"""Validate model outputs against a JSON Schema, format checking on, into readable messages."""
+"""Validate model outputs against a JSON Schema, format checking on, into readable messages.
+
+Validation always uses the full schema, whatever constraint level the grammar enforced it at.
+Regexes are matched with a time bound (schemas.patterns): a pathological `pattern` makes the
+output invalid with a message saying so, it never hangs the worker.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from typing import Any
 
+import jsonschema
+
+from flashbeam.schemas import patterns
 from flashbeam.schemas.loading import FORMAT_CHECKER, load_schema, validator_class
 
 MAX_MESSAGES = 20
@@ -21,7 +30,7 @@ class SchemaValidator:
 
     def __init__(self, schema: Any):
         self.schema = load_schema(schema)
-        cls = validator_class(self.schema)
+        cls = _bounded_regexes(validator_class(self.schema))
         self._validator = cls(self.schema, format_checker=FORMAT_CHECKER)
 
     def errors(self, instance: Any) -> list[str]:
@@ -37,6 +46,12 @@ class SchemaValidator:
         except ValueError as e:
             return None, [str(e)]
         return value, self.errors(value)
+
+
+@cache
+def _bounded_regexes(cls: type) -> type:
+    """The dialect's validator with its regex keywords matched under a time bound."""
+    return jsonschema.validators.extend(cls, patterns.KEYWORDS)
 
 
 def parse_json_output(text: str) -> Any:
