@@ -40,6 +40,22 @@ def test_validate_passes_beam_options_through(tmp_path, capsys, monkeypatch):
     assert code == 0 and "--direct_running_mode=in_memory" in out and "1 records" in out
 
 
+def test_validate_lists_what_the_grammar_relaxes_and_exact_refuses(tmp_path, capsys, monkeypatch):
+    (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
+    schema = {"type": "object", "properties": {"a": {"type": "string", "not": {"const": "x"}}}}
+    job = {"name": "j", "input": {"path": "d.jsonl"}, "task": {"schema": schema}}
+    (tmp_path / "j.yaml").write_text(json.dumps(job))
+    monkeypatch.setenv("COLUMNS", "200")
+    code = cli.main(["validate", str(tmp_path / "j.yaml"), "--skip-model-check"])
+    out = capsys.readouterr().out
+    assert code == 0 and "task constraint" in out and "relaxed" in out
+    assert "$.properties.a: dropped 'not'" in out
+    code = cli.main(["validate", str(tmp_path / "j.yaml"), "--skip-model-check",
+                     "--set", "task.constraint=exact"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be used for constrained decoding" in err
+
+
 def test_bench_pipeline_prints_json(monkeypatch, capsys):
     seen = {}
 

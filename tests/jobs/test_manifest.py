@@ -12,13 +12,13 @@ from flashbeam.jobs.spec import PricingSpec
 from flashbeam.pipelines import PipelineMetrics
 
 
-def _manifest(metrics: PipelineMetrics, files: list[OutputFile]) -> dict:
+def _manifest(metrics: PipelineMetrics, files: list[OutputFile], **more) -> dict:
     return build_manifest(
         job="j", spec_path="j.yaml", date=dt.date(2026, 1, 2),
         started=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), duration_s=1.5,
         metrics=metrics, files=files, locations={"results": "o", "errors": "o"},
         input_files=["in.jsonl"], model={"model": "tiny"}, runner="DirectRunner",
-        pricing=PricingSpec(),
+        pricing=PricingSpec(), **more,
     )  # fmt: skip
 
 
@@ -52,3 +52,13 @@ def test_counts_reconcile_and_set_the_exit_code():
     # One item lost between the counters and the files: not reconciled, the run exits 1.
     lost = _manifest(PipelineMetrics(items_in=5, results_out=3, errors_out=1), files)
     assert not lost["reconciled"] and _outcome(lost).exit_code == 1
+
+
+def test_the_constraint_levels_of_schemas_and_requests_are_recorded():
+    relaxed = {"level": "relaxed", "relaxed": [{"path": "$", "change": "dropped 'not'",
+                                                "reason": "..."}]}  # fmt: skip
+    metrics = PipelineMetrics(constraint_exact=2, constraint_relaxed=5)
+    m = _manifest(metrics, [], constraints={"task": relaxed})
+    assert m["constraint"] == {
+        "schemas": {"task": relaxed}, "requests": {"exact": 2, "relaxed": 5, "none": 0}
+    }  # fmt: skip

@@ -276,6 +276,27 @@ def test_pipeline_checks_become_job_errors(tmp_path):
     assert "engine.cache_bytes: Value error, 'lots' is not a size" in error_of(path)
 
 
+def test_constraint_option_and_schema_files_that_ref_their_neighbours(tmp_path):
+    (tmp_path / "common.json").write_text(json.dumps({"$defs": {"code": {"enum": ["DE", "FR"]}}}))
+    main = {
+        "type": "object",
+        "properties": {
+            "c": {"$ref": "common.json#/$defs/code"},
+            "n": {"type": "string", "not": {"const": ""}},
+        },
+    }
+    (tmp_path / "main.json").write_text(json.dumps(main))
+    path = spec(tmp_path, MINIMAL + "task:\n  schema: main.json\n")
+    task = plan_job(load_job(path)).config.task
+    assert task.constraint == "auto"
+    assert task.schema["properties"]["c"]["$ref"] == "#/$defs/ref-common.json-defs-code"
+    path = spec(tmp_path, MINIMAL + "task:\n  schema: main.json\n  constraint: exact\n", "x.yaml")
+    assert "task.constraint is exact, but task.schema is not" in error_of(path)
+    assert 'Unimplemented keys: ["not"]' in error_of(path)
+    path = spec(tmp_path, MINIMAL + "task:\n  constraint: strict\n", "bad.yaml")
+    assert "task.constraint: should be 'auto' or 'exact'" in error_of(path)
+
+
 def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
     grounded = plan_job(load_job(JOBS / "extract_invoices.yaml")).config.task.grounded
     assert "total_amount" in grounded and "currency" not in grounded  # currency has an enum

@@ -28,7 +28,8 @@ INVOICE = {
 
 
 def _item(value, text="", question=0) -> ItemResult:
-    stats = ItemStats(Usage(100, 60, 40, 9), attempts=2, latency_s=0.25, chunk_count=3)
+    stats = ItemStats(Usage(100, 60, 40, 9), attempts=2, latency_s=0.25, chunk_count=3,
+                      constraint="relaxed")  # fmt: skip
     origin = Origin("docs.jsonl:4", "in/docs.jsonl", 4)
     return ItemResult(origin, question, value, text, None, True, "stop", "tiny", stats)
 
@@ -44,6 +45,7 @@ def test_result_table_columns_and_row():
     row = table.row(_item(value))
     assert row["date"] == datetime.date(2024, 3, 5) and row["total"] == 12.0
     assert (row["id"], row["chunk_count"], row["attempts"]) == ("docs.jsonl:4", 3, 2)
+    assert row["constraint"] == "relaxed"
     assert (row["prompt_cache_hit_tokens"], row["prompt_cache_miss_tokens"]) == (60, 40)
     assert pa.Table.from_pylist([row], schema=table.schema).num_rows == 1
 
@@ -91,3 +93,12 @@ def test_beam_parquet_sink_writes_typed_tables(tmp_path, parquet_rows):
     assert sorted(e["stage"] for e in errors) == ["read", "write"]
     write_error = next(e for e in errors if e["stage"] == "write")
     assert "date" in write_error["reason"] and write_error["prompt_tokens"] == 100
+
+
+def test_an_item_is_as_loosely_constrained_as_its_loosest_part():
+    stats = ItemStats(constraint="exact")
+    stats.add(ItemStats(constraint=None))
+    assert stats.constraint == "exact"
+    stats.add(ItemStats(constraint="none"))
+    stats.add(ItemStats(constraint="relaxed"))
+    assert stats.constraint == "none"
