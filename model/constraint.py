@@ -17,7 +17,6 @@ the GIL, so the caller goes on) and the schema drops to the next level with the 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import threading
@@ -28,7 +27,7 @@ from typing import Any
 
 import llguidance
 
-from .schema_refs import Parts, json_path, subschemas
+from .relaxation import Relaxation, edit, first_line, has_keyword, nodes_where, relax
 
 __all__ = [
     "GRAMMAR_OPTIONS",
@@ -47,26 +46,11 @@ LEVELS = ("exact", "relaxed", "none")
 GRAMMAR_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":",
                    "coerce_one_of": True}  # fmt: skip
 ANY_JSON: dict[str, Any] = {}
-_ANNOTATIONS = {"title", "description", "default", "examples", "$comment", "$id", "$anchor",
-                "$schema", "readOnly", "writeOnly", "deprecated", "$defs",
-                "definitions"}  # fmt: skip
 _MAX_ROUNDS = 32  # fixes tried per schema before giving up on the relaxed level
 
 
 class CompileTimeout(RuntimeError):
     """A grammar compilation that did not finish within its bound."""
-
-
-@dataclass(frozen=True)
-class Relaxation:
-    """One change that made the schema compile: where, what changed, and the engine's reason."""
-
-    path: str
-    change: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.change} ({self.reason})"
 
 
 @dataclass(frozen=True)
@@ -136,19 +120,21 @@ class _Attempts:
 
     def __call__(self, schema: Any) -> tuple[str, str, Any]:
         """(error or '', grammar, payload) for `schema`."""
-        try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=self.options)
-        except ValueError as e:
-            return f"not a JSON schema object: {e}", "", None
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0 or self.timed_out:
+        if self.timed_out or self.deadline <= time.monotonic():
             self.timed_out = True
-            return self.timeout_reason, grammar, None
+            return self.timeout_reason, "", None
+
+        def translate() -> str:
+            return llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=self.options)
+
         try:
-            error, payload = self.check(grammar, remaining)
+            grammar = run_bounded(translate, self.deadline - time.monotonic())
+            error, payload = self.check(grammar, self.deadline - time.monotonic())
         except CompileTimeout:
             self.timed_out = True
-            return self.timeout_reason, grammar, None
+            return self.timeout_reason, "", None
+        except ValueError as e:
+            return f"not a JSON schema object: {e}", "", None
         return error.strip(), grammar, payload
 
     @property
@@ -169,7 +155,7 @@ def plan_constraint(
     if size > max_bytes:
         reason = f"the schema is {size} bytes, over the {max_bytes}-byte bound for grammars"
         return _none(attempt, reason, reason)
-    warnings = ["oneOf is constrained as anyOf; validation checks exclusivity"] * _has_keyword(
+    warnings = ["oneOf is constrained as anyOf; validation checks exclusivity"] * has_keyword(
         schema, "oneOf"
     )
     schema, (error, grammar, payload) = _compile_plain_formats(schema, attempt, warnings)
@@ -179,7 +165,7 @@ def plan_constraint(
     for _ in range(_MAX_ROUNDS):
         if attempt.timed_out:
             break
-        fixed = _fix(current, error, attempt) or _loosen(current, error, attempt)
+        fixed = relax(current, error, attempt)
         if fixed is None:
             break
         current, changes = fixed
@@ -215,7 +201,7 @@ def _none(attempt: _Attempts, exact_error: str, reason: str) -> ConstraintPlan:
     if error:
         raise RuntimeError(f"the grammar for any JSON value does not compile: {error}")
     return ConstraintPlan(
-        "none", ANY_JSON, grammar, (), (), exact_error, _first_line(reason), payload
+        "none", ANY_JSON, grammar, (), (), exact_error, first_line(reason), payload
     )
 
 
@@ -236,286 +222,7 @@ def _compile_plain_formats(
         def named(node: dict, fmt: str | None = fmt) -> bool:
             return node.get("format") == fmt
 
-        if fmt is None or not _nodes_where(schema, named):
+        if fmt is None or not nodes_where(schema, named):
             return schema, result
         warnings.append(f'format "{fmt}" is not constrained; validation checks it')
-        schema = _edit(schema, named, lambda n: n.pop("format"))
-
-
-# ---- fixes for the refusals the grammar engine names ------------------------------------------
-
-Fix = tuple[Any, list[Relaxation]]
-
-
-def _fix(schema: Any, error: str, attempt: _Attempts) -> Fix | None:
-    for fixer in _FIXERS:
-        fixed = fixer(schema, error, attempt)
-        if fixed is not None and fixed[1]:
-            return fixed
-    return None
-
-
-def _drop_unimplemented(schema: Any, error: str, attempt: _Attempts) -> Fix | None:
-    found = re.match(r"Unimplemented keys: (\[.*\])", error)
-    if not found:
-        return None
-    keys = set(json.loads(found.group(1)))
-    changes = []
-
-    def drop(node: dict, parts: Parts) -> None:
-        for key in sorted(keys & set(node)):
-            node.pop(key)
-            reason = f"the grammar engine does not implement {key!r}"
-            changes.append(Relaxation(json_path(parts), f"dropped {key!r}", reason))
-
-    return _edit_with_paths(schema, lambda n: bool(keys & set(n)), drop), changes
-
-
-def _drop_property_counts(schema: Any, error: str, attempt: _Attempts) -> Fix | None:
-    if "min/maxProperties only supported" not in error:
-        return None
-    reason = "min/maxProperties with optional properties"
-    changes = []
-
-    def optional_keys(node: dict) -> bool:
-        props = node.get("properties")
-        optional = set(props or {}) - set(node.get("required") or [])
-        return bool(optional) and ("minProperties" in node or "maxProperties" in node)
-
-    def drop(node: dict, parts: Parts) -> None:
-        for key in ("minProperties", "maxProperties"):
-            if key in node:
-                node.pop(key)
-                changes.append(Relaxation(json_path(parts), f"dropped {key!r}", reason))
-
-    return _edit_with_paths(schema, optional_keys, drop), changes
-
-
-def _unlink_recursive_siblings(schema: Any, error: str, attempt: _Attempts) -> Fix | None:
-    """A recursive ref next to other assertions (or inside an allOf) needs an intersection the
-    engine cannot build: the node keeps the ref alone, a superset of what it was."""
-    found = re.match(r"circular references with sibling keys are not supported: (\S+)", error)
-    if not found:
-        return None
-    pointer = "#" + found.group(1).partition("#")[2]
-    reason = "a recursive $ref with sibling keywords"
-    changes = []
-
-    def intersects(node: dict) -> bool:
-        if node.get("$ref") == pointer:
-            return bool(set(node) - _ANNOTATIONS - {"$ref"})
-        branches = node.get("allOf")
-        return isinstance(branches, list) and any(
-            isinstance(b, dict) and b.get("$ref") == pointer for b in branches
-        )
-
-    def unlink(node: dict, parts: Parts) -> None:
-        dropped = sorted(set(node) - _ANNOTATIONS - {"$ref"})
-        for key in dropped:
-            node.pop(key)
-        node["$ref"] = pointer
-        changes.append(
-            Relaxation(json_path(parts), f"kept only the $ref, dropped {dropped}", reason)
-        )
-
-    return _edit_with_paths(schema, intersects, unlink), changes
-
-
-def _fold_patterns(node: dict) -> None:
-    """patternProperties -> additionalProperties that accepts what any pattern accepted (or
-    what additionalProperties did): a superset, since every pattern key is still allowed."""
-    branches = [s for s in node.pop("patternProperties").values()]
-    extra = node.get("additionalProperties", True)
-    if extra is True or extra == {} or any(b is True or b == {} for b in branches):
-        node.pop("additionalProperties", None)
-        return
-    options = [b for b in branches if b is not False] + ([extra] if extra is not False else [])
-    node["additionalProperties"] = {"anyOf": options} if options else False
-
-
-def _fold_overlapping_patterns(schema: Any, error: str, attempt: _Attempts) -> Fix | None:
-    if "are not disjoint" not in error:
-        return None
-    reason = _first_line(error)
-    changes = []
-
-    def named(node: dict) -> bool:
-        patterns = node.get("patternProperties")
-        return isinstance(patterns, dict) and sum(f"/{p}/" in error for p in patterns) >= 2
-
-    def fold(node: dict, parts: Parts) -> None:
-        _fold_patterns(node)
-        change = "patternProperties folded into additionalProperties"
-        changes.append(Relaxation(json_path(parts), change, reason))
-
-    return _edit_with_paths(schema, named, fold), changes
-
-
-def _drop_bad_patterns(schema: Any, error: str, attempt: _Attempts) -> Fix | None:
-    """Regexes the engine cannot compile (look-around, back-references): each is tried alone,
-    and those that fail are dropped (`pattern`) or folded (`patternProperties`)."""
-    if "regex" not in error.lower():
-        return None
-    patterns = {p for _, node in _nodes_where(schema, lambda n: True) for p in _patterns_of(node)}
-    bad = {p for p in patterns if attempt.fails({"type": "string", "pattern": p})}
-    if not bad:
-        return None
-    changes = []
-
-    def uses_bad(node: dict) -> bool:
-        return bool(bad & set(_patterns_of(node)))
-
-    def drop(node: dict, parts: Parts) -> None:
-        if node.get("pattern") in bad:
-            reason = f"regex {node['pattern']!r} is not supported by the grammar engine"
-            node.pop("pattern")
-            changes.append(Relaxation(json_path(parts), "dropped 'pattern'", reason))
-        if bad & set(node.get("patternProperties") or {}):
-            reason = "a patternProperties regex is not supported by the grammar engine"
-            _fold_patterns(node)
-            change = "patternProperties folded into additionalProperties"
-            changes.append(Relaxation(json_path(parts), change, reason))
-
-    return _edit_with_paths(schema, uses_bad, drop), changes
-
-
-def _patterns_of(node: dict) -> list[str]:
-    found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
-    patterns = node.get("patternProperties")
-    return found + (list(patterns) if isinstance(patterns, dict) else [])
-
-
-def _narrow_intersections(schema: Any, error: str, attempt: _Attempts) -> Fix | None:
-    """`schema too large`: intersections (allOf, the product of the anyOfs inside) grew past
-    the engine's bound. The largest allOf keeps its first branch, until the schema compiles."""
-    if "schema too large" not in error:
-        return None
-    candidates = sorted(
-        _nodes_where(schema, lambda n: isinstance(n.get("allOf"), list) and len(n["allOf"]) > 1),
-        key=lambda pn: -len(json.dumps(pn[1])),
-    )
-    current, changes = schema, []
-    for parts, node in candidates:
-        current = _replace(current, parts, {**node, "allOf": node["allOf"][:1]})
-        change = f"allOf kept its first of {len(node['allOf'])} branches"
-        changes.append(Relaxation(json_path(parts), change, "schema intersections too large"))
-        if "schema too large" not in attempt(current)[0] or attempt.timed_out:
-            break
-    return (current, changes) if changes else None
-
-
-_FIXERS = (
-    _drop_unimplemented,
-    _drop_property_counts,
-    _unlink_recursive_siblings,
-    _fold_overlapping_patterns,
-    _drop_bad_patterns,
-    _narrow_intersections,
-)
-
-
-# ---- the general fallback: loosen the smallest subschemas that fail ---------------------------
-
-
-def _loose(node: Any, root: bool = False) -> Any:
-    """The loosest schema of a node's own type (`{}` when it has none); the root keeps its
-    $defs, where every ref points."""
-    if not isinstance(node, dict):
-        return {}
-    out = {"type": node["type"]} if isinstance(node.get("type"), str | list) else {}
-    if root:
-        out.update({k: node[k] for k in ("$defs", "definitions") if k in node})
-    return out
-
-
-def _loosen(schema: Any, error: str, attempt: _Attempts) -> Fix | None:
-    """Replace the fewest, deepest subschemas by `_loose` ones until the schema compiles:
-    loosen a node's children; if that compiles, restore each child that still compiles whole
-    and descend into the others; if it does not, the node itself is loosened."""
-    if not isinstance(schema, dict):
-        return None
-    reason = _first_line(error)
-    work = _replace(copy.deepcopy(schema), (), _loose(schema, root=True))
-    if attempt.fails(work):
-        return None
-    changes: list[Relaxation] = []
-
-    def refine(parts: Parts, work: Any) -> Any:
-        original = _at(schema, parts)
-        kids = [sub for sub, _ in subschemas(original)]
-        shell = copy.deepcopy(original)
-        for sub in kids:
-            shell = _replace(shell, sub, _loose(_at(original, sub)))
-        trial = _replace(work, parts, shell)
-        if attempt.timed_out or attempt.fails(trial):
-            loose = _loose(original, root=parts == ())
-            changes.append(Relaxation(json_path(parts), f"replaced by {json.dumps(loose)}", reason))
-            return work
-        work, bad = trial, []
-        for sub in kids:
-            child = (*parts, *sub)
-            restored = _replace(work, child, copy.deepcopy(_at(schema, child)))
-            if attempt.timed_out or attempt.fails(restored):
-                bad.append(child)
-            else:
-                work = restored
-        for child in bad:
-            work = refine(child, work)
-        return work
-
-    work = refine((), work)
-    return work, changes
-
-
-# ---- walking and editing ------------------------------------------------------------------------
-
-
-def _nodes_where(schema: Any, keep: Callable[[dict], bool]) -> list[tuple[Parts, dict]]:
-    if not isinstance(schema, dict):
-        return []
-    out, stack = [], [((), schema)]
-    while stack:
-        parts, node = stack.pop()
-        if keep(node):
-            out.append((parts, node))
-        stack.extend(((*parts, *sub), child) for sub, child in subschemas(node))
-    return out
-
-
-def _edit(schema: Any, where: Callable[[dict], bool], change: Callable[[dict], Any]) -> Any:
-    return _edit_with_paths(schema, where, lambda node, parts: change(node))
-
-
-def _edit_with_paths(
-    schema: Any, where: Callable[[dict], bool], change: Callable[[dict, Parts], Any]
-) -> Any:
-    """A copy of `schema` with `change(node, path)` applied to every subschema `where` holds."""
-    schema = copy.deepcopy(schema)
-    for parts, node in _nodes_where(schema, where):
-        change(node, parts)
-    return schema
-
-
-def _at(schema: Any, parts: Parts) -> Any:
-    for part in parts:
-        schema = schema[part]
-    return schema
-
-
-def _replace(schema: Any, parts: Parts, value: Any) -> Any:
-    """`schema` with the node at `parts` replaced (the path's containers copied, not shared)."""
-    if not parts:
-        return value
-    head, rest = parts[0], parts[1:]
-    container = copy.copy(schema)
-    container[head] = _replace(schema[head], rest, value)
-    return container
-
-
-def _has_keyword(schema: Any, keyword: str) -> bool:
-    return bool(_nodes_where(schema, lambda n: keyword in n))
-
-
-def _first_line(text: str, limit: int = 200) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+        schema = edit(schema, named, lambda n: n.pop("format"))

@@ -19,7 +19,9 @@ class Request:
     `thinking={"type": "enabled"}` opens a `<think>` block whose text goes to
     `Result.reasoning_content`; batch work defaults to disabled.
     `response_format` is `{"type": "json_object"}` or
-    `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}`.
+    `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}`. The grammar enforces
+    as much of the schema as it can (`Result.constraint`); add `"constraint": "exact"` to
+    `json_schema` to have a schema it cannot enforce whole refused instead.
     """
 
     id: str

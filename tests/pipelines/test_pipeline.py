@@ -76,6 +76,8 @@ def test_jsonl_two_questions_with_bad_lines(tmp_path, engine_config, tiny_schema
     _assert_invariant(report, results, errors, good + [("docs.jsonl:2", 0), ("docs.jsonl:4", 0)])
     assert sorted((r["id"], r["question_index"]) for r in results) == good
     assert all(r["valid"] and isinstance(r["ok"], bool) for r in results)
+    assert all(r["constraint"] == "exact" for r in results)
+    assert report.metrics.constraint_exact == 4
     assert {e["line"]: e["stage"] for e in errors} == {2: "read", 4: "read"}
     # Both questions of a document share its prefix: the second one is served from the cache.
     assert report.metrics.cached_tokens > 0
@@ -259,7 +261,7 @@ def test_openai_batch_with_engine_error_and_invalid_output(tmp_path, engine_conf
     errors = parquet_rows(config.output.errors)
     expected = ["free", "json", "too-long", "one-token", "batch.jsonl:5", "robot"]
     _assert_invariant(report, results, errors, [(i, 0) for i in expected])
-    assert {r["id"] for r in results} == {"free", "json"}
+    assert {r["id"]: r["constraint"] for r in results} == {"free": None, "json": "exact"}
     stages = {e["id"]: e for e in errors}
     assert stages["too-long"]["stage"] == "engine" and "context" in stages["too-long"]["reason"]
     assert stages["one-token"]["stage"] == "validate"
