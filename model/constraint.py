@@ -10,9 +10,9 @@
 Whatever the level, outputs are validated against the full schema afterwards (schemas.validate);
 a level only says how much of that the decoding already guarantees.
 
-Compilation is bounded: every attempt runs against one deadline per schema (`budget_s`); an
-attempt still running at the deadline is abandoned (llguidance builds grammars without holding
-the GIL, so the caller goes on) and the schema drops to the next level with the reason recorded.
+Compilation is bounded: all attempts of a schema run against one deadline (`budget_s`, see
+plan_bounded), a large schema's in a worker thread whose build is abandoned at the deadline; the
+schema then drops to `none` with the reason recorded.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from .relaxation import Relaxation, edit, first_line, has_keyword, nodes_where, 
 __all__ = [
     "GRAMMAR_OPTIONS",
     "LEVELS",
-    "CompileTimeout",
     "ConstraintPlan",
     "Relaxation",
+    "none_plan",
+    "plan_bounded",
     "plan_constraint",
     "plan_without_tokenizer",
-    "run_bounded",
 ]
 
 LEVELS = ("exact", "relaxed", "none")
@@ -46,11 +46,8 @@ LEVELS = ("exact", "relaxed", "none")
 GRAMMAR_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":",
                    "coerce_one_of": True}  # fmt: skip
 ANY_JSON: dict[str, Any] = {}
+INLINE_BYTES = 8 << 10  # schemas up to this size (JSON text) compile in the caller's thread
 _MAX_ROUNDS = 32  # fixes tried per schema before giving up on the relaxed level
-
-
-class CompileTimeout(RuntimeError):
-    """A grammar compilation that did not finish within its bound."""
 
 
 @dataclass(frozen=True)
@@ -83,37 +80,15 @@ class ConstraintPlan:
         )
 
 
-# A check compiles a grammar within `timeout` seconds: ('' or the error, what it built).
-Check = Callable[[str, float], tuple[str, Any]]
-
-
-def run_bounded(fn: Callable[[], Any], timeout: float) -> Any:
-    """`fn()` in a daemon thread, or CompileTimeout after `timeout` seconds (the thread is left
-    to finish on its own: llguidance's own fuel and size limits end it)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller below
-            box["error"] = e
-
-    thread = threading.Thread(target=target, name="grammar-compile", daemon=True)
-    thread.start()
-    thread.join(max(timeout, 0.0))
-    if thread.is_alive():
-        raise CompileTimeout(f"grammar compilation took longer than {timeout:.3g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+# A check builds a grammar: ('' or the engine's error, what it built).
+Check = Callable[[str], tuple[str, Any]]
 
 
 class _Attempts:
-    """Compiles candidate schemas against one deadline."""
+    """Compiles candidate schemas until one deadline; past it every attempt reports the bound."""
 
-    def __init__(self, check: Check, options: dict[str, Any], budget_s: float):
+    def __init__(self, check: Check, budget_s: float):
         self.check = check
-        self.options = options
         self.budget_s = budget_s
         self.deadline = time.monotonic() + budget_s
         self.timed_out = False
@@ -123,38 +98,38 @@ class _Attempts:
         if self.timed_out or self.deadline <= time.monotonic():
             self.timed_out = True
             return self.timeout_reason, "", None
-
-        def translate() -> str:
-            return llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=self.options)
-
         try:
-            grammar = run_bounded(translate, self.deadline - time.monotonic())
-            error, payload = self.check(grammar, self.deadline - time.monotonic())
-        except CompileTimeout:
-            self.timed_out = True
-            return self.timeout_reason, "", None
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(
+                schema, overrides=GRAMMAR_OPTIONS
+            )
         except ValueError as e:
             return f"not a JSON schema object: {e}", "", None
+        error, payload = self.check(grammar)
         return error.strip(), grammar, payload
 
     @property
     def timeout_reason(self) -> str:
-        return f"grammar compilation exceeded the {self.budget_s:g} s bound per schema"
+        return timeout_reason(self.budget_s)
 
     def fails(self, schema: Any) -> bool:
         return bool(self(schema)[0])
+
+
+def timeout_reason(budget_s: float) -> str:
+    return f"grammar compilation exceeded the {budget_s:g} s bound per schema"
 
 
 def plan_constraint(
     schema: Any, check: Check, *, budget_s: float, max_bytes: int
 ) -> ConstraintPlan:
     """The tightest level `schema` (refs bundled, see schema_refs) compiles at, with `check`
-    building each candidate grammar."""
-    attempt = _Attempts(check, GRAMMAR_OPTIONS, budget_s)
+    building each candidate grammar; no new attempt starts past `budget_s` (plan_bounded also
+    stops waiting for one that runs past it)."""
+    attempt = _Attempts(check, budget_s)
     size = len(json.dumps(schema, ensure_ascii=False))
     if size > max_bytes:
         reason = f"the schema is {size} bytes, over the {max_bytes}-byte bound for grammars"
-        return _none(attempt, reason, reason)
+        return none_plan(check, reason, reason)
     warnings = ["oneOf is constrained as anyOf; validation checks exclusivity"] * has_keyword(
         schema, "oneOf"
     )
@@ -176,7 +151,48 @@ def plan_constraint(
                 "relaxed", current, grammar, tuple(relaxations), tuple(warnings), exact_error,
                 payload=payload,
             )  # fmt: skip
-    return _none(attempt, exact_error, error)
+    return none_plan(check, exact_error, error)
+
+
+def plan_bounded(
+    schema: Any,
+    check: Check,
+    *,
+    budget_s: float,
+    max_bytes: int,
+    then: Callable[[ConstraintPlan], Any] | None = None,
+) -> tuple[ConstraintPlan, Any]:
+    """`plan_constraint` in a worker thread, waited for at most `budget_s` seconds, then
+    `then(plan)` in the same thread within what is left of it. Returns the plan (the `none`
+    plan when it was not ready in time) and what `then` returned (None if it was not done).
+
+    A build still running at the deadline is abandoned: llguidance builds grammars without
+    holding the GIL, so the caller goes on, and its own fuel and size limits end the build.
+    Schemas of at most INLINE_BYTES run in the caller's thread: their single builds take
+    milliseconds (llguidance compiles lazily and bounds its lexer by fuel), and the deadline is
+    still checked before every attempt."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["plan"] = plan_constraint(schema, check, budget_s=budget_s, max_bytes=max_bytes)
+            if then is not None:
+                box["then"] = then(box["plan"])
+        except BaseException as e:  # noqa: BLE001 - re-raised by the waiting caller
+            box["error"] = e
+
+    if len(json.dumps(schema)) <= INLINE_BYTES:
+        work()  # small schemas build in milliseconds: a thread would cost more than the build
+    else:
+        thread = threading.Thread(target=work, name="grammar-compile", daemon=True)
+        thread.start()
+        thread.join(budget_s)
+    if "error" in box:
+        raise box["error"]
+    if "plan" not in box:
+        reason = timeout_reason(budget_s)
+        return none_plan(check, reason, reason), None
+    return box["plan"], box.get("then")
 
 
 def plan_without_tokenizer(
@@ -186,18 +202,18 @@ def plan_without_tokenizer(
     `flashbeam validate` reports before a model is loaded."""
     limits = llguidance.LLParserLimits()
 
-    def check(grammar: str, timeout: float) -> tuple[str, Any]:
+    def check(grammar: str) -> tuple[str, Any]:
         validate = llguidance.LLMatcher.validate_grammar_with_warnings
-        is_error, messages = run_bounded(lambda: validate(grammar, None, limits=limits), timeout)
+        is_error, messages = validate(grammar, None, limits=limits)
         return (messages[0] if is_error and messages else ""), None
 
-    return plan_constraint(schema, check, budget_s=budget_s, max_bytes=max_bytes)
+    return plan_bounded(schema, check, budget_s=budget_s, max_bytes=max_bytes)[0]
 
 
-def _none(attempt: _Attempts, exact_error: str, reason: str) -> ConstraintPlan:
-    attempt.deadline = time.monotonic() + attempt.budget_s  # plain JSON always gets its own
-    attempt.timed_out = False
-    error, grammar, payload = attempt(ANY_JSON)
+def none_plan(check: Check, exact_error: str, reason: str) -> ConstraintPlan:
+    """Plain JSON: any value (its grammar is small and always compiles)."""
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(ANY_JSON, overrides=GRAMMAR_OPTIONS)
+    error, payload = check(grammar)
     if error:
         raise RuntimeError(f"the grammar for any JSON value does not compile: {error}")
     return ConstraintPlan(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cache
@@ -39,7 +38,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 # In place: disallowed logits (and padding past the mask) -> -inf; Triton on CUDA, torch otherwise.
 from flashbeam.kernels import apply_token_bitmask_ as apply_bitmask_
-from flashbeam.model.constraint import CompileTimeout, ConstraintPlan, plan_constraint, run_bounded
+from flashbeam.model.constraint import ConstraintPlan, plan_bounded
 from flashbeam.model.schema_refs import RefError, bundle_refs, subschemas
 from flashbeam.model.steering import JsonDepth, PlanVocab, closing_plan, sample_strings
 
@@ -194,38 +193,28 @@ class GrammarCompiler:
         return compiled
 
     def _compile(self, name: str, schema: Any, key: str) -> CompiledGrammar:
-        started = time.monotonic()
         try:
             schema = bundle_refs(schema, where=f'schema "{name}"')
         except RefError as e:
             raise GrammarError(str(e)) from None
-        plan = plan_constraint(
-            schema, self._check, budget_s=self.compile_budget_s, max_bytes=self.max_schema_bytes
-        )
+        plan, start_plan = plan_bounded(
+            schema, self._check, budget_s=self.compile_budget_s,
+            max_bytes=self.max_schema_bytes, then=self._start_plan,
+        )  # fmt: skip
         samples = sample_strings(plan.schema, subschemas)
-        remaining = self.compile_budget_s - (time.monotonic() - started)
-        start_plan = tuple(self._start_plan(plan, samples, remaining))
-        return CompiledGrammar(key, name, plan, self.vocab, plan.payload, start_plan, samples)
+        # Past the bound only the closing plan is missing: the grammar holds, steering is off.
+        start = tuple(start_plan or ())
+        return CompiledGrammar(key, name, plan, self.vocab, plan.payload, start, samples)
 
-    def _check(self, grammar: str, timeout: float) -> tuple[str, Any]:
-        def build() -> Any:
-            return llguidance.LLMatcher(self.vocab.lltok, grammar, log_level=0, limits=self.limits)
-
-        matcher = run_bounded(build, timeout)
+    def _check(self, grammar: str) -> tuple[str, Any]:
+        matcher = llguidance.LLMatcher(self.vocab.lltok, grammar, log_level=0, limits=self.limits)
         return (matcher.get_error() if matcher.is_error() else ""), matcher
 
-    def _start_plan(self, plan: ConstraintPlan, samples: tuple, remaining: float) -> list[int]:
-        """The shortest closing plan from the start, within what is left of the compile bound
-        (none past it: the grammar still holds, only budget steering is off)."""
-        matcher = plan.payload.deep_copy()  # the search runs on its own copies of the matcher
-
-        def search() -> list[int]:
-            return closing_plan(matcher, JsonDepth(), self.vocab.plan, _PLAN_LIMIT, samples) or []
-
-        try:
-            return run_bounded(search, max(remaining, 0.05))
-        except CompileTimeout:
-            return []
+    def _start_plan(self, plan: ConstraintPlan) -> list[int]:
+        """The shortest closing plan from the start (on its own copy of the matcher)."""
+        samples = sample_strings(plan.schema, subschemas)
+        matcher = plan.payload.deep_copy()
+        return closing_plan(matcher, JsonDepth(), self.vocab.plan, _PLAN_LIMIT, samples) or []
 
 
 def _schema_of(response_format: dict[str, Any]) -> tuple[str, Any, str]:
