@@ -120,13 +120,13 @@ def timeout_reason(budget_s: float) -> str:
 
 
 def plan_constraint(
-    schema: Any, check: Check, *, budget_s: float, max_bytes: int
+    schema: Any, check: Check, *, budget_s: float, max_bytes: int, size: int | None = None
 ) -> ConstraintPlan:
     """The tightest level `schema` (refs bundled, see schema_refs) compiles at, with `check`
     building each candidate grammar; no new attempt starts past `budget_s` (plan_bounded also
-    stops waiting for one that runs past it)."""
+    stops waiting for one that runs past it). `size` is the schema's JSON length if known."""
     attempt = _Attempts(check, budget_s)
-    size = len(json.dumps(schema, ensure_ascii=False))
+    size = len(json.dumps(schema, ensure_ascii=False)) if size is None else size
     if size > max_bytes:
         reason = f"the schema is {size} bytes, over the {max_bytes}-byte bound for grammars"
         return none_plan(check, reason, reason)
@@ -172,16 +172,19 @@ def plan_bounded(
     milliseconds (llguidance compiles lazily and bounds its lexer by fuel), and the deadline is
     still checked before every attempt."""
     box: dict[str, Any] = {}
+    size = len(json.dumps(schema, ensure_ascii=False))
 
     def work() -> None:
         try:
-            box["plan"] = plan_constraint(schema, check, budget_s=budget_s, max_bytes=max_bytes)
+            box["plan"] = plan_constraint(
+                schema, check, budget_s=budget_s, max_bytes=max_bytes, size=size
+            )
             if then is not None:
                 box["then"] = then(box["plan"])
         except BaseException as e:  # noqa: BLE001 - re-raised by the waiting caller
             box["error"] = e
 
-    if len(json.dumps(schema)) <= INLINE_BYTES:
+    if size <= INLINE_BYTES:
         work()  # small schemas build in milliseconds: a thread would cost more than the build
     else:
         thread = threading.Thread(target=work, name="grammar-compile", daemon=True)

@@ -197,24 +197,25 @@ class GrammarCompiler:
             schema = bundle_refs(schema, where=f'schema "{name}"')
         except RefError as e:
             raise GrammarError(str(e)) from None
-        plan, start_plan = plan_bounded(
+        plan, steering = plan_bounded(
             schema, self._check, budget_s=self.compile_budget_s,
             max_bytes=self.max_schema_bytes, then=self._start_plan,
         )  # fmt: skip
-        samples = sample_strings(plan.schema, subschemas)
         # Past the bound only the closing plan is missing: the grammar holds, steering is off.
-        start = tuple(start_plan or ())
-        return CompiledGrammar(key, name, plan, self.vocab, plan.payload, start, samples)
+        samples, start = steering or (sample_strings(plan.schema, subschemas), [])
+        return CompiledGrammar(key, name, plan, self.vocab, plan.payload, tuple(start), samples)
 
     def _check(self, grammar: str) -> tuple[str, Any]:
         matcher = llguidance.LLMatcher(self.vocab.lltok, grammar, log_level=0, limits=self.limits)
         return (matcher.get_error() if matcher.is_error() else ""), matcher
 
-    def _start_plan(self, plan: ConstraintPlan) -> list[int]:
-        """The shortest closing plan from the start (on its own copy of the matcher)."""
+    def _start_plan(self, plan: ConstraintPlan) -> tuple[tuple[bytes, ...], list[int]]:
+        """The strings closing plans may use, and the shortest closing plan from the start
+        (searched on a copy of the matcher)."""
         samples = sample_strings(plan.schema, subschemas)
         matcher = plan.payload.deep_copy()
-        return closing_plan(matcher, JsonDepth(), self.vocab.plan, _PLAN_LIMIT, samples) or []
+        start = closing_plan(matcher, JsonDepth(), self.vocab.plan, _PLAN_LIMIT, samples) or []
+        return samples, start
 
 
 def _schema_of(response_format: dict[str, Any]) -> tuple[str, Any, str]:

@@ -205,7 +205,9 @@ class _Bundler:
         where = self.where if doc is self.main else f"{self.where}: {doc.file}"
         return RefError(f"{where}: $ref {ref!r} at {json_path(parts)} {why}")
 
-    def bundle(self) -> dict:
+    def bundle(self, mutate: bool) -> dict | None:
+        """The bundled schema: the root itself when no ref changes; else, with `mutate`, the
+        root rewritten in place (None without: the caller bundles a copy)."""
         targets: dict[tuple[int, Parts], str] = {}  # (document, target) -> the ref's new text
         rewrites: list[tuple[dict, tuple[int, Parts]]] = []
         queue, seen = [self.main], {id(self.main)}
@@ -220,8 +222,11 @@ class _Bundler:
                 if key not in targets:
                     targets[key] = self._plain_ref(owner, at) or self._copy_name(owner, at)
                 rewrites.append((node, key))
-        if not rewrites and not self._has_nested_ids():
+        unchanged = all(node["$ref"] == targets[key] for node, key in rewrites)
+        if unchanged and not self.copies and not self.files and not self._has_nested_ids():
             return self.main.root
+        if not mutate:
+            return None
         docs = {id(d): d for d in [self.main, *self.files.values()]}
         for node, key in rewrites:
             node["$ref"] = targets[key]
@@ -288,10 +293,14 @@ def _strip_nested_ids(doc: _Doc, is_main: bool) -> None:
 
 
 def bundle_refs(schema: Any, *, source: str | Path | None = None, where: str = "schema") -> Any:
-    """A copy of `schema` whose refs are all pointers into itself (see the module doc); raises
-    RefError naming a ref that does not resolve. `source` is the schema's file, for refs to
-    files next to it."""
+    """`schema` with its refs all pointers into itself (see the module doc): the schema itself
+    when they already are, else a bundled copy (the input is never changed). Raises RefError
+    naming a ref that does not resolve. `source` is the schema's file, for refs to files next
+    to it."""
     if not isinstance(schema, dict):
         return schema
-    bundler = _Bundler(copy.deepcopy(schema), Path(source) if source else None, where)
-    return bundler.bundle()
+    file = Path(source) if source else None
+    unchanged = _Bundler(schema, file, where).bundle(mutate=False)
+    if unchanged is not None:
+        return unchanged
+    return _Bundler(copy.deepcopy(schema), file, where).bundle(mutate=True)
