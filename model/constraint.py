@@ -215,12 +215,13 @@ def plan_without_tokenizer(
 
 def none_plan(check: Check, exact_error: str, reason: str) -> ConstraintPlan:
     """Plain JSON: any value (its grammar is small and always compiles)."""
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(ANY_JSON, overrides=GRAMMAR_OPTIONS)
+    any_json = dict(ANY_JSON)
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(any_json, overrides=GRAMMAR_OPTIONS)
     error, payload = check(grammar)
     if error:
         raise RuntimeError(f"the grammar for any JSON value does not compile: {error}")
     return ConstraintPlan(
-        "none", ANY_JSON, grammar, (), (), exact_error, first_line(reason), payload
+        "none", any_json, grammar, (), (), exact_error, first_line(reason), payload
     )
 
 

@@ -201,7 +201,11 @@ def _narrow_intersections(schema: Any, error: str, attempt: Attempt) -> Fix | No
         key=lambda pn: -len(json.dumps(pn[1])),
     )
     current, changes = schema, []
-    for parts, node in candidates:
+    for parts, _ in candidates:
+        try:
+            node = _at(current, parts)
+        except (LookupError, TypeError):  # inside a branch an earlier step dropped
+            continue
         current = _replace(current, parts, {**node, "allOf": node["allOf"][:1]})
         change = f"allOf kept its first of {len(node['allOf'])} branches"
         changes.append(Relaxation(json_path(parts), change, "schema intersections too large"))
@@ -254,8 +258,8 @@ def _loosen(schema: Any, error: str, attempt: Attempt) -> Fix | None:
             shell = _replace(shell, sub, _loose(_at(original, sub)))
         trial = _replace(work, parts, shell)
         if attempt.timed_out or attempt.fails(trial):
-            loose = _loose(original, root=parts == ())
-            changes.append(Relaxation(json_path(parts), f"replaced by {json.dumps(loose)}", reason))
+            change = f"replaced by {json.dumps(_loose(original))}"
+            changes.append(Relaxation(json_path(parts), change, reason))
             return work
         work, bad = trial, []
         for sub in kids:
