@@ -94,14 +94,17 @@ def attend_parts(
 class Compressor(nn.Module):
     """Gated pooling of every `ratio` tokens into one entry of width `dim` (spec §4.5).
 
-    With ratio 4 the windows overlap: an entry pools the A halves of the previous window's tokens
-    and the B halves of its own (8 slots, softmax per channel).
+    CSA compressors (the layer's and its indexer's, whatever their ratio) overlap their windows:
+    an entry pools the A halves of the previous window's tokens and the B halves of its own
+    (2 * ratio slots, softmax per channel). HCA compressors pool their own window only.
     """
 
-    def __init__(self, config: ModelConfig, ratio: int, dim: int, indexer: bool = False) -> None:
+    def __init__(
+        self, config: ModelConfig, ratio: int, dim: int, overlap: bool, indexer: bool = False
+    ) -> None:
         super().__init__()
         self.ratio, self.dim = ratio, dim
-        self.overlap = ratio == 4
+        self.overlap = overlap
         # kv_quant_sim: the indexer's keys are rotated and FP4-rounded, the main entries FP8-round
         # their no-rope dims (spec §4.5)
         self.quant_sim = ("fp4" if indexer else "fp8") if config.kv_quant_sim else None
@@ -285,7 +288,9 @@ class Indexer(nn.Module):
         )
         self.wq_b = nn.Linear(config.q_lora_rank, self.heads * self.dim, bias=False)
         self.weights_proj = nn.Linear(config.hidden_size, self.heads, bias=False)
-        self.compressor = Compressor(config, 4, self.dim, indexer=True)
+        self.compressor = Compressor(
+            config, config.csa_compress_ratio, self.dim, overlap=True, indexer=True
+        )
         self.quant_sim = config.kv_quant_sim
 
     def queries(self, x, qr, rope) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +319,7 @@ class Indexer(nn.Module):
         offsets = torch.tensor([0] + counts[:-1], device=x.device).cumsum(0)
         keys = torch.cat([s.entries for s in states])
         start = offsets[:, None].expand(bsz, seq)
-        end = start + (positions + 1) // 4
+        end = start + (positions + 1) // self.compressor.ratio
         idx, _ = kernels.indexer_topk(
             q.reshape(bsz * seq, self.heads, self.dim),
             weights.reshape(bsz * seq, self.heads),
@@ -331,7 +336,7 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
         self.config = config
-        self.ratio = config.compress_ratios[layer]
+        self.kind, self.ratio = config.layer_kinds[layer], config.layer_ratio(layer)
         self.heads, self.head_dim = config.num_attention_heads, config.head_dim
         self.window = config.sliding_window
         d, q_rank = config.hidden_size, config.q_lora_rank
@@ -344,8 +349,12 @@ class Attention(nn.Module):
         self.wo_a = nn.Linear(group_in, config.o_groups * config.o_lora_rank, bias=False)
         self.wo_b = nn.Linear(config.o_groups * config.o_lora_rank, d, bias=False)
         self.attn_sink = nn.Parameter(torch.zeros(self.heads))
-        self.compressor = Compressor(config, self.ratio, self.head_dim) if self.ratio else None
-        self.indexer = Indexer(config) if self.ratio == 4 else None
+        self.compressor = (
+            Compressor(config, self.ratio, self.head_dim, overlap=self.kind == "csa")
+            if self.ratio
+            else None
+        )
+        self.indexer = Indexer(config) if self.kind == "csa" else None
         self.rope = RopeTable(config, compressed=self.ratio > 0)
 
     def empty_state(self, device: torch.device, dtype: torch.dtype) -> LayerState:
@@ -567,7 +576,7 @@ class Attention(nn.Module):
         win_idx = base[:, None, None] + key_pos - first_pos[:, None, None]
         indices = torch.where(key_pos >= 0, win_idx, torch.full_like(win_idx, -1))
         entry_base = base + torch.tensor([w.shape[0] for w in windows], device=device)
-        if self.ratio == 128:
+        if self.kind == "hca":
             count = max(e.shape[0] for e in entries)
             w = torch.arange(count, device=device)
             visible = w < ((positions + 1) // self.ratio).unsqueeze(-1)

@@ -2,7 +2,7 @@
 
 The state after L tokens is everything later tokens need (spec §5): the sliding-window KV of the
 last `sliding_window - 1` positions, and for compressed layers the compressed entries, the raw
-projections of the partial window and, for the overlapping 4:1 compressors (CSA main and
+projections of the partial window and, for the overlapping compressors (CSA main and
 indexer), the A halves of the last complete window.
 
 Tensors here are never modified in place: a forward step returns new state objects. So a

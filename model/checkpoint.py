@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from flashbeam.model.config import ModelConfig
+from flashbeam.model.config_keys import FP8_QUANTIZATION_CONFIG
 from flashbeam.model.quant import (
     QuantFormatError,
     QuantizedWeight,
@@ -41,14 +42,6 @@ SINGLE_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 DEFAULT_MAX_SHARD_BYTES = 4 << 30
 TINY_DIR = Path(__file__).parent / "tiny"
-
-FP8_QUANTIZATION_CONFIG = {
-    "quant_method": "fp8",
-    "fmt": "e4m3",
-    "scale_fmt": "ue8m0",
-    "weight_block_size": [128, 128],
-    "activation_scheme": "dynamic",
-}
 
 Layout = Literal["official", "hf"]
 Quantize = Literal["fp8", "fp8+fp4"] | None
@@ -82,7 +75,8 @@ def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         "hc_head_base": (N,),
         "hc_head_scale": (1,),
     }
-    for L, ratio in enumerate(c.compress_ratios):
+    for L, kind in enumerate(c.layer_kinds):
+        ratio = c.layer_ratio(L)
         p = f"layers.{L}."
         for part in ("attn", "ffn"):
             out[f"{p}{part}_norm.weight"] = (D,)
@@ -99,12 +93,12 @@ def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         out[a + "wo_a.weight"] = (c.o_groups * c.o_lora_rank, H * d // c.o_groups)
         out[a + "wo_b.weight"] = (D, c.o_groups * c.o_lora_rank)
         if ratio:
-            out.update(_compressor(a + "compressor.", ratio, d, D))
-        if ratio == 4:
+            out.update(_compressor(a + "compressor.", ratio, kind == "csa", d, D))
+        if kind == "csa":
             di = c.index_head_dim
             out[a + "indexer.wq_b.weight"] = (c.index_n_heads * di, c.q_lora_rank)
             out[a + "indexer.weights_proj.weight"] = (c.index_n_heads, D)
-            out.update(_compressor(a + "indexer.compressor.", ratio, di, D))
+            out.update(_compressor(a + "indexer.compressor.", ratio, True, di, D))
         f = p + "ffn."
         out[f + "gate.weight"] = (E, D)
         if c.is_hash_layer(L):
@@ -118,8 +112,10 @@ def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def _compressor(prefix: str, ratio: int, dim: int, D: int) -> dict[str, tuple[int, ...]]:
-    width = (2 if ratio == 4 else 1) * dim  # CSA windows overlap: two halves per entry
+def _compressor(
+    prefix: str, ratio: int, overlap: bool, dim: int, D: int
+) -> dict[str, tuple[int, ...]]:
+    width = (2 if overlap else 1) * dim  # CSA windows overlap: two halves per entry
     return {
         prefix + "wkv.weight": (width, D),
         prefix + "wgate.weight": (width, D),

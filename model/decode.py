@@ -119,7 +119,7 @@ class DecodeBatch:
                 cap = longest // attn.ratio + 1
                 comp = CompressorBatch.build(attn.compressor, [s.compressor for s in per_seq], cap)
             if attn.indexer is not None:
-                cap = longest // 4 + 1
+                cap = longest // attn.indexer.compressor.ratio + 1
                 idx = CompressorBatch.build(
                     attn.indexer.compressor, [s.indexer for s in per_seq], cap
                 )

@@ -52,7 +52,8 @@ def inverse_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def rope_inv_freq(config: ModelConfig, compressed: bool) -> torch.Tensor:
-    """Per-pair angular frequencies: plain theta for sliding layers, theta'+YaRN for CSA/HCA.
+    """Per-pair angular frequencies: plain theta for sliding layers; for CSA/HCA layers theta'
+    with YaRN, or plain when the config says so (`compress_rope_type` "default").
 
     YaRN blends each pair's frequency between the original and the one divided by the factor,
     with no magnitude (mscale) correction (pitfall 4).
@@ -60,7 +61,8 @@ def rope_inv_freq(config: ModelConfig, compressed: bool) -> torch.Tensor:
     dim = config.qk_rope_head_dim
     theta = config.compress_rope_theta if compressed else config.rope_theta
     freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
-    if not compressed or config.rope_factor <= 1:
+    yarn = compressed and config.compress_rope_type == "yarn"
+    if not yarn or config.rope_factor == 1:  # factor 1: the blend leaves every frequency as is
         return freq.float()
 
     def correction(rotations: float) -> float:

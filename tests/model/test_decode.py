@@ -20,7 +20,7 @@ def _prefilled(model, ids, lengths):
     ]
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-csa", "tiny-hca"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-csa", "tiny-hca", "tiny-rates"])
 def test_batched_decode_matches_full_forward_through_regrouping(preset):
     config = tiny_config(preset)
     model = random_model(config, seed=0)
@@ -54,7 +54,7 @@ def test_batched_decode_matches_full_forward_through_regrouping(preset):
     not HAS_TRITON or not (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"),
     reason="needs triton on a GPU or in its interpreter",
 )
-@pytest.mark.parametrize("preset", ["tiny", "tiny-hca"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-hca", "tiny-rates"])
 def test_the_kernel_and_batched_torch_decode_paths_agree(preset):
     """Decode attends through the Triton kernels' key pool on GPU and directly on the batched
     tensors otherwise; both must compute the same logits (here the kernels run interpreted)."""
