@@ -1,11 +1,12 @@
 """Checkpoint directories: config.json + safetensors shards, official or transformers names.
 
 Official layout (spec §6): tensor names without a `model.` prefix, dense linears optionally FP8
-e4m3 with `.scale` e8m0 block scales beside them, routed experts optionally FP4. Transformers
-layout (spec §6.4): `model.`-prefixed names and stacked experts, dense only when we write it.
-Loading detects the layout, maps everything to official names, checks every tensor against the
-config and dequantizes on the way in, or keeps FP8/FP4 weights packed for the GPU kernels
-(`model/quantized.py`). No pickle anywhere: safetensors and JSON only.
+e4m3 with `.scale` e8m0 block scales beside them, routed experts optionally FP4. The transformers
+layouts (its in-memory names with stacked experts, and what its `save_pretrained` writes) are
+stated in `checkpoint_layouts.py`. Loading detects the layout, maps everything to official
+names, checks every tensor against the config and dequantizes on the way in, or keeps FP8/FP4
+weights packed for the GPU kernels (`model/quantized.py`). No pickle anywhere: safetensors and
+JSON only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from flashbeam.model.checkpoint_layouts import (
+    LAYOUT_NAMES,
+    LAYOUTS,
+    Layout,
+    layout_named,
+    stored_name,
+)
 from flashbeam.model.config import ModelConfig
 from flashbeam.model.config_keys import FP8_QUANTIZATION_CONFIG
 from flashbeam.model.quant import (
@@ -43,7 +51,7 @@ CONFIG_FILE = "config.json"
 DEFAULT_MAX_SHARD_BYTES = 4 << 30
 TINY_DIR = Path(__file__).parent / "tiny"
 
-Layout = Literal["official", "hf"]
+LayoutName = Literal["official", "hf", "hf-saved"]
 Quantize = Literal["fp8", "fp8+fp4"] | None
 
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
@@ -138,67 +146,6 @@ def _is_mtp(name: str) -> bool:
     return name.startswith(("mtp.", "model.mtp."))
 
 
-# ---- official <-> transformers names (spec §6.4) ------------------------------------------
-_HF_GLOBAL = {
-    "embed.weight": "model.embed_tokens.weight",
-    "head.weight": "lm_head.weight",
-    "norm.weight": "model.norm.weight",
-    "hc_head_fn": "model.hc_head.hc_fn",
-    "hc_head_base": "model.hc_head.hc_base",
-    "hc_head_scale": "model.hc_head.hc_scale",
-}
-_HF_LAYER = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "attn.attn_sink": "self_attn.sinks",
-    "attn.wq_a.weight": "self_attn.q_a_proj.weight",
-    "attn.q_norm.weight": "self_attn.q_a_norm.weight",
-    "attn.wq_b.weight": "self_attn.q_b_proj.weight",
-    "attn.wkv.weight": "self_attn.kv_proj.weight",
-    "attn.kv_norm.weight": "self_attn.kv_norm.weight",
-    "attn.wo_a.weight": "self_attn.o_a_proj.weight",
-    "attn.wo_b.weight": "self_attn.o_b_proj.weight",
-    "attn.indexer.wq_b.weight": "self_attn.compressor.indexer.q_b_proj.weight",
-    "attn.indexer.weights_proj.weight": "self_attn.compressor.indexer.scorer.weights_proj.weight",
-    "ffn.gate.weight": "mlp.gate.weight",
-    "ffn.gate.bias": "mlp.gate.e_score_correction_bias",
-    "ffn.gate.tid2eid": "mlp.gate.tid2eid",
-    "ffn.shared_experts.w1.weight": "mlp.shared_experts.gate_proj.weight",
-    "ffn.shared_experts.w2.weight": "mlp.shared_experts.down_proj.weight",
-    "ffn.shared_experts.w3.weight": "mlp.shared_experts.up_proj.weight",
-}
-for _part in ("attn", "ffn"):
-    for _leaf in ("fn", "base", "scale"):
-        _HF_LAYER[f"hc_{_part}_{_leaf}"] = f"{_part}_hc.{_leaf}"
-for _src, _dst in (
-    ("attn.compressor.", "self_attn.compressor."),
-    ("attn.indexer.compressor.", "self_attn.compressor.indexer."),
-):
-    for _a, _b in (
-        ("wkv.weight", "kv_proj.weight"),
-        ("wgate.weight", "gate_proj.weight"),
-        ("norm.weight", "kv_norm.weight"),
-        ("ape", "position_bias"),
-    ):
-        _HF_LAYER[_src + _a] = _dst + _b
-_LAYER_NAME = re.compile(r"^layers\.(\d+)\.(.+)$")
-
-
-def official_to_hf(name: str) -> str:
-    """Official tensor name -> transformers name (routed experts are stacked, see below)."""
-    if name in _HF_GLOBAL:
-        return _HF_GLOBAL[name]
-    m = _LAYER_NAME.match(name)
-    if m and m.group(2) in _HF_LAYER:
-        return f"model.layers.{m.group(1)}.{_HF_LAYER[m.group(2)]}"
-    raise KeyError(f"{name!r} has no single transformers name")
-
-
-def _hf_experts(layer: int) -> tuple[str, str]:
-    p = f"model.layers.{layer}.mlp.experts."
-    return p + "gate_up_proj", p + "down_proj"  # [E, 2I, D] (w1 then w3), [E, D, I]
-
-
 # ---- reading -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StoredTensor:
@@ -242,8 +189,9 @@ class CheckpointReader:
         try:
             self._handles: dict[Path, object] = {}
             stored = self._open_shards()
-            self.layout: Layout = _detect_layout(stored)
-            self.entries = _match_entries(stored, config, self.layout, self.directory)
+            plan = _choose_layout(stored, config)
+            self.layout: LayoutName = plan.layout.name
+            self.entries = _match_entries(stored, config, plan, self.directory)
         except BaseException:
             self._stack.close()
             raise
@@ -343,59 +291,95 @@ class CheckpointReader:
         raise CheckpointError(f"{d}: has neither {INDEX_FILE} nor {SINGLE_FILE}")
 
 
-def _detect_layout(stored: dict[str, StoredTensor]) -> Layout:
-    names = [n for n in stored if not _is_mtp(n)]
-    hf = any(n.startswith("model.") or n == "lm_head.weight" for n in names)
-    return "hf" if hf else "official"
+@dataclass
+class _NamePlan:
+    """Where one layout stores each official tensor of a config: `single` maps a stored name
+    to its official name, `stacked` a stacked tensor to the (official, expert, part) it holds."""
+
+    layout: Layout
+    single: dict[str, str]
+    stacked: dict[str, list[tuple[str, int, int]]]
+
+    @classmethod
+    def build(cls, layout: Layout, expected: dict[str, tuple[int, ...]]) -> _NamePlan:
+        single: dict[str, str] = {}
+        stacked: dict[str, list[tuple[str, int, int]]] = {}
+        for official in expected:
+            name = stored_name(official, layout)
+            if isinstance(name, str):
+                single[name] = official
+            else:
+                where, _, expert = name
+                stacked.setdefault(where.name, []).append((official, expert, where.part))
+        return cls(layout, single, stacked)
+
+    def scale_of(self, name: str) -> str | None:
+        """The stored name of weight `name`'s quantization scale (None: read dense only)."""
+        suffix = self.layout.scale_suffix
+        if suffix is None or not name.endswith(".weight"):
+            return None
+        return name[: -len(".weight")] + suffix
+
+    def unknown(self, stored: dict[str, StoredTensor]) -> list[str]:
+        """Stored tensors this layout does not name (MTP tensors are ignored)."""
+        scales = {self.scale_of(n) for n in self.single} - {None}
+        known = self.single.keys() | self.stacked.keys() | scales
+        return [n for n in stored if n not in known and not _is_mtp(n)]
+
+
+def _choose_layout(stored: dict[str, StoredTensor], config: ModelConfig) -> _NamePlan:
+    """The layout that names the most stored tensors; any tensor it does not name is an error
+    naming the tensor, its file and how well each layout matched."""
+    expected = expected_tensors(config)
+    plans = [_NamePlan.build(layout, expected) for layout in LAYOUTS]
+    unknown = [plan.unknown(stored) for plan in plans]
+    best = min(range(len(plans)), key=lambda i: len(unknown[i]))
+    if unknown[best]:
+        t = stored[unknown[best][0]]
+        total = sum(1 for n in stored if not _is_mtp(n))
+        tried = ", ".join(
+            f"{plan.layout.describe()} {total - len(u)}/{total}" for plan, u in zip(plans, unknown)
+        )
+        more = f" (and {len(unknown[best]) - 1} more)" if len(unknown[best]) > 1 else ""
+        raise CheckpointError(
+            f"unknown {t.where()}{more}: not a tensor of this model ({config.num_hidden_layers} "
+            f"layers, compress_ratios {config.compress_ratios}) in the "
+            f"{plans[best].layout.describe()} layout; tensors named per layout tried: {tried}"
+        )
+    return plans[best]
 
 
 def _match_entries(
-    stored: dict[str, StoredTensor], config: ModelConfig, layout: Layout, directory: Path
+    stored: dict[str, StoredTensor], config: ModelConfig, plan: _NamePlan, directory: Path
 ) -> dict[str, CheckpointEntry]:
     """Map stored tensors to official names and check names, dtypes and shapes."""
     expected = expected_tensors(config)
     entries: dict[str, CheckpointEntry] = {}
-    claimed: set[str] = set()
-    if layout == "hf":
-        _match_hf_experts(stored, config, entries, claimed)
-        to_official = {official_to_hf(n): n for n in expected if not _EXPERT.match(n)}
-        to_official.update({"model." + n: n for n in expected})  # official names, prefixed
-    else:
-        to_official = {n: n for n in expected}
-    scale_suffix = ".weight_scale_inv" if layout == "hf" else ".scale"
-    for name, t in stored.items():
-        if name in claimed or _is_mtp(name):
+    for name, held in plan.stacked.items():
+        if name in stored:
+            entries.update(_stacked_entries(stored[name], held, expected))
+    for name, official in plan.single.items():
+        t = stored.get(name)
+        if t is None:
             continue
-        if name.endswith(scale_suffix):
-            weight_name = name[: -len(scale_suffix)] + ".weight"
-            if weight_name in stored and weight_name in to_official:
-                continue  # read together with its weight below
-        official = to_official.get(name)
-        if official is None:
-            raise CheckpointError(
-                f"unknown {t.where()}: not a tensor of this model ({config.num_hidden_layers} "
-                f"layers, compress_ratios {config.compress_ratios}, {layout} layout)"
-            )
-        scale_name = name[: -len(".weight")] + scale_suffix if name.endswith(".weight") else None
+        scale_name = plan.scale_of(name)
         scale = stored.get(scale_name) if scale_name else None
         entries[official] = _entry(official, t, scale, expected[official])
     missing = [n for n in expected if n not in entries]
     if missing:
-        shown = ", ".join(repr(_stored_name(n, layout)) for n in missing[:5])
+        shown = ", ".join(repr(_shown_name(n, plan.layout)) for n in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise CheckpointError(f"missing tensor {shown}{more}: not found in any file of {directory}")
     return entries
 
 
-def _stored_name(name: str, layout: Layout) -> str:
-    """The name official tensor `name` would have in a checkpoint of `layout`."""
-    m = _EXPERT.match(name)
-    if layout == "official":
+def _shown_name(official: str, layout: Layout) -> str:
+    """The name official tensor `official` has in a checkpoint of `layout`."""
+    name = stored_name(official, layout)
+    if isinstance(name, str):
         return name
-    if m:
-        gate_up, down = _hf_experts(int(m.group(1)))
-        return f"{down if m.group(3) == 'w2' else gate_up} (expert {m.group(2)} of {name})"
-    return official_to_hf(name)
+    where, _, expert = name
+    return f"{where.name} (expert {expert} of {official})"
 
 
 def _entry(
@@ -446,33 +430,25 @@ def _check_shape(t: StoredTensor, shape: tuple[int, ...], note: str = "") -> Non
         )
 
 
-def _match_hf_experts(
-    stored: dict[str, StoredTensor],
-    config: ModelConfig,
-    entries: dict[str, CheckpointEntry],
-    claimed: set[str],
-) -> None:
-    """Transformers' stacked experts -> one entry per official expert weight."""
-    E, I, D = config.n_routed_experts, config.moe_intermediate_size, config.hidden_size
-    for L in range(config.num_hidden_layers):
-        gate_up, down = _hf_experts(L)
-        for hf_name, shape in ((gate_up, (E, 2 * I, D)), (down, (E, D, I))):
-            t = stored.get(hf_name)
-            if t is None:
-                continue  # reported as missing per expert
-            if t.dtype not in _FLOAT_DTYPES:
-                raise CheckpointError(
-                    f"{t.where()} has unsupported dtype {t.dtype}; stacked experts must be dense "
-                    f"({sorted(_FLOAT_DTYPES)})"
-                )
-            _check_shape(t, shape)
-            claimed.add(hf_name)
-            for e in range(E):
-                p = f"layers.{L}.ffn.experts.{e}."
-                picks = {"w1": (e, 0, I), "w3": (e, I, 2 * I)} if hf_name == gate_up else {}
-                picks = picks or {"w2": (e, 0, D)}
-                for w, pick in picks.items():
-                    entries[f"{p}{w}.weight"] = CheckpointEntry(f"{p}{w}.weight", t, pick=pick)
+def _stacked_entries(
+    t: StoredTensor,
+    held: list[tuple[str, int, int]],
+    expected: dict[str, tuple[int, ...]],
+) -> dict[str, CheckpointEntry]:
+    """A stacked-experts tensor [E, parts * rows, cols] -> one entry per official expert weight."""
+    rows, cols = expected[held[0][0]]
+    experts = 1 + max(expert for _, expert, _ in held)
+    parts = 1 + max(part for _, _, part in held)
+    if t.dtype not in _FLOAT_DTYPES:
+        raise CheckpointError(
+            f"{t.where()} has unsupported dtype {t.dtype}; stacked experts must be dense "
+            f"({sorted(_FLOAT_DTYPES)})"
+        )
+    _check_shape(t, (experts, parts * rows, cols))
+    return {
+        official: CheckpointEntry(official, t, pick=(expert, part * rows, (part + 1) * rows))
+        for official, expert, part in held
+    }
 
 
 def load_state_dict(
@@ -504,7 +480,7 @@ def dense_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
 def save_checkpoint(
     model: nn.Module,
     directory: str | Path,
-    layout: Layout = "official",
+    layout: LayoutName = "official",
     quantize: Quantize = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     dtype: torch.dtype | None = None,
@@ -514,7 +490,8 @@ def save_checkpoint(
     `quantize`: None keeps every tensor dense; "fp8" stores the dense linears of the official
     inventory (attention wq_a/wq_b/wkv/wo_a/wo_b, indexer wq_b, shared experts) and the routed
     experts as FP8 with `.scale` beside them; "fp8+fp4" stores the routed experts as FP4
-    instead. `layout="hf"` writes transformers names (dense only). `dtype` casts dense floats
+    instead. `layout="hf"` writes transformers' in-memory names (stacked experts), "hf-saved"
+    the names its `save_pretrained` writes (both dense only). `dtype` casts dense floats
     (not the fp32 ones: mHC, sinks, ape, gate bias). Files are one `model.safetensors` when
     everything fits `max_shard_bytes`, otherwise an index plus `model-0000k-of-0000n` shards;
     earlier model files in `directory` are replaced.
@@ -522,17 +499,17 @@ def save_checkpoint(
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise CheckpointError("save_checkpoint needs a model with a ModelConfig `.config`")
-    if layout not in ("official", "hf"):
-        raise CheckpointError(f"layout {layout!r}: choose 'official' or 'hf'")
+    if layout not in LAYOUT_NAMES:
+        raise CheckpointError(f"layout {layout!r}: choose one of {list(LAYOUT_NAMES)}")
     if quantize not in (None, "fp8", "fp8+fp4"):
         raise CheckpointError(f"quantize {quantize!r}: choose None, 'fp8' or 'fp8+fp4'")
-    if layout == "hf" and quantize:
-        raise CheckpointError("the transformers layout is written dense only; use quantize=None")
+    if layout != "official" and quantize:
+        raise CheckpointError("the transformers layouts are written dense only; use quantize=None")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _check_model_state(state, config)
     groups = list(_official_groups(state, quantize, dtype))
-    if layout == "hf":
-        groups = list(_hf_groups(groups, config))
+    if layout != "official":
+        groups = list(_renamed_groups(groups, layout_named(layout)))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _write_shards(groups, directory, max_shard_bytes)
@@ -584,24 +561,25 @@ def _official_groups(
             yield {name: t}
 
 
-def _hf_groups(
-    groups: list[dict[str, torch.Tensor]], config: ModelConfig
+def _renamed_groups(
+    groups: list[dict[str, torch.Tensor]], layout: Layout
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Rename to transformers names, stacking each layer's experts after its other tensors."""
-    experts: dict[int, dict[tuple[int, str], torch.Tensor]] = {}
+    """Rename dense tensors into `layout`, stacking experts after all other tensors."""
+    stacks: dict[str, dict[tuple[int, int], torch.Tensor]] = {}
     for g in groups:
-        (name, t), *_ = g.items()
-        m = _EXPERT.match(name)
-        if m:
-            experts.setdefault(int(m.group(1)), {})[(int(m.group(2)), m.group(3))] = t
+        (official, t), *_ = g.items()
+        name = stored_name(official, layout)
+        if isinstance(name, str):
+            yield {name: t}
         else:
-            yield {official_to_hf(name): t}
-    for L, ws in experts.items():
-        E = config.n_routed_experts
-        gate_up, down = _hf_experts(L)
-        stacked = [torch.cat([ws[(e, "w1")], ws[(e, "w3")]]) for e in range(E)]
-        yield {gate_up: torch.stack(stacked)}
-        yield {down: torch.stack([ws[(e, "w2")] for e in range(E)])}
+            where, _, expert = name
+            stacks.setdefault(where.name, {})[(expert, where.part)] = t
+    for name, parts in stacks.items():
+        experts = sorted({e for e, _ in parts})
+        count = 1 + max(p for _, p in parts)
+        yield {
+            name: torch.stack([torch.cat([parts[(e, p)] for p in range(count)]) for e in experts])
+        }
 
 
 def _write_shards(
@@ -655,7 +633,7 @@ def load_model(
     keep_quantized: bool | None = None,
     kv_quant_sim: bool | None = None,
 ) -> Transformer:
-    """Load a checkpoint directory (official or transformers layout) into a `Transformer`.
+    """Load a checkpoint directory (any layout of `checkpoint_layouts`) into a `Transformer`.
 
     `kv_quant_sim` (None: as the config says, default off) rounds cached KV and the indexer's
     queries and keys the way the official runtime stores them (`ModelConfig.kv_quant_sim`).

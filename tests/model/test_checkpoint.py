@@ -16,16 +16,16 @@ from flashbeam.model.checkpoint import (
     expected_tensors,
     load_model,
     load_state_dict,
-    official_to_hf,
     quantized_format,
     save_checkpoint,
 )
+from flashbeam.model.checkpoint_layouts import official_to_hf
 from flashbeam.model.config import ModelConfig, tiny_config
 from flashbeam.model.network import Transformer
 from flashbeam.model.quant import QuantizedWeight
 from flashbeam.model.random_init import random_model as init_random_model
 
-PRESETS = ["tiny", "tiny-csa", "tiny-hca"]
+PRESETS = ["tiny", "tiny-csa", "tiny-hca", "tiny-rates"]
 OFFICIAL_CONFIG = Path(__file__).parents[1] / "data" / "official" / "config.json"
 
 
@@ -238,10 +238,10 @@ def test_official_names_with_model_prefix_load(tiny, saved):
 
 
 def test_transformers_reads_our_checkpoints(tiny, tmp_path):
-    """transformers maps official names itself; both layouts give it the same weights."""
+    """transformers maps official names itself; every layout gives it the same weights."""
     transformers = pytest.importorskip("transformers")
     ref = None
-    for layout in ("official", "hf"):
+    for layout in ("official", "hf", "hf-saved"):
         directory = save_checkpoint(tiny, tmp_path / layout, layout=layout)
         hf = transformers.DeepseekV4ForCausalLM.from_pretrained(directory, dtype=torch.float32)
         state = hf.state_dict()
