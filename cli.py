@@ -130,6 +130,73 @@ def _run_bench(args: argparse.Namespace, beam_args: list[str]) -> int:
     return EXIT_OK
 
 
+# ---- plan -------------------------------------------------------------------------------------
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="will a model fit N GPUs: weights per GPU, KV per sequence, the concurrency that fits",
+        description="Exits 0 when it fits, 1 when it does not, 2 on bad input.",
+    )
+    p.add_argument("model", help='"tiny", a checkpoint directory or a config.json')
+    p.add_argument("--gpus", type=int, default=1, help="GPUs of one engine (tensor_parallel)")
+    p.add_argument("--gpu-memory", required=True, help="memory of one GPU: 80GiB, 141GB, ...")
+    p.add_argument("--context", type=int, default=131072, help="tokens per sequence")
+    p.add_argument("--concurrency", type=int, default=1, help="sequences generating at once")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument(
+        "--experts", choices=["fp4", "fp8", "dense"], help="how the routed experts are stored "
+        "(default: as the checkpoint's tensors or its config say)",
+    )  # fmt: skip
+    p.add_argument("--cache-bytes", default="1GiB", help="the engine's prefix cache")
+    p.add_argument("--reserve", default="4GiB", help="activations, CUDA context, allocator slack")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import torch
+    from rich.table import Table
+
+    from flashbeam.jobs.spec import parse_bytes
+    from flashbeam.model.config import ConfigError
+    from flashbeam.model.fit import model_to_plan, plan_fit
+
+    out, err = _consoles()
+    try:
+        sizes = {k: parse_bytes(getattr(args, k)) for k in ("gpu_memory", "cache_bytes", "reserve")}
+        config, format_of, source = model_to_plan(args.model, args.experts)
+        plan = plan_fit(
+            config, args.gpus, sizes["gpu_memory"], args.context, args.concurrency,
+            getattr(torch, args.dtype), format_of, sizes["cache_bytes"], sizes["reserve"],
+        )  # fmt: skip
+    except (ValueError, OSError, ConfigError) as e:
+        return _fail(err, str(e), EXIT_SETUP)
+    if args.json:
+        print(json.dumps({"source": source, **plan.to_dict()}, indent=2))
+        return EXIT_OK if plan.fits else EXIT_FAILED
+    gib = 1 << 30
+    table = Table(title=f"{args.model} on {plan.gpus} x {plan.gpu_memory / gib:.1f} GiB")
+    table.add_column("", style="bold")
+    table.add_column("")
+    rows = [
+        ("stored as", f"linears {plan.linears}, routed experts {plan.experts} ({source})"),
+        ("weights per GPU", f"{plan.weight_bytes_per_gpu / gib:.2f} GiB"
+         f" (split {plan.split_weight_bytes_per_gpu / gib:.2f},"
+         f" replicated {plan.replicated_weight_bytes_per_gpu / gib:.2f})"),
+        ("KV per token", f"{plan.kv_bytes_per_token:,} bytes (every GPU holds the whole state)"),
+        (f"KV per sequence of {plan.context:,}", f"{plan.kv_bytes_per_sequence / gib:.3f} GiB"),
+        ("prefix cache + reserve", f"{(plan.cache_bytes + plan.reserve_bytes) / gib:.1f} GiB"),
+        ("sequences that fit", f"{plan.max_concurrency:,}"),
+        ("verdict", plan.verdict),
+    ]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    return EXIT_OK if plan.fits else EXIT_FAILED
+
+
 # ---- jobs -------------------------------------------------------------------------------------
 
 
@@ -359,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's log messages")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_jobs(sub)
+    _add_plan(sub)
     _add_bench(sub)
     return parser
 
