@@ -16,7 +16,7 @@ import torch
 from ._triton import HAS_TRITON
 from .attention import sparse_attention_reference, sparse_attention_triton
 from .bitmask import apply_token_bitmask_reference_, apply_token_bitmask_triton_
-from .indexer import indexer_topk_reference, indexer_topk_triton
+from .indexer import ReduceScores, indexer_topk_reference, indexer_topk_triton
 from .moe import ExpertWeights, fused_moe_reference, fused_moe_triton
 from .quant import (
     dequantize_fp8_blocks,
@@ -80,11 +80,13 @@ def indexer_topk(
     key_start: torch.Tensor,
     key_end: torch.Tensor,
     k: int,
+    reduce_scores: ReduceScores | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k pool keys in `[key_start[n], key_end[n])` by `sum_h w[n,h] relu(q[n,h] . key)` ->
-    (int32 indices `[N, k]`, -1 padded; fp32 scores `[N, k]`, -inf padded)."""
+    (int32 indices `[N, k]`, -1 padded; fp32 scores `[N, k]`, -inf padded). `reduce_scores`
+    (in place, on each block of scores before its top-k) adds the other ranks' heads."""
     impl = indexer_topk_triton if uses_triton(q) else indexer_topk_reference
-    return impl(q, weights, keys, key_start, key_end, k)
+    return impl(q, weights, keys, key_start, key_end, k, reduce_scores)
 
 
 def fused_moe(

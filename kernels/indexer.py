@@ -3,7 +3,8 @@
 Query n sees the pool keys `[key_start[n], key_end[n])`; its score for key s is
 `sum_h weights[n, h] * relu(q[n, h] . keys[s])`. It keeps the top `min(k, visible)` keys as
 absolute pool indices (sorted by descending score, -1 padded to width k) with their scores (-inf
-padded). Ties are broken in any order.
+padded). Ties are broken in any order. With `reduce_scores`, each block of scores is handed to it
+before selection (the sum over the heads of all tensor-parallel ranks).
 
 Design (Triton path): one kernel scores query x key-tile blocks into an fp32 buffer `[N, W]`
 (W = widest visible range; column j = key `key_start[n] + j`, -inf past the range), then
@@ -16,12 +17,17 @@ by running the queries in chunks. Cost: reading `W` (one host sync per call).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ._triton import tl, triton
 from .quant import dot_precision
 
 _SCORE_BUDGET_BYTES = 1 << 28
+# Applied in place to every block of scores [n, W] before its top-k: a tensor-parallel engine
+# sums the scores of the heads each rank holds here, so every rank selects the same keys.
+ReduceScores = Callable[[torch.Tensor], object]
 
 
 def _check(
@@ -99,6 +105,7 @@ def indexer_topk_reference(
     key_start: torch.Tensor,
     key_end: torch.Tensor,
     k: int,
+    reduce_scores: ReduceScores | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain torch, fp32 scores; queries run in blocks so the gathered keys stay bounded."""
     _check(q, weights, keys, key_start, key_end, k)
@@ -111,6 +118,8 @@ def indexer_topk_reference(
         _score_runs(q, weights, keys, starts.tolist(), runs.tolist(), count, scores)
     else:
         _score_gathered(q, weights, keys, key_start, count, scores)
+    if reduce_scores is not None:
+        reduce_scores(scores)
     return select_topk(scores, key_start, count, k)
 
 
@@ -169,6 +178,7 @@ def indexer_topk_triton(
     key_start: torch.Tensor,
     key_end: torch.Tensor,
     k: int,
+    reduce_scores: ReduceScores | None = None,
     tiles_per_program: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton scoring (one program per query and run of `tiles_per_program` 64-key tiles,
@@ -204,6 +214,8 @@ def indexer_topk_triton(
             BLOCK_H=block_h, BLOCK_D=block_d, BLOCK_S=block_s,
             TILES=tiles_per_program, DOT_PRECISION=dot_precision(q.dtype), num_warps=4,
         )  # fmt: skip
+        if reduce_scores is not None:
+            reduce_scores(scores)
         idx, val = select_topk(scores, start[s:e], count[s:e], k)
         idx_parts.append(idx)
         val_parts.append(val)

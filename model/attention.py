@@ -21,6 +21,7 @@ from flashbeam import kernels
 from .cache import CompressorState, LayerState
 from .config import ModelConfig
 from .layers import RMSNorm, RopeTable, apply_rope, cast, fp32, rms_normalize
+from .parallel import SINGLE, TensorParallel
 from .quant import fp4_simulate, fp8_simulate, hadamard_rotate
 from .quantized import FP8Linear
 
@@ -279,13 +280,13 @@ class Compressor(nn.Module):
 class Indexer(nn.Module):
     """Lightning indexer: scores compressed entries per query, keeps the top `index_topk`."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
-        self.heads, self.dim, self.topk = (
-            config.index_n_heads,
-            config.index_head_dim,
-            config.index_topk,
-        )
+        self.tp = tp
+        self.heads = config.index_n_heads // tp.world  # this rank's heads
+        self.dim, self.topk = config.index_head_dim, config.index_topk
+        # Each head's weight is scaled by the number of all heads, on every rank.
+        self.head_scale = self.dim**-0.5 * config.index_n_heads**-0.5
         self.wq_b = nn.Linear(config.q_lora_rank, self.heads * self.dim, bias=False)
         self.weights_proj = nn.Linear(config.hidden_size, self.heads, bias=False)
         self.compressor = Compressor(
@@ -301,7 +302,12 @@ class Indexer(nn.Module):
         q = apply_rope(q, cos.unsqueeze(2), sin.unsqueeze(2))
         if self.quant_sim:  # rotated like the keys, so the scores are unchanged but for rounding
             q = fp4_simulate(hadamard_rotate(q))
-        return q, fp32(self.weights_proj(x)) * (self.dim**-0.5 * self.heads**-0.5)
+        return q, fp32(self.weights_proj(x)) * self.head_scale
+
+    @property
+    def reduce_scores(self):
+        """Sums the other ranks' heads into this rank's scores before top-k (None: one rank)."""
+        return self.tp.all_reduce_ if self.tp.world > 1 else None
 
     def select(
         self,
@@ -327,17 +333,22 @@ class Indexer(nn.Module):
             start.reshape(-1),
             end.reshape(-1),
             width,
+            self.reduce_scores,
         )
         idx = idx.view(bsz, seq, width).long()
         return torch.where(idx >= 0, idx - start.unsqueeze(-1), idx)
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int) -> None:
+    """One layer's attention on one rank: its share of the query heads and output groups (all
+    of them on a single device); the K=V head and the compressors are whole on every rank."""
+
+    def __init__(self, config: ModelConfig, layer: int, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
-        self.config = config
+        self.config, self.tp = config, tp
         self.kind, self.ratio = config.layer_kinds[layer], config.layer_ratio(layer)
-        self.heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.heads, self.head_dim = config.num_attention_heads // tp.world, config.head_dim
+        self.groups = config.o_groups // tp.world
         self.window = config.sliding_window
         d, q_rank = config.hidden_size, config.q_lora_rank
         self.wq_a = nn.Linear(d, q_rank, bias=False)
@@ -345,16 +356,16 @@ class Attention(nn.Module):
         self.wq_b = nn.Linear(q_rank, self.heads * self.head_dim, bias=False)
         self.wkv = nn.Linear(d, self.head_dim, bias=False)
         self.kv_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
-        group_in = self.heads * self.head_dim // config.o_groups
-        self.wo_a = nn.Linear(group_in, config.o_groups * config.o_lora_rank, bias=False)
-        self.wo_b = nn.Linear(config.o_groups * config.o_lora_rank, d, bias=False)
+        group_in = self.heads * self.head_dim // self.groups
+        self.wo_a = nn.Linear(group_in, self.groups * config.o_lora_rank, bias=False)
+        self.wo_b = nn.Linear(self.groups * config.o_lora_rank, d, bias=False)
         self.attn_sink = nn.Parameter(torch.zeros(self.heads))
         self.compressor = (
             Compressor(config, self.ratio, self.head_dim, overlap=self.kind == "csa")
             if self.ratio
             else None
         )
-        self.indexer = Indexer(config) if self.kind == "csa" else None
+        self.indexer = Indexer(config, tp) if self.kind == "csa" else None
         self.rope = RopeTable(config, compressed=self.ratio > 0)
 
     def empty_state(self, device: torch.device, dtype: torch.dtype) -> LayerState:
@@ -587,15 +598,17 @@ class Attention(nn.Module):
     def project_out(self, out: torch.Tensor, rope) -> torch.Tensor:
         """De-rotate the output's rope dims at the query position (values carry the keys' rope,
         pitfall 6), then the grouped low-rank projection: each head group through its own rows
-        of wo_a, then wo_b."""
+        of wo_a, then wo_b. With several ranks, each holds some groups and the columns of wo_b
+        they feed: the partial outputs are summed over the ranks in fp32."""
         cos, sin = rope
         out = apply_rope(out, cos.unsqueeze(2), sin.unsqueeze(2), inverse=True)
         bsz, seq = out.shape[:2]
-        groups = self.config.o_groups
+        groups = self.groups
         grouped = out.reshape(bsz, seq, groups, -1)
         if isinstance(self.wo_a, FP8Linear):  # kept FP8 (GPU)
             z = self.wo_a.grouped(grouped)
         else:
             wo_a = self.wo_a.weight.view(groups, self.config.o_lora_rank, -1)
             z = torch.einsum("bsgi,gri->bsgr", grouped, wo_a)
-        return self.wo_b(z.flatten(2))
+        out = self.wo_b(z.flatten(2))
+        return out if self.tp.world == 1 else cast(self.tp.sum_fp32(out), out.dtype)

@@ -282,11 +282,14 @@ def _indexer_picks(attn, x, qr, rope, idx: CompressorBatch, pos) -> torch.Tensor
         count = idx.count
         keys = idx.entries[:, : int(count.max())]
         scores = score_padded(q[:, 0], weights[:, 0], keys, count)
+        if attn.indexer.reduce_scores is not None:
+            attn.indexer.reduce_scores(scores)
         picked, _ = select_topk(scores, torch.zeros_like(count), count, width)
         return picked.long()
     start = torch.arange(bsz, device=x.device) * cap
     picked, _ = kernels.indexer_topk(
-        q[:, 0], weights[:, 0], idx.entries.reshape(bsz * cap, -1), start, start + idx.count, width
-    )
+        q[:, 0], weights[:, 0], idx.entries.reshape(bsz * cap, -1), start, start + idx.count, width,
+        attn.indexer.reduce_scores,
+    )  # fmt: skip
     picked = picked.long()
     return torch.where(picked >= 0, picked - start[:, None], -1)

@@ -8,6 +8,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .layers import cast, fp32
+from .parallel import SINGLE, TensorParallel
 from .quantized import PackedExperts
 
 # Up to this many tokens (decode steps), routing runs as dense matmuls over all experts.
@@ -64,32 +65,48 @@ class Expert(nn.Module):
 
 
 class MoE(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int) -> None:
+    """Router, routed experts and the shared expert. With several ranks, each holds E/N
+    consecutive routed experts (`experts[i]` is expert `first_expert + i`) and runs them for the
+    tokens routed to them; the routed sums are added over the ranks in fp32, and the router and
+    the shared expert, whole on every rank, give every rank the same output."""
+
+    def __init__(self, config: ModelConfig, layer: int, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
         dim, inter, limit = config.hidden_size, config.moe_intermediate_size, config.swiglu_limit
+        self.tp = tp
         self.gate = Gate(config, hashed=config.is_hash_layer(layer))
-        self.experts = nn.ModuleList(
-            Expert(dim, inter, limit) for _ in range(config.n_routed_experts)
-        )
+        local = tp.local(config.n_routed_experts)
+        self.first_expert = local.start
+        self.experts = nn.ModuleList(Expert(dim, inter, limit) for _ in local)
         self.shared_experts = Expert(dim, inter, limit)
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat, ids = x.reshape(-1, shape[-1]), ids.reshape(-1)
         chosen, weights = self.gate(flat, ids)
+        if self.tp.world > 1:
+            chosen, weights = self._this_ranks(chosen, weights)
         if isinstance(self.experts, PackedExperts):  # kept FP8/FP4 (GPU): the fused kernel
-            routed = self.experts(flat, chosen, weights)
+            routed = self.experts(flat, chosen.clamp(min=0), weights)
         elif flat.shape[0] <= DENSE_ROUTING_TOKENS:
             routed = self._all_experts(flat, chosen, weights)
         else:
             routed = self._grouped_experts(flat, chosen, weights)
+        if self.tp.world > 1:
+            routed = self.tp.sum_fp32(routed)
         # Routed sum in fp32, plus the shared expert, one cast at the end (pitfall 20).
         return cast(routed + fp32(self.shared_experts(flat)), x.dtype).view(shape)
+
+    def _this_ranks(self, chosen, weights):
+        """Routes to this rank's experts as local indices; the others' become -1, weight 0."""
+        local = chosen - self.first_expert
+        mine = (local >= 0) & (local < len(self.experts))
+        return torch.where(mine, local, -1), torch.where(mine, weights, 0.0)
 
     def _grouped_experts(self, flat, chosen, weights) -> torch.Tensor:
         """Each expert runs once on the tokens routed to it."""
         routed = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
-        for e in torch.unique(chosen).tolist():
+        for e in torch.unique(chosen[chosen >= 0]).tolist():
             token, slot = torch.nonzero(chosen == e, as_tuple=True)
             out = self.experts[e](flat[token], weights[token, slot])
             routed.index_add_(0, token, out.float())
@@ -102,7 +119,7 @@ class MoE(nn.Module):
         limit, experts = self.experts[0].limit, len(self.experts)
         up_proj, down_proj = self._side_by_side()
         route = torch.zeros(flat.shape[0], experts, device=flat.device)
-        route.scatter_add_(1, chosen, weights)
+        route.scatter_add_(1, chosen.clamp(min=0), weights)  # another rank's: weight 0
         gate_up = fp32(F.linear(flat, up_proj)).unflatten(-1, (experts, 2, -1))
         gate = gate_up[..., 0, :].clamp(max=limit)
         up = gate_up[..., 1, :].clamp(-limit, limit)

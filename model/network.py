@@ -21,6 +21,7 @@ from .config import ModelConfig
 from .decode import DecodeBatch, StepShared, decode_attention
 from .layers import RMSNorm, cast, fp32, inverse_rms
 from .moe import MoE
+from .parallel import SINGLE, TensorParallel
 
 
 def hc_weights(
@@ -92,14 +93,14 @@ def hc_expand(
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int) -> None:
+    def __init__(self, config: ModelConfig, layer: int, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
         self.config = config
         n, d = config.hc_mult, config.hidden_size
         self.attn_norm = RMSNorm(d, config.rms_norm_eps)
         self.ffn_norm = RMSNorm(d, config.rms_norm_eps)
-        self.attn = Attention(config, layer)
-        self.ffn = MoE(config, layer)
+        self.attn = Attention(config, layer, tp)
+        self.ffn = MoE(config, layer, tp)
         mix = (2 + n) * n
         for part in ("attn", "ffn"):
             self.register_parameter(f"hc_{part}_fn", nn.Parameter(torch.zeros(mix, n * d)))
@@ -127,14 +128,20 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    """The network, or one rank's share of it (`tp`, see `model.parallel`): then the embedding
+    and the lm head hold this rank's rows of the vocabulary, and every rank computes the same
+    streams and the same (gathered) logits."""
+
+    def __init__(self, config: ModelConfig, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
-        self.config = config
+        self.config, self.tp = config, tp
         n, d = config.hc_mult, config.hidden_size
-        self.embed = nn.Embedding(config.vocab_size, d)
-        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
+        vocab = config.vocab_size // tp.world
+        self.vocab_start = tp.rank * vocab
+        self.embed = nn.Embedding(vocab, d)
+        self.layers = nn.ModuleList(Block(config, i, tp) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(d, config.rms_norm_eps)
-        self.head = nn.Linear(d, config.vocab_size, bias=False)
+        self.head = nn.Linear(d, vocab, bias=False)
         self.hc_head_fn = nn.Parameter(torch.zeros(n, n * d))
         self.hc_head_base = nn.Parameter(torch.zeros(n))
         self.hc_head_scale = nn.Parameter(torch.ones(1))
@@ -208,7 +215,7 @@ class Transformer(nn.Module):
         the tail alone (a prompt's prefill wants the next token's logits only).
         """
         starts = [s.length for s in states]
-        x = self.embed(input_ids)
+        x = self.embed_tokens(input_ids)
         streams = x.unsqueeze(-2).expand(*x.shape[:-1], self.config.hc_mult, x.shape[-1])
         per_layer = [list(layer_states) for layer_states in zip(*(s.layers for s in states))]
         new_layers, kept_layers = [], []
@@ -243,7 +250,7 @@ class Transformer(nn.Module):
         """One token per row ([B,1]) for the sequences packed in `batch`, which is updated in
         place; returns next-token logits [B,1,V]."""
         pos = batch.positions
-        x = self.embed(input_ids)
+        x = self.embed_tokens(input_ids)
         streams = x.unsqueeze(-2).expand(*x.shape[:-1], self.config.hc_mult, x.shape[-1])
         shared = StepShared(pos)
         for block, layer in zip(self.layers, batch.layers):
@@ -255,10 +262,20 @@ class Transformer(nn.Module):
         batch.positions = pos + 1
         return self.logits(streams)
 
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings; with several ranks, each looks up the ids in its rows of the
+        vocabulary (zeros elsewhere) and the ranks' rows are summed, exactly."""
+        if self.tp.world == 1:
+            return self.embed(input_ids)
+        local = input_ids - self.vocab_start
+        mine = (local >= 0) & (local < self.embed.num_embeddings)
+        x = self.embed(local.clamp(0, self.embed.num_embeddings - 1))
+        return self.tp.all_reduce_(x * mine.unsqueeze(-1).to(x.dtype))
+
     def logits(self, streams: torch.Tensor) -> torch.Tensor:
         """Final hc head collapse, norm and the fp32 lm head (pitfall 22)."""
         flat = fp32(streams.flatten(-2))
         mix = F.linear(flat, fp32(self.hc_head_fn)) * inverse_rms(flat, self.config.rms_norm_eps)
         pre = torch.sigmoid(torch.addcmul(fp32(self.hc_head_base), mix, fp32(self.hc_head_scale)))
         hidden = self.norm(hc_collapse(streams, pre + self.config.hc_eps))
-        return F.linear(fp32(hidden), fp32(self.head.weight))
+        return self.tp.gather_last(F.linear(fp32(hidden), fp32(self.head.weight)))

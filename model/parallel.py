@@ -21,6 +21,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+import torch.distributed as dist
+
 from .config import ModelConfig
 
 FP8_BLOCK_ROWS = 128  # an FP8 block-scaled weight may only be cut at multiples of its blocks
@@ -157,3 +160,65 @@ def check_world_size(config: ModelConfig, world: int, quantized: bool = False) -
             f"tensor_parallel={world} cannot split this model: {'; '.join(problems)}; "
             f"tensor_parallel sizes that work: {sizes}"
         )
+
+
+@dataclass(frozen=True)
+class TensorParallel:
+    """This rank's place in its engine's group, and the collectives the network needs. The
+    network is built for one rank: local heads, groups, experts and vocabulary rows. `world` 1
+    is a single device and communicates nothing."""
+
+    rank: int = 0
+    world: int = 1
+
+    def local(self, units: int) -> range:
+        return local_range(units, self.rank, self.world)
+
+    def all_reduce_(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum `t` over the ranks, in place."""
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t
+
+    def sum_fp32(self, t: torch.Tensor) -> torch.Tensor:
+        """The fp32 sum over the ranks of partial results `t` (row-parallel outputs, routed
+        experts), returned in fp32."""
+        t = t.float() if t.dtype != torch.float32 else t.clone()
+        return self.all_reduce_(t)
+
+    def gather_last(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's `t` side by side along the last dim (vocabulary-parallel logits)."""
+        if self.world == 1:
+            return t
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts, dim=-1)
+
+
+SINGLE = TensorParallel()
+
+
+def local_name(name: str, config: ModelConfig, rank: int, world: int) -> str:
+    """The parameter name on rank `rank` of official tensor `name`: the same, except that a
+    routed expert is numbered among the rank's own experts."""
+    expert = _EXPERT.match(name)
+    if expert is None or world == 1:
+        return name
+    first = local_range(config.n_routed_experts, rank, world).start
+    index = int(expert.group(1))
+    return name.replace(f".experts.{index}.", f".experts.{index - first}.", 1)
+
+
+def shard_state_dict(
+    state: dict[str, torch.Tensor], config: ModelConfig, rank: int, world: int
+) -> dict[str, torch.Tensor]:
+    """Rank `rank`'s parameters from a whole model's state dict (official names)."""
+    out = {}
+    for name, tensor in state.items():
+        where = placement(name, config, rank, world)
+        if where.kind == "absent":
+            continue
+        if where.kind == "slice":
+            tensor = tensor.narrow(where.dim, where.start, where.stop - where.start)
+        out[local_name(name, config, rank, world)] = tensor
+    return out
