@@ -32,7 +32,18 @@ from flashbeam.model.checkpoint_layouts import (
 )
 from flashbeam.model.config import ModelConfig
 from flashbeam.model.config_keys import FP8_QUANTIZATION_CONFIG
+from flashbeam.model.parallel import (
+    REPLICATED,
+    SINGLE,
+    ParallelError,
+    Placement,
+    TensorParallel,
+    check_world_size,
+    local_name,
+    placement,
+)
 from flashbeam.model.quant import (
+    FP8_BLOCK,
     QuantFormatError,
     QuantizedWeight,
     fp4_packed_shape,
@@ -180,11 +191,14 @@ class CheckpointReader:
 
     `entries` maps every official name to its `CheckpointEntry`; `read(name)` returns a dense
     tensor or a `QuantizedWeight` exactly as stored, which `load_state_dict` dequantizes. A GPU
-    path can take the packed `QuantizedWeight`s as they are.
+    path can take the packed `QuantizedWeight`s as they are. `read(name, part)` reads only the
+    slice a tensor-parallel rank keeps (`parallel.Placement`), FP8 scale blocks sliced with
+    their weight; `bytes_read` counts what was read from the files.
     """
 
     def __init__(self, directory: str | Path, config: ModelConfig) -> None:
         self.directory = Path(directory)
+        self.bytes_read = 0
         self._stack = contextlib.ExitStack()
         try:
             self._handles: dict[Path, object] = {}
@@ -205,17 +219,33 @@ class CheckpointReader:
     def close(self) -> None:
         self._stack.close()
 
-    def read(self, name: str) -> torch.Tensor | QuantizedWeight:
+    def read(self, name: str, part: Placement = REPLICATED) -> torch.Tensor | QuantizedWeight:
         e = self.entries[name]
-        w = self._read(e.weight, e.pick)
+        if part.kind == "absent":
+            raise CheckpointError(f"{e.weight.where()}: this rank keeps no part of it")
+        cut = None if part.kind == "replicated" else (part.dim, part.start, part.stop)
+        w = self._read(e.weight, e.pick, cut)
         if e.fmt == "dense":
             return w
-        return QuantizedWeight(e.fmt, w, self._read(e.scale, None))
+        if cut is not None and e.fmt == "fp8":  # the scale blocks covering the kept rows
+            dim, start, stop = cut
+            if start % FP8_BLOCK[dim] or (stop % FP8_BLOCK[dim] and stop != e.weight.shape[dim]):
+                raise CheckpointError(
+                    f"{e.weight.where()}: a tensor-parallel rank would keep rows {start}:{stop} "
+                    f"of dim {dim}, which cuts its FP8 {FP8_BLOCK[dim]}-wide scale blocks"
+                )
+            cut = (dim, start // FP8_BLOCK[dim], -(-stop // FP8_BLOCK[dim]))
+        elif cut is not None:
+            raise CheckpointError(f"{e.weight.where()}: packed FP4 weights are not split")
+        return QuantizedWeight(e.fmt, w, self._read(e.scale, None, cut))
 
-    def read_dense(self, name: str, dtype: torch.dtype) -> torch.Tensor:
-        """Tensor `name` dense on CPU: floats in `dtype` (quantized ones dequantized), except the
-        tensors the official format keeps in fp32, which stay at least fp32; indices int64."""
-        value = self.read(name)
+    def read_dense(
+        self, name: str, dtype: torch.dtype, part: Placement = REPLICATED
+    ) -> torch.Tensor:
+        """Tensor `name` (or the part of it a rank keeps) dense on CPU: floats in `dtype`
+        (quantized ones dequantized), except the tensors the official format keeps in fp32,
+        which stay at least fp32; indices int64."""
+        value = self.read(name, part)
         target = dense_dtype(name, dtype)
         if isinstance(value, QuantizedWeight):
             try:
@@ -224,15 +254,24 @@ class CheckpointReader:
                 raise CheckpointError(f"{self.entries[name].weight.where()}: {err}") from None
         return value.to(target)
 
-    def _read(self, t: StoredTensor, pick: tuple[int, int, int] | None) -> torch.Tensor:
+    def _read(self, t: StoredTensor, pick, cut=None) -> torch.Tensor:
+        """The stored tensor, one transformers-stacked expert of it (`pick`), or a slice
+        (`cut`: dim, start, stop) read without the rest of the tensor."""
         f = self._handles[t.file]
         try:
-            if pick is None:
-                return f.get_tensor(t.name)
-            e, r0, r1 = pick
-            return f.get_slice(t.name)[e : e + 1, r0:r1].squeeze(0).contiguous()
+            if pick is not None:
+                e, r0, r1 = pick
+                value = f.get_slice(t.name)[e : e + 1, r0:r1].squeeze(0).contiguous()
+            elif cut is not None:
+                dim, start, stop = cut
+                index = (slice(None),) * dim + (slice(start, stop),)
+                value = f.get_slice(t.name)[index].contiguous()
+            else:
+                value = f.get_tensor(t.name)
         except (SafetensorError, OSError, RuntimeError, ValueError) as err:
             raise CheckpointError(f"{t.where()}: cannot read its data ({err})") from None
+        self.bytes_read += value.numel() * value.element_size()
+        return value
 
     def _open_shards(self) -> dict[str, StoredTensor]:
         files = self._shard_files()
@@ -632,8 +671,11 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     keep_quantized: bool | None = None,
     kv_quant_sim: bool | None = None,
+    tp: TensorParallel = SINGLE,
 ) -> Transformer:
-    """Load a checkpoint directory (any layout of `checkpoint_layouts`) into a `Transformer`.
+    """Load a checkpoint directory (any layout of `checkpoint_layouts`) into a `Transformer`,
+    or, with `tp`, one tensor-parallel rank's share of it (`model.parallel`): only the slices
+    that rank keeps are read, FP8 scale blocks with their rows.
 
     `kv_quant_sim` (None: as the config says, default off) rounds cached KV and the indexer's
     queries and keys the way the official runtime stores them (`ModelConfig.kv_quant_sim`).
@@ -654,13 +696,27 @@ def load_model(
     device = torch.device(device)
     keep = device.type == "cuda" if keep_quantized is None else keep_quantized
     with CheckpointReader(directory, config) as reader:
+        fp8 = any(e.fmt == "fp8" for e in reader.entries.values())
+        try:
+            check_world_size(config, tp.world, quantized=fp8)
+        except ParallelError as e:
+            raise CheckpointError(f"{directory}: {e}") from None
+
+        def part(name: str) -> Placement:
+            return placement(name, config, tp.rank, tp.world)
+
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
-            quantized.check_fits(reader.entries.values(), dtype, keep, free, device, directory)
+            entries = reader.entries.values()
+            quantized.check_fits(entries, dtype, keep, free, device, directory, part)
         if keep:
-            return quantized.load_packed_model(reader, config, device, dtype)
-    state = load_state_dict(directory, config, dtype=dtype, device="cpu")
-    model = Transformer(config)
+            return quantized.load_packed_model(reader, config, device, dtype, tp)
+        state = {
+            local_name(name, config, tp.rank, tp.world): reader.read_dense(name, dtype, part(name))
+            for name in reader.entries
+            if part(name).kind != "absent"
+        }
+    model = Transformer(config, tp)
     model.to(dtype)
     _load_strict(model, state, directory)
     return model.to(device).eval()

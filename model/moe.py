@@ -76,7 +76,7 @@ class MoE(nn.Module):
         self.tp = tp
         self.gate = Gate(config, hashed=config.is_hash_layer(layer))
         local = tp.local(config.n_routed_experts)
-        self.first_expert = local.start
+        self.first_expert, self.local_experts = local.start, len(local)
         self.experts = nn.ModuleList(Expert(dim, inter, limit) for _ in local)
         self.shared_experts = Expert(dim, inter, limit)
 
@@ -100,7 +100,7 @@ class MoE(nn.Module):
     def _this_ranks(self, chosen, weights):
         """Routes to this rank's experts as local indices; the others' become -1, weight 0."""
         local = chosen - self.first_expert
-        mine = (local >= 0) & (local < len(self.experts))
+        mine = (local >= 0) & (local < self.local_experts)
         return torch.where(mine, local, -1), torch.where(mine, weights, 0.0)
 
     def _grouped_experts(self, flat, chosen, weights) -> torch.Tensor:

@@ -125,6 +125,8 @@ def world_size_problems(config: ModelConfig, world: int, quantized: bool = False
     checkpoint stores the split linears FP8 with 128x128 block scales."""
     if world < 1:
         return [f"tensor_parallel must be >= 1, got {world}"]
+    if world == 1:
+        return []  # nothing is cut
     c = config
     problems = []
     checks = [*_splits(c).values(), split_of("embed.weight", c)]
@@ -137,7 +139,13 @@ def world_size_problems(config: ModelConfig, world: int, quantized: bool = False
         if split.units % world and split.what not in seen:
             seen.add(split.what)
             problems.append(f"{world} does not divide the {split.units} {split.what}")
-        elif quantized and split.quantized and (split.units // world * split.unit) % FP8_BLOCK_ROWS:
+        elif (
+            quantized
+            and split.quantized
+            and (split.units // world * split.unit) % FP8_BLOCK_ROWS
+            and split.what not in seen
+        ):
+            seen.add(split.what)
             size = split.units // world * split.unit
             problems.append(
                 f"{world} ranks would cut the FP8 checkpoint's {FP8_BLOCK_ROWS}-row scale blocks "

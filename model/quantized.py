@@ -13,7 +13,7 @@ so no dense copy of a packed weight is ever made, and its memory is about the ch
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -31,6 +31,7 @@ from .checkpoint import (
 )
 from .config import ModelConfig
 from .layers import rope_inv_freq
+from .parallel import REPLICATED, SINGLE, Placement, TensorParallel, local_name, placement
 from .quant import FP8_BLOCK, e8m0_from_exponent
 
 if TYPE_CHECKING:
@@ -139,12 +140,26 @@ def packed_kind(entry: CheckpointEntry) -> PackedKind | None:
     return None
 
 
-def held_bytes(entries: Iterable[CheckpointEntry], dtype: torch.dtype, keep_quantized: bool) -> int:
+def held_bytes(
+    entries: Iterable[CheckpointEntry],
+    dtype: torch.dtype,
+    keep_quantized: bool,
+    part: Callable[[str], Placement] | None = None,
+) -> int:
     """Bytes of the weights `load_model` will hold for these checkpoint tensors: packed ones at
     one byte per stored element and per e8m0 scale, the rest dense as `dense_dtype` gives them
-    (`dtype`; fp32 for the tensors the official format keeps fp32; indices int64)."""
+    (`dtype`; fp32 for the tensors the official format keeps fp32; indices int64). `part`
+    (tensor name -> what a tensor-parallel rank keeps) counts one rank's share."""
     total = 0
     for e in entries:
+        where = part(e.name) if part is not None else REPLICATED
+        if where.kind == "absent":
+            continue
+        if where.kind == "slice":  # a slice of a dense or FP8 tensor: its share of the bytes
+            share = (where.stop - where.start) / e.weight.shape[where.dim]
+            whole = held_bytes([e], dtype, keep_quantized)
+            total += int(round(whole * share))
+            continue
         if keep_quantized and packed_kind(e) is not None:
             total += _numel(e.weight.shape) + _numel(e.scale.shape)
             continue
@@ -165,21 +180,28 @@ def check_fits(
     free_bytes: int,
     device: torch.device,
     directory: str | Path,
+    part: Callable[[str], Placement] | None = None,
 ) -> None:
-    """Raise `CheckpointError` with the numbers when the weights will not fit `free_bytes`."""
+    """Raise `CheckpointError` with the numbers when the weights (this rank's `part` of them)
+    will not fit `free_bytes`."""
     entries = list(entries)
-    needed = held_bytes(entries, dtype, keep_quantized)
+    needed = held_bytes(entries, dtype, keep_quantized, part)
     if needed <= free_bytes:
         return
     held = "FP8/FP4 kept packed" if keep_quantized else f"dequantized to {dtype}"
     hint = ""
-    packed = held_bytes(entries, dtype, True)
+    packed = held_bytes(entries, dtype, True, part)
     if not keep_quantized and packed < needed:
         hint = f"; kept quantized (keep_quantized=True) it would need {_gib(packed)}"
+    spread = (
+        "more GPUs (engine.tensor_parallel; `flashbeam plan` says how many)"
+        if part is None
+        else "more GPUs for this engine (`flashbeam plan` says how many)"
+    )
     raise CheckpointError(
         f"{directory}: the model needs {_gib(needed)} for its weights ({held}) on {device}, "
         f"the GPU has {_gib(free_bytes)} free{hint}; free memory on that GPU, use a GPU with "
-        "more memory, or a smaller model (the whole model loads onto one device)"
+        f"more memory, spread the model over {spread}, or a smaller model"
     )
 
 
@@ -196,31 +218,37 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 # ---- building the packed model -----------------------------------------------------------------
 def load_packed_model(
-    reader: CheckpointReader, config: ModelConfig, device: torch.device, dtype: torch.dtype
+    reader: CheckpointReader,
+    config: ModelConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    tp: TensorParallel = SINGLE,
 ) -> Transformer:
-    """The network on `device` with the packed tensors of `reader` as stored (see the module
-    docstring); dense floats in `dtype`, except the tensors the official format keeps fp32."""
+    """The network (this rank's share of it) on `device` with the packed tensors of `reader`
+    as stored (see the module docstring); dense floats in `dtype`, except the tensors the
+    official format keeps fp32. Only the parts the rank keeps are read."""
     from .network import Transformer  # the network imports this module (moe, attention)
 
     with torch.device("meta"):
-        model = Transformer(config)
+        model = Transformer(config, tp)
     for layer, block in enumerate(model.layers):
-        experts = _packed_experts(reader, config, layer, device)
+        experts = _packed_experts(reader, config, layer, device, tp)
         if experts is not None:
             block.ffn.experts = experts
     for name, entry in reader.entries.items():
         kind = packed_kind(entry)
-        if kind == "expert":
-            continue  # stacked above
-        owner, _, leaf = name.rpartition(".")
+        part = placement(name, config, tp.rank, tp.world)
+        if kind == "expert" or part.kind == "absent":
+            continue  # stacked above, or another rank's
+        owner, _, leaf = local_name(name, config, tp.rank, tp.world).rpartition(".")
         if kind == "linear":
-            q = reader.read(name)
+            q = reader.read(name, part)
             weight, scale = q.weight.to(device), _as_e8m0(q.scale, entry).to(device)
             parent, _, child = owner.rpartition(".")
             setattr(model.get_submodule(parent), child, FP8Linear(weight, scale))
             continue
         module = model.get_submodule(owner)
-        value = reader.read_dense(name, dtype).to(device)
+        value = reader.read_dense(name, dtype, part).to(device)
         if isinstance(getattr(module, leaf), nn.Parameter):
             value = nn.Parameter(value, requires_grad=False)
         setattr(module, leaf, value)
@@ -237,12 +265,17 @@ def load_packed_model(
 
 
 def _packed_experts(
-    reader: CheckpointReader, config: ModelConfig, layer: int, device: torch.device
+    reader: CheckpointReader,
+    config: ModelConfig,
+    layer: int,
+    device: torch.device,
+    tp: TensorParallel = SINGLE,
 ) -> PackedExperts | None:
-    """Layer `layer`'s routed experts stacked in their stored format (None when stored dense)."""
+    """Layer `layer`'s routed experts (this rank's) stacked in their stored format (None when
+    stored dense)."""
+    local = tp.local(config.n_routed_experts)
     names = {
-        w: [f"layers.{layer}.ffn.experts.{e}.{w}.weight" for e in range(config.n_routed_experts)]
-        for w in ("w1", "w2", "w3")
+        w: [f"layers.{layer}.ffn.experts.{e}.{w}.weight" for e in local] for w in ("w1", "w2", "w3")
     }
     entries = [reader.entries[n] for ns in names.values() for n in ns]
     fmts = {e.fmt for e in entries}

@@ -170,6 +170,8 @@ class RankGroup:
 
 def _helper_main(rank, world, port, backend, timeout_s, entry, payload, parent_pid) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    if backend == "gloo":  # CPU ranks share the cores instead of each taking all of them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     group = RankGroup._join(rank, world, port, backend, timeout_s, [])
     try:
         entry(group, payload)

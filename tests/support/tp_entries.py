@@ -4,6 +4,7 @@ helpers: tests/conftest.py puts this folder on sys.path)."""
 
 import torch
 
+from flashbeam.model.checkpoint import load_model
 from flashbeam.model.config import tiny_config
 from flashbeam.model.decode import DecodeBatch
 from flashbeam.model.network import Transformer
@@ -45,3 +46,15 @@ def serve(group, payload):
     model = build_shard(preset, overrides, seed, group.rank, group.world)
     while (command := group.receive()) != STOP:
         run(model, *command)
+
+
+def load_shard(directory, keep_quantized, rank, world):
+    return load_model(directory, keep_quantized=keep_quantized, tp=TensorParallel(rank, world))
+
+
+def serve_checkpoint(group, directory):
+    """Both shards of a quantized checkpoint: dequantized (False) and kept packed (True)."""
+    models = {keep: load_shard(directory, keep, group.rank, group.world) for keep in (False, True)}
+    while (command := group.receive()) != STOP:
+        keep, op, args = command
+        run(models[keep], op, args)
