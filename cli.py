@@ -51,6 +51,19 @@ def _bench_prefix_cache(args: argparse.Namespace) -> dict:
     )
 
 
+def _bench_parallel(args: argparse.Namespace) -> dict:
+    from flashbeam.model.bench_parallel import bench_parallel
+
+    return bench_parallel(
+        world=args.world,
+        checkpoint=args.checkpoint,
+        batch=args.batch,
+        prompt_len=args.prompt_len,
+        decode_steps=args.decode_steps,
+        threads=args.threads,
+    )
+
+
 def _bench_kernels(args: argparse.Namespace) -> dict | None:
     from flashbeam.kernels.bench import main as kernels_main
 
@@ -99,6 +112,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--doc-len", type=int, default=4096)
     p.add_argument("--preset", default="tiny")
     p.set_defaults(bench=_bench_prefix_cache)
+
+    p = targets.add_parser("parallel", help="tensor-parallel ranks vs one: weights, step times")
+    p.add_argument("--world", type=int, default=2, help="ranks of the parallel engine")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint (default: random tiny)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--prompt-len", type=int, default=512)
+    p.add_argument("--decode-steps", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    p.set_defaults(bench=_bench_parallel)
 
     p = targets.add_parser("kernels", help="Triton kernels vs references (needs a CUDA GPU)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
