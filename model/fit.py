@@ -99,7 +99,8 @@ def kv_bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> float:
     """What each further token adds to a sequence's state once its window is full: the
     compressed entries, one per `ratio` tokens (and the indexer's keys on CSA layers)."""
     c, total = config, 0.0
-    for ratio, kind in zip(c.compress_ratios, c.layer_kinds):
+    for layer, kind in enumerate(c.layer_kinds):
+        ratio = c.layer_ratio(layer)
         if kind != "sliding":
             dims = c.head_dim + (c.index_head_dim if kind == "csa" else 0)
             total += dims * dtype.itemsize / ratio
@@ -110,7 +111,8 @@ def sequence_bytes(config: ModelConfig, tokens: int, dtype: torch.dtype) -> int:
     """Bytes of one generating sequence's state after `tokens` tokens (every rank holds it)."""
     c, item = config, dtype.itemsize
     total = 0
-    for ratio, kind in zip(c.compress_ratios, c.layer_kinds):
+    for layer, kind in enumerate(c.layer_kinds):
+        ratio = c.layer_ratio(layer)
         total += c.sliding_window * c.head_dim * item  # the window ring
         if kind == "sliding":
             continue

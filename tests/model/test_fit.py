@@ -35,7 +35,7 @@ def _tensor_bytes(obj) -> int:
     return total
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-csa", "tiny-hca"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-csa", "tiny-hca", "tiny-rates"])
 def test_sequence_bytes_are_the_decode_state_the_engine_holds(preset):
     config = tiny_config(preset)
     model = random_model(config, seed=0)
