@@ -9,24 +9,25 @@
 
 Transforms that can fail per record return (main, errors); errors are ErrorRow records.
 Validation and retries run inside RunEngine (a retry needs the engine).
+
+Every step has one output, split by type with filters where it yields two kinds of records:
+no tagged outputs, `Partition`s or side inputs, which Beam's Dask runner does not route or
+evaluates by recomputing their inputs. Parquet files are written by `WriteParquetShards`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam import pvalue
 from apache_beam.io import fileio
-from apache_beam.io.parquetio import WriteToParquet
 from apache_beam.ml.inference.base import RunInference
 
 from flashbeam.model.chat import ChatFormatError
 from flashbeam.schemas import ArrowConversionError
 
-from . import readers, reduce
+from . import parquet_shards, readers, reduce
 from .config import (
     ChunkingConfig,
     EngineConfig,
@@ -43,12 +44,25 @@ from .records import Chunk, Document, ErrorRow, ItemResult, PromptRequest
 from .sharding import shard_document, tokenizer_for
 from .writers import ERRORS_SCHEMA, ResultTable, error_row
 
-ERRORS = "errors"
+
+class SplitErrors(beam.PTransform):
+    """Records -> (the records that are not ErrorRows, the ErrorRows)."""
+
+    def expand(self, records):
+        return (
+            records | "Not errors" >> beam.Filter(lambda r: not isinstance(r, ErrorRow)),
+            records | "Errors" >> beam.Filter(lambda r: isinstance(r, ErrorRow)),
+        )
 
 
-def _route(record: Any) -> Iterator[Any]:
-    """ErrorRows to the errors output, everything else to the main output."""
-    yield pvalue.TaggedOutput(ERRORS, record) if isinstance(record, ErrorRow) else record
+class SplitFinal(beam.PTransform):
+    """RequestOutcomes -> (those that are their item's output, those that are parts)."""
+
+    def expand(self, outcomes):
+        return (
+            outcomes | "Final" >> beam.Filter(lambda outcome: outcome.prompt.final),
+            outcomes | "Parts" >> beam.Filter(lambda outcome: not outcome.prompt.final),
+        )
 
 
 # ---- reading -----------------------------------------------------------------------------------
@@ -69,10 +83,10 @@ class ReadDocuments(beam.PTransform):
             | "Skip directories" >> beam.Filter(lambda path: not readers.is_local_directory(path))
             | "Spread files" >> beam.Reshuffle()
         )
-        read = paths | "Read records" >> beam.ParDo(
+        records = paths | "Read records" >> beam.ParDo(
             _ReadFile(self.config, readers.glob_base(self.config.path))
-        ).with_outputs(ERRORS, main="documents")
-        return read.documents, read[ERRORS]
+        )
+        return records | "Split errors" >> SplitErrors()
 
 
 class _ReadFile(beam.DoFn):
@@ -84,7 +98,7 @@ class _ReadFile(beam.DoFn):
             count("records_in")
             if isinstance(record, ErrorRow):
                 count("items_in")
-            yield from _route(record)
+            yield record
 
 
 # ---- sharding and prompts ----------------------------------------------------------------------
@@ -126,10 +140,8 @@ class BuildPrompts(beam.PTransform):
         self.task = task
 
     def expand(self, chunks):
-        built = chunks | "Prompts" >> beam.ParDo(_Prompts(self.task)).with_outputs(
-            ERRORS, main="prompts"
-        )
-        return built.prompts, built[ERRORS]
+        prompts = chunks | "Prompts" >> beam.ParDo(_Prompts(self.task))
+        return prompts | "Split errors" >> SplitErrors()
 
 
 class _Prompts(beam.DoFn):
@@ -151,7 +163,7 @@ class _Prompts(beam.DoFn):
                     document.origin, "prompt", f"cannot build the prompt: {e}", _input_of(document)
                 )
                 error.question_index = qi
-                prompts.append(pvalue.TaggedOutput(ERRORS, error))
+                prompts.append(error)
         yield from prompts
 
 
@@ -234,9 +246,7 @@ class ReduceParts(beam.PTransform):
         self.task, self.engine, self.grouping = task, engine, grouping
 
     def expand(self, outcomes):
-        whole, parts = outcomes | "Final or part" >> beam.Partition(
-            lambda outcome, _: 0 if outcome.prompt.final else 1, 2
-        )
+        whole, parts = outcomes | "Final or part" >> SplitFinal()
         finished = [whole | "Finish" >> beam.Map(reduce.finish_outcome)]
         collected = (
             parts
@@ -252,13 +262,12 @@ class ReduceParts(beam.PTransform):
             )
             rounds = _ReduceRounds(self.task, self.engine, self.grouping)
             finished.append(states | "Reduce rounds" >> rounds)
-        routed = (
+        return (
             finished
             | "All items" >> beam.Flatten()
             | "Drop states" >> beam.Filter(lambda x: not isinstance(x, reduce.ReduceState))
-            | "Route" >> beam.ParDo(_route).with_outputs(ERRORS, main="items")
+            | "Split errors" >> SplitErrors()
         )
-        return routed.items, routed[ERRORS]
 
 
 class _CollectParts(beam.DoFn):
@@ -296,9 +305,7 @@ class _ReduceRounds(beam.PTransform):
             outcomes = requests | f"Run round {level}" >> RunEngine(
                 self.engine, self.task, self.grouping
             )
-            final, partial = outcomes | f"Final in round {level}" >> beam.Partition(
-                lambda outcome, _: 0 if outcome.prompt.final else 1, 2
-            )
+            final, partial = outcomes | f"Final in round {level}" >> SplitFinal()
             done.append(
                 final | f"Finish round {level}" >> beam.Map(reduce.finish_reduce, self.task)
             )
@@ -344,12 +351,19 @@ class WriteResults(beam.PTransform):
         self.output, self.table = output, table
 
     def expand(self, items):
-        rows = items | "To rows" >> beam.ParDo(_ResultRows(self.table)).with_outputs(
-            ERRORS, main="rows"
+        rows, errors = (
+            items
+            | "To rows" >> beam.ParDo(_ResultRows(self.table))
+            | "Split errors" >> SplitErrors()
         )
-        sink = _write_parquet(self.output.results, self.table.schema, self.output)
-        _ = rows.rows | "Write results" >> sink
-        return rows[ERRORS]
+        prefix, question = self.table.prefix, None
+        if self.table.with_question:
+            question = prefix + "question_index"
+        sink = WriteParquetShards(
+            self.output.results, self.table.schema, self.output, prefix + "id", question
+        )
+        _ = rows | "Write results" >> sink
+        return errors
 
 
 class _ResultRows(beam.DoFn):
@@ -360,7 +374,7 @@ class _ResultRows(beam.DoFn):
         try:
             row = self.table.row(item)
         except ArrowConversionError as e:
-            yield pvalue.TaggedOutput(ERRORS, _conversion_error(item, e))
+            yield _conversion_error(item, e)
             return
         count("results_out")
         yield row
@@ -390,11 +404,10 @@ class WriteErrors(beam.PTransform):
         self.output = output
 
     def expand(self, errors):
-        return (
-            errors
-            | "To error rows" >> beam.Map(_counted_error_row)
-            | "Write errors" >> _write_parquet(self.output.errors, ERRORS_SCHEMA, self.output)
+        sink = WriteParquetShards(
+            self.output.errors, ERRORS_SCHEMA, self.output, "id", "question_index"
         )
+        return errors | "To error rows" >> beam.Map(_counted_error_row) | "Write errors" >> sink
 
 
 def _counted_error_row(error: ErrorRow) -> dict[str, Any]:
@@ -402,16 +415,50 @@ def _counted_error_row(error: ErrorRow) -> dict[str, Any]:
     return error_row(error)
 
 
-def _write_parquet(prefix: str, schema, output: OutputConfig) -> WriteToParquet:
-    return WriteToParquet(
-        prefix,
+class WriteParquetShards(beam.PTransform):
+    """Row dicts -> `output.num_shards` Parquet files (0: one) `<prefix>-SSSSS-of-NNNNN.parquet`,
+    every shard written even when empty; returns (path, rows) of each file. See parquet_shards:
+    a GroupByKey per shard, no side inputs, and a retried write rewrites the same file."""
+
+    def __init__(
+        self,
+        prefix: str,
         schema,
-        row_group_buffer_size=output.row_group_bytes,
-        record_batch_size=output.record_batch_rows,
-        codec=output.codec,
-        file_name_suffix=".parquet",
-        num_shards=output.num_shards,
-    )
+        output: OutputConfig,
+        id_column: str,
+        question_column: str | None = None,
+    ):
+        super().__init__()
+        self.prefix, self.schema, self.output = prefix, schema, output
+        self.id_column, self.question_column = id_column, question_column
+
+    def expand(self, rows):
+        shards = parquet_shards.shard_count(self.output)
+        id_column = self.id_column
+        keyed = rows | "Key by shard" >> beam.Map(
+            lambda row: (parquet_shards.shard_of(str(row[id_column]), shards), row)
+        )
+        every = rows.pipeline | "Every shard" >> beam.Create([(i, None) for i in range(shards)])
+        return (
+            (keyed, every)
+            | "With empty shards" >> beam.Flatten()
+            | "Gather shards" >> beam.GroupByKey()
+            | "Write shards" >> beam.ParDo(_WriteShard(self, shards))
+        )
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, sink: WriteParquetShards, shards: int):
+        self.prefix, self.schema, self.output = sink.prefix, sink.schema, sink.output
+        self.order = parquet_shards.row_order(sink.id_column, sink.question_column)
+        self.shards = shards
+
+    def process(self, keyed):
+        shard, values = keyed
+        rows = sorted((row for row in values if row is not None), key=self.order)
+        yield parquet_shards.write_shard(
+            self.prefix, shard, self.shards, self.schema, rows, self.output
+        )
 
 
 __all__ = [
@@ -421,6 +468,9 @@ __all__ = [
     "ReduceParts",
     "RunEngine",
     "ShardDocuments",
+    "SplitErrors",
+    "SplitFinal",
     "WriteErrors",
+    "WriteParquetShards",
     "WriteResults",
 ]
