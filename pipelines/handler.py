@@ -35,6 +35,7 @@ from .validate import run_prompts
 
 _engines: dict[EngineConfig, SharedEngine] = {}
 _engines_lock = threading.Lock()
+_loads = 0  # engines this process has loaded: one per config, unless released in between
 
 
 class SharedEngine:
@@ -56,6 +57,7 @@ class SharedEngine:
 
 def engine_for(config: EngineConfig) -> SharedEngine:
     """The process's engine for `config`, loaded on first use."""
+    global _loads
     with _engines_lock:
         if config not in _engines:
             if config.torch_threads:
@@ -76,7 +78,14 @@ def engine_for(config: EngineConfig) -> SharedEngine:
                 cache_bytes=config.cache_bytes,
             )
             _engines[config] = SharedEngine(engine, config.model)
+            _loads += 1
         return _engines[config]
+
+
+def engine_loads() -> int:
+    """How many engines this process has loaded (a worker's count says whether its tasks
+    shared one)."""
+    return _loads
 
 
 def release_engines() -> None:
