@@ -90,6 +90,8 @@ def _bench_pipeline(args: argparse.Namespace) -> dict:
         cache_bytes=args.cache_bytes,
         preset=args.preset,
         threads=args.threads,
+        runner=args.runner,
+        workers=args.workers,
     )
 
 
@@ -141,6 +143,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-bytes", type=int, default=4 << 20)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--runner",
+        choices=("direct", "dask"),
+        default="direct",
+        help="dask: the DirectRunner vs a local Dask cluster (--workers processes) instead",
+    )
+    p.add_argument("--workers", type=int, default=2, help="Dask worker processes (--runner dask)")
     p.set_defaults(bench=_bench_pipeline)
 
 

@@ -14,14 +14,21 @@ engine (empty prefix cache):
 cannot hold every document model a worker that sees far more documents than fit one engine call
 or its memory: there, a document's questions are served from the cache reliably only when they
 reach the engine together. Wall times include Beam's start-up and writing the Parquet files.
+
+With `runner="dask"` the grouped job runs twice instead, on the same input: on the DirectRunner
+and on a dask.distributed LocalCluster of `workers` processes (one thread each), after a
+one-document job that makes every worker import flashbeam and load its engine (their start-up
+is reported apart). Per stage: the summed run time of the Dask tasks of each top-level step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +70,13 @@ def bench_pipeline(
     cache_bytes: int = 4 << 20,
     preset: str = "tiny",
     threads: int | None = None,
+    runner: str = "direct",
+    workers: int = 2,
 ) -> dict[str, Any]:
-    """Docs/s and tokens/s of the pipeline vs the engine alone, and grouping on vs off."""
+    """Docs/s and tokens/s of the pipeline vs the engine alone, and grouping on vs off; or, with
+    `runner="dask"`, the DirectRunner vs a local Dask cluster of `workers` processes."""
+    if runner not in ("direct", "dask"):
+        raise ValueError(f"runner must be direct or dask, got {runner!r}")
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,13 +113,7 @@ def bench_pipeline(
                 ),
             )
 
-        _warm_up(engine)
-        direct = _run_engine_only(root / "docs.jsonl", task, engine)
-        grouped = _run_pipeline(config("grouped", True))
-        ungrouped = _run_pipeline(config("ungrouped", False))
-    return {
-        "benchmark": "pipeline",
-        "workload": {
+        workload = {
             "documents": documents,
             "questions": questions,
             "doc_tokens": doc_tokens,
@@ -117,7 +123,24 @@ def bench_pipeline(
             "preset": preset,
             "runner": "DirectRunner",
             "threads": torch.get_num_threads(),
-        },
+        }
+        _warm_up(engine)
+        if runner == "dask":
+            on_direct = _run_pipeline(config("direct", True))
+            on_dask = _run_on_dask(config("dask", True), workers, root)
+            return {
+                "benchmark": "pipeline",
+                "workload": {**workload, "runner": "DirectRunner vs dask", "workers": workers},
+                "direct": on_direct,
+                "dask": on_dask,
+                "dask_vs_direct": on_direct["wall_s"] / on_dask["wall_s"],
+            }
+        direct = _run_engine_only(root / "docs.jsonl", task, engine)
+        grouped = _run_pipeline(config("grouped", True))
+        ungrouped = _run_pipeline(config("ungrouped", False))
+    return {
+        "benchmark": "pipeline",
+        "workload": workload,
         "engine": direct,
         "pipeline": grouped,
         "ungrouped": ungrouped,
@@ -177,6 +200,53 @@ def _run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     documents = m.records_in
     return _rates(documents, report.duration_s, m.prompt_tokens, m.cached_tokens,
                   m.completion_tokens)  # fmt: skip
+
+
+def _run_on_dask(config: PipelineConfig, workers: int, root: Path) -> dict[str, Any]:
+    from distributed import Client, LocalCluster, get_task_stream
+
+    started = time.perf_counter()
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, memory_limit=0, dashboard_address=None
+        ) as cluster,  # fmt: skip
+        Client(cluster) as client,
+    ):
+        cluster_s = time.perf_counter() - started
+        options = ["--runner=dask", f"--dask_client_address={cluster.scheduler_address}"]
+        first = root / "first.jsonl"
+        with open(config.input.path, encoding="utf-8") as f:
+            first.write_text(f.readline(), encoding="utf-8")
+        warm_up = dataclasses.replace(
+            config,
+            input=dataclasses.replace(config.input, path=str(first)),
+            output=OutputConfig(str(root / "warm-up" / "results"), str(root / "warm-up" / "e")),
+        )
+        first_job_s = run_pipeline(warm_up, options).duration_s
+        with get_task_stream(client) as stream:
+            report = run_pipeline(config, options)
+    m = report.metrics
+    rates = _rates(m.records_in, report.duration_s, m.prompt_tokens, m.cached_tokens,
+                   m.completion_tokens)  # fmt: skip
+    return {
+        **rates,
+        "cluster_start_s": cluster_s,
+        "first_job_s": first_job_s,
+        "task_s_by_stage": _task_seconds_by_stage(stream.data, report.result.steps),
+    }
+
+
+def _task_seconds_by_stage(tasks: list[dict], steps: dict[str, str]) -> dict[str, float]:
+    """Run time of the job's Dask tasks summed per top-level step; tasks of no single step
+    (Dask's shuffles, Beam's windowing of a step's input) under "other"."""
+    seconds: dict[str, float] = defaultdict(float)
+    for task in tasks:
+        key = task["key"]
+        step = steps.get(key[0] if isinstance(key, tuple) else key, "other/")
+        for span in task.get("startstops", ()):
+            if span["action"] == "compute":
+                seconds[step.split("/")[0]] += span["stop"] - span["start"]
+    return {stage: round(s, 3) for stage, s in sorted(seconds.items(), key=lambda kv: -kv[1])}
 
 
 def _rates(docs: int, wall: float, prompt: int, cached: int, completion: int) -> dict[str, Any]:
