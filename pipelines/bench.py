@@ -233,6 +233,7 @@ def _run_on_dask(config: PipelineConfig, workers: int, root: Path) -> dict[str, 
         "cluster_start_s": cluster_s,
         "first_job_s": first_job_s,
         "task_s_by_stage": _task_seconds_by_stage(stream.data, report.result.steps),
+        "engine_task_s_by_worker": _engine_seconds_by_worker(stream.data, report.result.steps),
     }
 
 
@@ -247,6 +248,18 @@ def _task_seconds_by_stage(tasks: list[dict], steps: dict[str, str]) -> dict[str
             if span["action"] == "compute":
                 seconds[step.split("/")[0]] += span["stop"] - span["start"]
     return {stage: round(s, 3) for stage, s in sorted(seconds.items(), key=lambda kv: -kv[1])}
+
+
+def _engine_seconds_by_worker(tasks: list[dict], steps: dict[str, str]) -> list[float]:
+    """Run time of the engine step's tasks on each worker: how evenly the work was spread."""
+    seconds: dict[str, float] = defaultdict(float)
+    for task in tasks:
+        key = task["key"]
+        if "RunInference" in steps.get(key[0] if isinstance(key, tuple) else key, ""):
+            seconds[task["worker"]] += sum(
+                s["stop"] - s["start"] for s in task["startstops"] if s["action"] == "compute"
+            )
+    return sorted((round(s, 3) for s in seconds.values()), reverse=True)
 
 
 def _rates(docs: int, wall: float, prompt: int, cached: int, completion: int) -> dict[str, Any]:

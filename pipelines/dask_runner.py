@@ -10,7 +10,10 @@ this adapter adds:
 
 - Reshuffle is a no-op there, so a job that starts from one file pattern runs in one partition,
   on one worker. Here it repartitions the bag into `--dask_npartitions` partitions (default: one
-  per worker thread of the cluster), which is what spreads files and prefix groups over workers.
+  per worker thread of the cluster) and places partition i on worker i modulo the workers: this
+  spreads files and prefix groups over the workers (Dask alone keeps a task where its input is).
+- Every ParDo's tasks are named after the Beam step (Beam's share one name), so Dask estimates
+  each step's task durations apart and the dashboard shows the steps.
 - Only the last step's bag is computed there, so a pipeline with two sinks (results, errors)
   writes one. Here every step whose output nobody reads is computed, in one graph.
 - It reports no metrics. Here each worker sums the flashbeam counters (`metrics.count`) per Dask
@@ -31,11 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
+import dask
+import dask.bag as db
 from apache_beam import pvalue
 from apache_beam.metrics.execution import MetricKey, MetricResult
 from apache_beam.metrics.metric import MetricResults
@@ -46,6 +52,7 @@ from apache_beam.runners.dask import overrides
 from apache_beam.runners.dask import transform_evaluator as ops
 from apache_beam.runners.dask.dask_runner import DaskOptions
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
+from dask.base import tokenize
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, get_worker, wait
 
 from .metrics import NAMESPACE, add_listener, remove_listener
@@ -68,10 +75,10 @@ class DaskRunner(PipelineRunner):
     def run_pipeline(self, pipeline, options) -> DaskResult:
         client, cluster = _connect(options)
         try:
-            threads = sum(client.nthreads().values())
-            partitions = options.view_as(DaskOptions).npartitions or max(1, threads)
+            threads = client.nthreads()
+            partitions = options.view_as(DaskOptions).npartitions or max(1, sum(threads.values()))
             pipeline.replace_all(overrides.dask_overrides())
-            graph = _BagGraph(partitions)
+            graph = _BagGraph(partitions, sorted(threads))
             pipeline.visit(graph)
             sinks = graph.sinks()
             keys = {str(key) for sink in sinks for key in sink.__dask_graph__()}
@@ -138,15 +145,14 @@ class _BagGraph(PipelineVisitor):
     """Each leaf step of the pipeline as a dask.bag, built with Beam's translations; refuses
     what those translations would run wrongly."""
 
-    def __init__(self, partitions: int):
-        self.partitions = partitions
+    def __init__(self, partitions: int, workers: list[str]):
+        self.partitions, self.workers = partitions, workers
         self.bags: dict[Any, Any] = {}
         self.read: set[Any] = set()
         self.steps: dict[str, str] = {}  # a bag's key name -> the Beam step it runs
         self.flatten = overrides._Flatten
         self.translations = {
             overrides._Create: ops.Create,
-            ops.apache_beam.ParDo: ops.ParDo,
             overrides._GroupByKeyOnly: ops.GroupByKey,
             overrides._Flatten: ops.Flatten,
         }
@@ -159,9 +165,12 @@ class _BagGraph(PipelineVisitor):
         kind = type(node.transform)
         inputs = [self._bag(value) for value in node.inputs]
         if kind is self.reshuffle:
-            bag = inputs[0].repartition(npartitions=self.partitions)
+            bag = self._redistribute(inputs[0], node.full_label)
         elif kind in self.passed_through:
             bag = inputs[0]
+        elif kind is ops.apache_beam.ParDo:
+            op = ops.ParDo(node, bag_kwargs={})
+            bag = op.apply(input_bag=_StepBag.of(inputs[0], node.full_label))
         elif kind in self.translations:
             op = self.translations[kind](node, bag_kwargs={"npartitions": self.partitions})
             bag = op.apply(input_bag=inputs if kind is self.flatten else (inputs or [None])[0])
@@ -174,6 +183,25 @@ class _BagGraph(PipelineVisitor):
         if bag is not None and not any(bag is seen for seen in inputs):
             self.steps[bag.name] = node.full_label
 
+    def _redistribute(self, bag, step: str):
+        """Reshuffle: the elements dealt round robin into `partitions` partitions, partition k
+        placed on worker k modulo the workers (the steps after it follow their input). Dask
+        places a task where its input is, so without this every step after a job's first read
+        stays on the worker that read the file; and a GroupByKey's partitions, cut by hash, are
+        as uneven as the hashes. The placement is loose: a worker that dies is replaced by any
+        other."""
+        parts = bag.to_delayed(optimize_graph=False)
+        n = self.partitions
+        dealt = [dask.delayed(_deal, nout=n)(part, n, i) for i, part in enumerate(parts)]
+        gathered = []
+        for k in range(n):
+            place = [self.workers[k % len(self.workers)]] if self.workers else None
+            with dask.annotate(workers=place, allow_other_workers=True):
+                pieces = [d[k] for d in dealt]
+                name = f"{_token(step)}-{k}-{tokenize(bag.name, k)}"
+                gathered.append(dask.delayed(_gather, name=name)(*pieces))
+        return db.from_delayed(gathered)
+
     def _bag(self, value):
         if isinstance(value, pvalue.PBegin):
             return None
@@ -183,6 +211,47 @@ class _BagGraph(PipelineVisitor):
     def sinks(self) -> list[Any]:
         """The bags of the steps whose output no step reads: computing them runs the rest."""
         return [bag for node, bag in self.bags.items() if node not in self.read]
+
+
+def _deal(partition, n: int, offset: int) -> list[list]:
+    """Element j of a partition to piece (j + offset) % n."""
+    pieces: list[list] = [[] for _ in range(n)]
+    for j, element in enumerate(partition):
+        pieces[(j + offset) % n].append(element)
+    return pieces
+
+
+def _gather(*pieces: list) -> list:
+    return [element for piece in pieces for element in piece]
+
+
+def _token(step: str) -> str:
+    """A Beam step's label as the name of its Dask tasks."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", step).strip("_")
+
+
+class _StepBag(db.Bag):
+    """A bag whose next partition-wise operation is named after the Beam step it runs.
+
+    Beam's ParDo translation maps its input (windowing) and then maps the partitions with one
+    generic function, so every ParDo's tasks share one key prefix. Dask's scheduler estimates a
+    task's duration per prefix: shared, the engine step looks as cheap as a filter, stays on the
+    worker that holds its input and is never moved to an idle worker. Named, it gets its own
+    estimate (and its own line in the dashboard)."""
+
+    step = "step"
+
+    @classmethod
+    def of(cls, bag: db.Bag, step: str) -> _StepBag:
+        named = cls(bag.dask, bag.name, bag.npartitions)
+        named.step = _token(step)
+        return named
+
+    def map(self, func, *args, **kwargs) -> _StepBag:
+        return _StepBag.of(super().map(func, *args, **kwargs), self.step)
+
+    def map_partitions(self, func, *args, **kwargs) -> db.Bag:
+        return super().map_partitions(func, *args, token=self.step, **kwargs)
 
 
 def _check_runnable(node) -> None:

@@ -309,7 +309,7 @@ def _bags_of(build) -> None:
     pipeline = beam.Pipeline()
     build(pipeline)
     pipeline.replace_all(dask_overrides())
-    pipeline.visit(_BagGraph(2))
+    pipeline.visit(_BagGraph(2, []))
 
 
 def test_tagged_outputs_and_side_inputs_are_refused():
