@@ -2,7 +2,8 @@
 
 Runner-agnostic steps (readers, sharding, prompts, grouping, validate, reduce, writers) with thin
 Beam transforms over them (`transforms`), a ModelHandler over the Engine (`handler`), counters
-(`metrics`) and `run_pipeline` to build and run a whole job (`run`).
+(`metrics`) and `run_pipeline` to build and run a whole job (`run`) on any Beam runner, or on a
+dask.distributed cluster with `--runner=dask` (`dask_runner`, imported only then).
 """
 
 from .config import (

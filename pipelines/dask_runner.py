@@ -9,9 +9,10 @@ Create, ParDo, GroupByKey and Flatten are used here as they are). What it does n
 this adapter adds:
 
 - Reshuffle is a no-op there, so a job that starts from one file pattern runs in one partition,
-  on one worker. Here it repartitions the bag into `--dask_npartitions` partitions (default: one
-  per worker thread of the cluster) and places partition i on worker i modulo the workers: this
-  spreads files and prefix groups over the workers (Dask alone keeps a task where its input is).
+  on one worker. Here it deals the elements round robin into `--dask_npartitions` partitions
+  (default: one per worker thread of the cluster) and places partition k on worker k modulo the
+  workers: this spreads files and prefix groups over the workers (Dask alone keeps a task where
+  its input is).
 - Every ParDo's tasks are named after the Beam step (Beam's share one name), so Dask estimates
   each step's task durations apart and the dashboard shows the steps.
 - Only the last step's bag is computed there, so a pipeline with two sinks (results, errors)
@@ -40,6 +41,7 @@ import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
+import apache_beam as beam
 import dask
 import dask.bag as db
 from apache_beam import pvalue
@@ -168,7 +170,7 @@ class _BagGraph(PipelineVisitor):
             bag = self._redistribute(inputs[0], node.full_label)
         elif kind in self.passed_through:
             bag = inputs[0]
-        elif kind is ops.apache_beam.ParDo:
+        elif kind is beam.ParDo:
             op = ops.ParDo(node, bag_kwargs={})
             bag = op.apply(input_bag=_StepBag.of(inputs[0], node.full_label))
         elif kind in self.translations:
@@ -200,6 +202,7 @@ class _BagGraph(PipelineVisitor):
                 pieces = [d[k] for d in dealt]
                 name = f"{_token(step)}-{k}-{tokenize(bag.name, k)}"
                 gathered.append(dask.delayed(_gather, name=name)(*pieces))
+                self.steps[name] = step
         return db.from_delayed(gathered)
 
     def _bag(self, value):
