@@ -191,7 +191,7 @@ def _chat_request(i: int, response_format: dict | None) -> dict:
 
 @pytest.mark.slow
 def test_a_chat_job_on_a_cluster_started_for_the_run(tmp_path, checkpoint, monkeypatch, capsys):
-    """`flashbeam run ... -- --runner=DaskRunner --dask_workers=2`: the same rows and manifest
+    """`flashbeam run ... -- --runner=DaskRunner --dask_workers=1`: the same rows and manifest
     counts as the DirectRunner, and the cluster's processes are gone when the command returns."""
     json_format = {"type": "json_schema", "json_schema": {"name": "t", "schema": TINY_SCHEMA}}
     write_jsonl(
@@ -201,7 +201,7 @@ def test_a_chat_job_on_a_cluster_started_for_the_run(tmp_path, checkpoint, monke
     monkeypatch.chdir(tmp_path)
     before = _children()
     manifests = {}
-    for name, beam_args in (("direct", []), ("dask", ["--runner=DaskRunner", "--dask_workers=2"])):
+    for name, beam_args in (("direct", []), ("dask", ["--runner=DaskRunner", "--dask_workers=1"])):
         code = main(["run", OPENAI_BATCH_JOB, "--no-progress", "--preview=0", "--date=2026-01-31",
                      "--set", f"model.path={checkpoint}", "--set", "input.path=in/chat.jsonl",
                      "--set", f"output.path={name}/{{date}}", "--", *beam_args])  # fmt: skip
