@@ -35,6 +35,7 @@ from flashbeam.pipelines import (
     RunReport,
     TaskConfig,
     check_config,
+    check_runner,
     match_input,
     run_pipeline,
 )
@@ -260,6 +261,7 @@ def check_plan(plan: Plan, check_model: bool = True) -> list[str]:
         check_checkpoint(engine.model, f"{source}: model.path", engine.kv_quant_sim)
     try:
         check_config(plan.config, check_model=check_model)
+        check_runner(PipelineOptions(plan.beam_args))
     except (ValueError, OSError) as e:
         raise JobError(f"{source}: {e}") from None
     for partition in plan.partitions:

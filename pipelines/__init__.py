@@ -19,7 +19,7 @@ from .config import (
 from .handler import EngineModelHandler, PromptGroupHandler, engine_for
 from .metrics import PipelineMetrics, add_listener, read_metrics, remove_listener
 from .readers import InputError, match_input
-from .run import RunReport, build_pipeline, check_config, run_pipeline
+from .run import RunReport, build_pipeline, check_config, check_runner, run_pipeline
 from .transforms import (
     BuildPrompts,
     GroupByPrefix,
@@ -56,6 +56,7 @@ __all__ = [
     "add_listener",
     "build_pipeline",
     "check_config",
+    "check_runner",
     "engine_for",
     "match_input",
     "read_metrics",

@@ -58,7 +58,7 @@ from dask.base import tokenize
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, get_worker, wait
 
 from .metrics import NAMESPACE, add_listener, remove_listener
-from .run import DaskClusterOptions
+from .run import DaskClusterOptions, check_runner
 
 _TOPIC = "flashbeam-counters"
 
@@ -97,17 +97,9 @@ class DaskRunner(PipelineRunner):
 
 def _connect(options: PipelineOptions):
     """A client of the cluster the options name, and the LocalCluster started for the run."""
+    check_runner(options)
     beam = options.view_as(DaskOptions)
     workers = options.view_as(DaskClusterOptions).dask_workers
-    if beam.address and workers:
-        raise DaskRunnerError("give --dask_client_address or --dask_workers, not both")
-    if not (beam.address or beam.scheduler_file or workers):
-        raise DaskRunnerError(
-            "--runner=dask needs a cluster: --dask_client_address=HOST:PORT (a running Dask "
-            "scheduler) or --dask_workers=N (start N local worker processes for this run)"
-        )
-    if workers is not None and workers < 1:
-        raise DaskRunnerError(f"--dask_workers must be at least 1, got {workers}")
     connect = {"timeout": beam.timeout} if isinstance(beam.timeout, int) else {}
     if workers:
         cluster, client = start_local_cluster(workers, connect)

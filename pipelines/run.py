@@ -58,6 +58,29 @@ class DaskClusterOptions(PipelineOptions):
         )
 
 
+def check_runner(options: PipelineOptions) -> None:
+    """Raise ValueError for runner options a run cannot start with: the Dask runner needs
+    exactly one cluster (`--dask_client_address` or `--dask_scheduler_file`, or
+    `--dask_workers`)."""
+    if options.view_as(StandardOptions).runner not in (*DASK_RUNNER_NAMES, DASK_RUNNER):
+        return
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    given = options.view_as(DaskOptions)
+    workers = options.view_as(DaskClusterOptions).dask_workers
+    if (given.address or given.scheduler_file) and workers:
+        raise ValueError(
+            "give --dask_client_address (or --dask_scheduler_file) or --dask_workers, not both"
+        )
+    if not (given.address or given.scheduler_file or workers):
+        raise ValueError(
+            "--runner=dask needs a cluster: --dask_client_address=HOST:PORT (a running Dask "
+            "scheduler) or --dask_workers=N (start N local worker processes for this run)"
+        )
+    if workers is not None and workers < 1:
+        raise ValueError(f"--dask_workers must be at least 1, got {workers}")
+
+
 def resolve_runner(options: PipelineOptions) -> PipelineOptions:
     """Point the Dask runner's names at flashbeam's Dask runner; other runners as given."""
     standard = options.view_as(StandardOptions)
@@ -114,6 +137,7 @@ def run_pipeline(
         if isinstance(beam_options, PipelineOptions)
         else PipelineOptions(list(beam_options or []))
     )
+    check_runner(options)
     started = time.perf_counter()
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, config)

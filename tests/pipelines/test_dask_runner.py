@@ -330,10 +330,17 @@ def test_tagged_outputs_and_side_inputs_are_refused():
         _bags_of(side_input)
 
 
-def test_the_runner_needs_a_cluster(tmp_path, engine_config):
+def test_the_runner_needs_a_cluster(tmp_path, engine_config, monkeypatch, capsys):
     config = _config(tmp_path, "x", InputConfig(EXAMPLE_JOB, "text"), TaskConfig(), engine_config)
-    with pytest.raises(DaskRunnerError, match="--dask_client_address=HOST:PORT .* --dask_workers"):
+    with pytest.raises(ValueError, match="--dask_client_address=HOST:PORT .* --dask_workers"):
         run_pipeline(config, ["--runner=DaskRunner"])
     both = ["--runner=dask", "--dask_workers=1", "--dask_client_address=tcp://127.0.0.1:1"]
-    with pytest.raises(DaskRunnerError, match="not both"):
+    with pytest.raises(ValueError, match="not both"):
         run_pipeline(config, PipelineOptions(both))
+    # From the command line: a setup error (exit 2), before anything runs.
+    write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "Invoice 1."}])
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", EXAMPLE_JOB, "--skip-model-check", "--set", "input.path=in.jsonl",
+                 "--", "--runner=DaskRunner"])  # fmt: skip
+    assert code == 2 and "needs a cluster" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
