@@ -2,7 +2,7 @@
 
 The gold is a JSONL file of `{"id": ..., <field>: <value>, ...}` beside the input (for
 `data/business_docs.jsonl`, `data/business_docs.gold.jsonl`) or given with `gold=`. Scoring is
-`flashbeam.model.synthetic.field_accuracy`: field-level exact match, with the schema's
+`flashbeam.jobs.scoring.field_accuracy`: field-level exact match, with the schema's
 `x-match` marks (`set`, `ignore`). Free-text results (OpenAI batch jobs without a task schema)
 are parsed as JSON before scoring.
 """
@@ -14,10 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flashbeam.model.synthetic import field_accuracy
-
 from .parquet_files import read_parquet
 from .run import JobOutcome, Plan
+from .scoring import field_accuracy
 from .show import METADATA_COLUMNS
 from .spec import JobError
 
