@@ -9,8 +9,9 @@ decoding can only copy them (and the result still validates against the original
 - a `"format": "date"` string: every date the text writes, in any common layout
   ("2023-04-02", "17.02.2023", "Nov 19, 2022", "31st July 2024", "14-Aug-2023"), as YYYY-MM-DD;
   a numeric date that reads both ways (03/04/2023) gives both dates;
-- a number or integer: every number the text writes ("$1,486.56", "SEK 361,12", "1 024"), with
-  both readings of an ambiguous separator ("1,024" is 1024 or 1.024); one marked
+- a number or integer: every number the text writes ("$1,486.56", "SEK 361,12", "1 024",
+  Indian "1,13,400.00", "RM42.90" with its currency against it), with both readings of an
+  ambiguous separator ("1,024" is 1024 or 1.024); one marked
   `"x-ground": "count"` (a number of things) only the whole numbers among them that are not
   a percentage, a time of day or part of a date;
 - any other string: every run of up to `max_words` consecutive words on one line that does not
@@ -18,8 +19,11 @@ decoding can only copy them (and the result still validates against the original
 - a string marked `"x-ground": "line"` (a title line): every whole line, and each part of one
   between layout gaps, as written, without a leading markdown mark (`## `, `- `) and without
   its outer punctuation; one marked `"x-ground": "heading"`: the lines that stand as headings
-  (`text_headings`). `"x-ground": "span"` is the default above. The mark only chooses the
-  candidates of a field that is named in `fields`.
+  (`text_headings`); one marked `"x-ground": "currency"`: the ISO 4217 codes the text's
+  currency codes, symbols and words support (`currency.text_currencies`: `RM` is MYR, `€`
+  EUR, a bare `$` any dollar), among them the ones its own `enum` lists. `"x-ground": "span"`
+  is the default above. The mark only chooses the candidates of a field that is named in
+  `fields`.
 
 An object marked `"x-ground": "sentence"` (a figure's name and value, a line item's description
 and amount) takes its grounded properties from one sentence of the text together: the object
@@ -53,6 +57,7 @@ from typing import Any
 
 import jsonschema
 
+from flashbeam.schemas.currency import text_currencies, unglue_currency
 from flashbeam.schemas.loading import FORMAT_CHECKER
 
 MAX_WORDS = 8
@@ -81,9 +86,10 @@ _NOT_COUNTS = re.compile(
     re.IGNORECASE,
 )
 _GAP = re.compile(r"\s{2,}|\t|\|")
-_OUTER = "\"'()[]{}<>,;:!?*"
+_OUTER = "\"'()[]{}<>,;:!?*#"
 _LINE_MARK = re.compile(r"^(?:#{1,6}\s+|[-*>\u2022]\s+)")
-STRING_KINDS = ("span", "line", "heading")  # the values of a string field's "x-ground" mark
+# The values of a string field's "x-ground" mark; a "currency" field may have an enum of its own.
+STRING_KINDS = ("span", "line", "heading", "currency")
 NUMBER_KINDS = ("number", "count")  # the values of a number field's "x-ground" mark
 OBJECT_KINDS = ("sentence",)  # the values of an object's "x-ground" mark
 ARRAY_KINDS = ("ordered",)  # the values of an array's "x-ground" mark
@@ -208,6 +214,7 @@ def text_dates(text: str) -> list[str]:
 def text_numbers(text: str) -> list[int | float]:
     """Every number `text` writes (each reading of an ambiguous separator), first seen first."""
     found: dict[float, int | float] = {}
+    text = unglue_currency(text)
     for pattern in _NUMBERS:
         for m in pattern.finditer(text):
             for value in _number_readings(m.group()):
@@ -308,6 +315,7 @@ _SOURCES: dict[str, Callable[[str], list[Any]]] = {
     "span": text_spans,
     "line": text_lines,
     "heading": text_headings,
+    "currency": text_currencies,
 }
 
 
@@ -340,9 +348,10 @@ def field_kind(node: dict[str, Any]) -> str | None:
     """The candidates (`_SOURCES`) a grounded field takes: a `date` string's dates; a number's
     numbers, or counts when marked `"x-ground": "count"`; another string's spans, or its lines
     or headings when marked `"x-ground": "line"` or `"heading"`. None for a node that is not a
-    plain string or number, or has an enum or const of its own. A mark the field's type does
-    not take is a ValueError."""
-    if "enum" in node or "const" in node:
+    plain string or number, or has an enum or const of its own (except a field marked
+    `"x-ground": "currency"`, whose enum lists the codes it takes). A mark the field's type
+    does not take is a ValueError."""
+    if "const" in node or ("enum" in node and node.get("x-ground") != "currency"):
         return None
     types = json_types(node)
     if "number" in types or "integer" in types:
@@ -486,5 +495,11 @@ def _number_readings(raw: str) -> list[float]:
 
 
 def _thousands(groups: list[str], seps: list[str]) -> bool:
-    """Whether one separator splits `groups` into thousands: 1-3 digits, then 3-digit groups."""
-    return len(set(seps)) == 1 and 1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])
+    """Whether one separator splits `groups` into thousands: 1-3 digits, then 3-digit groups;
+    or by Indian commas (lakhs and crores): 1-2 digits, 2-digit groups, a last 3-digit group."""
+    if len(set(seps)) != 1:
+        return False
+    if 1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]):
+        return True
+    indian = [len(g) for g in groups[1:-1]] == [2] * (len(groups) - 2) and len(groups[-1]) == 3
+    return seps[0] == "," and len(groups) >= 3 and 1 <= len(groups[0]) <= 2 and indian
