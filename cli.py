@@ -3,7 +3,7 @@
     flashbeam run JOB.yaml [--set key.path=value ...] [--date YYYY-MM-DD] [-- <beam options>]
     flashbeam validate JOB.yaml [--set ...]
     flashbeam show RESULT.parquet|OUTPUT_DIR [--errors]
-    flashbeam eval JOB.yaml [--gold GOLD.jsonl]
+    flashbeam eval JOB.yaml [--gold GOLD.jsonl] [--no-sets]
     flashbeam bench <engine|prefix-cache|schemas|pipeline|kernels> ...
 
 Exit codes: 0 every row valid; 3 the job completed with error rows; 2 a bad spec or setup
@@ -279,6 +279,9 @@ def _add_jobs(sub: argparse._SubParsersAction) -> None:
     _add_job_arguments(p)
     p.add_argument("--gold", type=Path, default=None, help="gold JSONL (default: beside input)")
     p.add_argument("--keep", type=Path, default=None, help="write the outputs here, keep them")
+    p.add_argument(
+        "--no-sets", action="store_true", help="score the job's input only, not its eval.sets"
+    )
     p.add_argument("--no-progress", action="store_true", help="no live progress bar")
     p.set_defaults(handler=_cmd_eval)
 
@@ -425,14 +428,29 @@ def _cmd_eval(args: argparse.Namespace, beam_args: list[str]) -> int:
     from flashbeam.jobs.spec import JobError
 
     _, err = _consoles()
-    where = str(args.keep) if args.keep else tempfile.mkdtemp(prefix="flashbeam-eval-")
-    overrides = (f"output.path={Path(where).resolve() / 'results'}", "output.errors=null")
+    where = Path(str(args.keep) if args.keep else tempfile.mkdtemp(prefix="flashbeam-eval-"))
+
+    def into(name: str) -> tuple[str, ...]:
+        return (f"output.path={where.resolve() / name}", "output.errors=null")
+
     try:
-        plan = _plan(args, beam_args, overrides)
-        gold = args.gold or gold_path_for(plan)
-        read_gold(gold)  # fail before running when there is nothing to score against
-        outcome = _execute(args, plan, err)
-        report: dict[str, Any] = score(outcome, gold)
+        plan = _plan(args, beam_args, into("results"))
+        runs = {None: (plan, args.gold or gold_path_for(plan))}
+        for name, path in {} if args.no_sets else plan.job.spec.eval.sets.items():
+            overrides = (*into(f"sets/{name}"), f"input.path={json.dumps(path)}")
+            set_plan = _plan(args, beam_args, overrides)
+            runs[name] = (set_plan, gold_path_for(set_plan))
+        for _, gold in runs.values():
+            read_gold(gold)  # fail before running when there is nothing to score against
+        report: dict[str, Any] = {}
+        codes = []
+        for name, (run_plan, gold) in runs.items():
+            outcome = _execute(args, run_plan, err)
+            codes.append(outcome.exit_code)
+            if name is None:
+                report = score(outcome, gold)
+            else:
+                report.setdefault("sets", {})[name] = score(outcome, gold)
     except JobError as e:
         return _fail(err, str(e), EXIT_SETUP)
     except RunFailed as e:
@@ -441,7 +459,7 @@ def _cmd_eval(args: argparse.Namespace, beam_args: list[str]) -> int:
         if args.keep is None:
             shutil.rmtree(where, ignore_errors=True)
     print(json.dumps(report, indent=2))
-    return outcome.exit_code
+    return next((code for code in codes if code), EXIT_OK)
 
 
 # ---- entry point ----------------------------------------------------------------------------

@@ -4,10 +4,11 @@
     job.spec.task.max_tokens  # 64
 
 YAML is read with a safe loader that also rejects duplicate keys. Relative paths written in the
-file (`input.path`, a `task.schema` or `task.reduce.part_schema` file, `model.path`) resolve
-against the file's directory, so a job runs the same from any working directory; paths given
-with `--set` resolve against the working directory, as on any command line. Output paths are
-where you are: relative `output.path` / `output.errors` resolve against the working directory.
+file (`input.path`, a `task.schema` or `task.reduce.part_schema` file, `model.path`, the inputs
+of `eval.sets`) resolve against the file's directory, so a job runs the same from any working
+directory; paths given with `--set` resolve against the working directory, as on any command
+line. Output paths are where you are: relative `output.path` / `output.errors` resolve against
+the working directory.
 
 Every error is a `JobError` whose message names the file (and line), the field path and the fix.
 Defaults of the pipeline settings are read from the `flashbeam.pipelines` dataclasses, so the
@@ -190,6 +191,14 @@ class PricingSpec(_Section):
     output: float = Field(0.28, ge=0)
 
 
+class EvalSpec(_Section):
+    """What `flashbeam eval` scores besides the job's own input: further held-out inputs, each
+    run through the same task and scored against the gold beside it (`<name>.gold.jsonl`)."""
+
+    # Set name -> input path (relative to the job file, like input.path).
+    sets: dict[str, str] = Field(default_factory=dict)
+
+
 class JobSpec(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str | None = None
@@ -201,6 +210,7 @@ class JobSpec(_Section):
     output: OutputSpec = Field(default_factory=OutputSpec)
     runner: RunnerSpec = Field(default_factory=RunnerSpec)
     pricing: PricingSpec = Field(default_factory=PricingSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
 
 
 @dataclass(frozen=True)
@@ -307,8 +317,8 @@ def _override_value(raw: str) -> Any:
 
 
 def _resolve_file_paths(data: dict[str, Any], base: Path) -> None:
-    """Make the file's relative input, schema (task.schema, task.reduce.part_schema) and model
-    paths relative to the file itself."""
+    """Make the file's relative input, schema (task.schema, task.reduce.part_schema), model and
+    eval set paths relative to the file itself."""
 
     def resolve(part: Any, key: str, keep: Any = ()) -> None:
         value = part.get(key) if isinstance(part, dict) else None
@@ -316,6 +326,10 @@ def _resolve_file_paths(data: dict[str, Any], base: Path) -> None:
             part[key] = os.path.normpath(base / value)
 
     resolve(data.get("input"), "path")
+    evaluation = data.get("eval")
+    sets = evaluation.get("sets") if isinstance(evaluation, dict) else None
+    for name in sets if isinstance(sets, dict) else ():
+        resolve(sets, name)
     resolve(data.get("model"), "path", keep=("tiny",))
     task = data.get("task")
     if isinstance(task, dict):

@@ -165,12 +165,13 @@ def test_openai_batch_requests_in_results_out(flashbeam, checkpoint, tmp_path):
 
 def test_eval_prints_field_accuracy_against_the_gold(flashbeam, checkpoint, docs, tmp_path):
     code, out, err = flashbeam(
-        "eval", JOBS / "extract_invoices.yaml", "--no-progress",
+        "eval", JOBS / "extract_invoices.yaml", "--no-progress", "--no-sets",
         "--set", f"model.path={checkpoint}", "--set", f"input.path={docs}",
         "--set", "task.max_tokens=64", "--set", "task.retry.max_attempts=1",
     )  # fmt: skip
     assert code in (0, 3), err
     report = json.loads(out)
+    assert "sets" not in report  # --no-sets: the job's input only
     assert report["job"] == "extract_invoices" and report["records"] == 2
     assert 0.0 <= report["field_accuracy"] <= 1.0
     assert set(report["per_field"]) == {
@@ -180,6 +181,36 @@ def test_eval_prints_field_accuracy_against_the_gold(flashbeam, checkpoint, docs
     assert report["valid_rows"] == report["results"] == 2 - report["errors"]
     assert report["gold"] == str(docs.with_name("docs.gold.jsonl"))
     assert not (tmp_path / "out").exists()  # eval writes to a temporary directory
+
+
+def test_eval_scores_each_eval_set_against_the_gold_beside_it(
+    flashbeam, checkpoint, docs, tmp_path
+):
+    """The job's eval.sets are run through the same task and reported next to its input's
+    score; a set without gold stops the command before anything runs."""
+    rows = sample_rows("ocr_docs.jsonl", 3)
+    other = write_jsonl(
+        tmp_path / "sets" / "ocr.jsonl", [{**r, "text": r["text"][:200]} for r in rows]
+    )
+    write_jsonl(other.with_name("ocr.gold.jsonl"), sample_rows("ocr_docs.gold.jsonl", 3))
+    common = (
+        "--no-progress", "--set", f"model.path={checkpoint}", "--set", f"input.path={docs}",
+        "--set", "task.max_tokens=48", "--set", "task.retry.max_attempts=1",
+    )  # fmt: skip
+    code, out, err = flashbeam(
+        "eval", JOBS / "extract_invoices.yaml", *common, "--set", f"eval.sets={{ocr: {other}}}"
+    )
+    assert code in (0, 3), err
+    report = json.loads(out)
+    assert report["records"] == 2 and list(report["sets"]) == ["ocr"]
+    scored = report["sets"]["ocr"]
+    assert scored["records"] == 3 and scored["gold"] == str(other.with_name("ocr.gold.jsonl"))
+    assert set(scored["per_field"]) == set(report["per_field"])
+    lost = write_jsonl(tmp_path / "lost" / "x.jsonl", rows[:1])
+    code, out, err = flashbeam(
+        "eval", JOBS / "extract_invoices.yaml", *common, "--set", f"eval.sets={{x: {lost}}}"
+    )
+    assert code == 2 and "x.gold.jsonl: no gold file" in err and not out
 
 
 def test_eval_scores_parquet_values_as_json(flashbeam, checkpoint, docs, tmp_path, monkeypatch):

@@ -89,6 +89,17 @@ def test_file_paths_resolve_against_the_spec_and_set_paths_against_cwd(tmp_path,
     assert plan.input_path == "mine.jsonl" and os.path.isfile(plan.input_path)
 
 
+def test_eval_set_paths_resolve_against_the_spec_and_unknown_keys_are_refused(tmp_path):
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    path = spec(jobs, MINIMAL + "eval:\n  sets:\n    ocr: data/ocr.jsonl\n    abs: /x/y.jsonl\n")
+    sets = load_job(path).spec.eval.sets
+    assert sets == {"ocr": str(jobs / "data" / "ocr.jsonl"), "abs": "/x/y.jsonl"}
+    assert load_job(spec(jobs, MINIMAL)).spec.eval.sets == {}
+    with pytest.raises(JobError, match="eval.set"):
+        load_job(spec(jobs, MINIMAL + "eval:\n  set:\n    ocr: data/ocr.jsonl\n"))
+
+
 def test_set_overrides_parse_yaml_values_and_create_sections(tmp_path):
     path = spec(tmp_path, MINIMAL)
     job = load_job(
