@@ -2,7 +2,9 @@
 
 Two tasks, the ones the example jobs run:
 
-- extraction: typed fields from invoices, receipts and contracts (`synthetic_business`);
+- extraction: typed fields from invoices, receipts and contracts (`synthetic_business`), and
+  from ones that look like OCR output of real documents from many countries (`synthetic_ocr`,
+  the task "extract_ocr");
 - summarization: structured summaries of long multi-section reports, done map-reduce over chunks
   (`synthetic_reports`).
 
@@ -423,7 +425,7 @@ def _value_starts(obj: Any, at: int = 0, computed: tuple[str, ...] = ()) -> list
 
 # ---- generation entry points ---------------------------------------------------------------------
 
-TASKS = ("extract", "summarize", "report", "chunk", "chunk_many", "reduce")
+TASKS = ("extract", "summarize", "report", "chunk", "chunk_many", "reduce", "extract_ocr")
 
 
 def item_rng(seed: int, task: str, split: str, i: int) -> random.Random:
@@ -441,25 +443,35 @@ def generate(
     """n examples of a task from one seed, using the "train" or "heldout" layout templates
     (reports: only the `report_layouts` named, when given).
 
-    Tasks: "extract" (a document -> its fields), "report" (a whole report -> its summary),
+    Tasks: "extract" (a document -> its fields), "extract_ocr" (the same for documents as OCR
+    writes real ones; it has no held-out layouts: its held-out set is the hand-written
+    `jobs/data/ocr_docs.jsonl`), "report" (a whole report -> its summary),
     "chunk" (one part of a report -> a partial summary), "chunk_many" (the same, drawn from the
     parts whose summary lists two or more headings or figures, when the report has such a
     part), "reduce" (partial summaries -> the summary), and "summarize": the map-reduce
     training mix, every chunk of each report followed by its reduce example.
     """
     from flashbeam.model import synthetic_business as biz
+    from flashbeam.model import synthetic_ocr as ocr
     from flashbeam.model import synthetic_reports as rep
 
     if templates not in SPLITS:
         raise ValueError(f"templates must be one of {SPLITS}, not {templates!r}")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    if task == "extract_ocr" and templates != "train":
+        raise ValueError(
+            "extract_ocr has no held-out layouts; its held-out evaluation is the hand-written "
+            "set jobs/data/ocr_docs.jsonl (flashbeam eval jobs/extract_invoices.yaml)"
+        )
     out: list[Example] = []
     i = 0
     while len(out) < n:
         rng = item_rng(seed, task, templates, i)
         if task == "extract":
             batch = [biz.extraction_example(rng, split=templates)]
+        elif task == "extract_ocr":
+            batch = [ocr.extraction_example(rng)]
         elif task == "report":
             batch = [rep.report_summary_example(rng, templates, report_layouts)]
         elif task in ("chunk", "chunk_many"):

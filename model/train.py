@@ -162,8 +162,8 @@ def parse_task_mix(text: str) -> dict[str, float]:
             value = float("nan")
         if task not in synthetic.TASKS or task == "summarize":
             raise ValueError(
-                f"task mix {text!r}: unknown task {task!r}; use extract, report, chunk, "
-                "chunk_many or reduce"
+                f"task mix {text!r}: unknown task {task!r}; use extract, extract_ocr, report, "
+                "chunk, chunk_many or reduce"
             )
         if not value >= 0 or math.isinf(value):
             raise ValueError(f"task mix {text!r}: {part!r} needs a share >= 0, e.g. {task}=0.5")
