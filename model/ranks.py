@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -175,9 +176,10 @@ def _helper_main(rank, world, port, backend, timeout_s, entry, payload, parent_p
     group = RankGroup._join(rank, world, port, backend, timeout_s, [])
     try:
         entry(group, payload)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    except BaseException:  # noqa: BLE001 - a broken group: leave at once, no collective cleanup
+        traceback.print_exc()
+        os._exit(1)  # tearing down a group whose peer is gone can block without the GIL
+    dist.destroy_process_group()
 
 
 def _exit_with_parent(parent_pid: int) -> None:
