@@ -3,7 +3,7 @@
 from .cache import SequenceState
 from .checkpoint import CheckpointError, load_model, save_checkpoint
 from .config import ModelConfig, tiny_config
-from .engine import Engine, EngineProgress
+from .engine import Engine, EngineError, EngineFull, EngineProgress
 from .network import Transformer
 from .request import Request, Result, Usage
 from .tokenizer import Tokenizer
@@ -11,6 +11,8 @@ from .tokenizer import Tokenizer
 __all__ = [
     "CheckpointError",
     "Engine",
+    "EngineError",
+    "EngineFull",
     "EngineProgress",
     "ModelConfig",
     "Request",

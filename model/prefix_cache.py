@@ -1,14 +1,15 @@
 """PrefixCache: a radix tree over token ids whose nodes hold snapshots of the model's state.
 
-A snapshot is whatever the engine stores after exactly `node.length` tokens (the full per-layer
-state); the cache only reads its `nbytes`. Verbs: `match`, `insert`, `pin` / `unpin`, `evict`.
-Unpinned snapshots are evicted least-recently-used first to keep `used_bytes <= capacity_bytes`.
+A snapshot is whatever the engine stores after exactly `node.length` tokens (the engine stores a
+reference to state its runner holds); the cache only reads its `nbytes`. Verbs: `match`, `find`,
+`insert`, `pin` / `unpin`, `evict`. Unpinned snapshots are evicted least-recently-used first to
+keep `used_bytes <= capacity_bytes`; `on_drop` hears of every snapshot the cache lets go of.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,13 +69,15 @@ class PrefixCache:
 
     `capacity_bytes == 0` disables the cache: nothing is stored and every match misses.
     Counters: `hit_tokens` / `miss_tokens` sum, over `match` calls, the tokens covered by the
-    returned snapshot and the rest of the query.
+    returned snapshot and the rest of the query. `on_drop(snapshot)` is called for each snapshot
+    evicted, replaced or cleared, so whoever holds its memory can free it.
     """
 
-    def __init__(self, capacity_bytes: int) -> None:
+    def __init__(self, capacity_bytes: int, on_drop: Callable[[Any], None] | None = None) -> None:
         if capacity_bytes < 0:
             raise ValueError(f"capacity_bytes must be >= 0, got {capacity_bytes}")
         self.capacity_bytes = int(capacity_bytes)
+        self.on_drop = on_drop
         self._root = PrefixNode(None, (), 0)
         self.clear()
 
@@ -82,6 +85,8 @@ class PrefixCache:
     def clear(self) -> None:
         """Drop every snapshot and reset the counters; earlier handles become invalid."""
         for node in self._nodes():
+            if node.snapshot is not None:
+                self._dropped(node.snapshot)
             node.snapshot = None
             node.pins = 0
         self._root = PrefixNode(None, (), 0)
@@ -116,6 +121,12 @@ class PrefixCache:
         self.miss_tokens += len(tokens) - best.length
         return PrefixMatch(best.length, best.snapshot, best)
 
+    def find(self, token_ids: Sequence[int]) -> PrefixNode | None:
+        """The handle of the snapshot stored for exactly `token_ids`, or None; unlike `match`
+        it neither counts hits nor marks the snapshot as recently used."""
+        node = self._find(tuple(token_ids))
+        return node if node is not None and node.snapshot is not None else None
+
     def insert(self, token_ids: Sequence[int], snapshot: Snapshot) -> PrefixNode | None:
         """Store `snapshot` as the state after exactly `token_ids`; returns its handle.
 
@@ -147,6 +158,8 @@ class PrefixCache:
         self.used_bytes += nbytes - old_bytes
         if old is None:
             self.num_snapshots += 1
+        elif old is not snapshot:
+            self._dropped(old)
         if node.pins == 0:
             self._enter_lru(node)
         return node
@@ -181,9 +194,14 @@ class PrefixCache:
             freed += node.snapshot.nbytes
             self.used_bytes -= node.snapshot.nbytes
             self.num_snapshots -= 1
-            node.snapshot = None
+            dropped, node.snapshot = node.snapshot, None
             self._prune(node)
+            self._dropped(dropped)
         return freed
+
+    def _dropped(self, snapshot: Any) -> None:
+        if self.on_drop is not None:
+            self.on_drop(snapshot)
 
     # ---- tree ----------------------------------------------------------------------------
     def _path(self, tokens: tuple[int, ...]) -> Iterator[PrefixNode]:

@@ -1,4 +1,4 @@
-"""Cache-aware planning for one `generate` batch: admission order and where to snapshot state.
+"""Cache-aware planning over a set of prompts: admission order and where to snapshot state.
 
 Both come from one compressed trie of the prompts, built from their sorted order and the common
 prefix lengths of sorted neighbours (no all-pairs comparison):
@@ -36,13 +36,23 @@ class PrefixPlan:
 
 
 def plan_prefix_reuse(
-    prompts: Sequence[Sequence[int]], block: int = 1, order: Sequence[int] | None = None
+    prompts: Sequence[Sequence[int]],
+    block: int = 1,
+    order: Sequence[int] | None = None,
+    first: Sequence[int] = (),
 ) -> PrefixPlan:
-    """Admission order (default `prefix_order`) and snapshots; positions align down to `block`."""
+    """Admission order (default `prefix_order`) and snapshots; positions align down to `block`.
+
+    `first` lists requests that precede all others in the default order, as listed (requests
+    already running, or overdue): the rest follow in `prefix_order`.
+    """
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
     trie = _PromptTrie(prompts)
-    order = trie.order() if order is None else _check_order(order, len(prompts))
+    if order is None:
+        ahead = set(first)
+        order = list(first) + [i for i in trie.order() if i not in ahead]
+    order = _check_order(order, len(prompts))
     restore = trie.restore_lengths(order, block)
     return PrefixPlan(order, restore, trie.branch_points(restore))
 

@@ -1,33 +1,41 @@
-"""One request in flight: its prompt, model state, output so far and how it ended."""
+"""One request in flight: its prompt, the scheduler's marks, output so far and how it ended.
+
+The model state of a sequence lives in the runner, keyed by `id`; a Sequence holds what the
+engine and the scheduler decide with, and the future its caller waits on.
+"""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .cache import SequenceState
 from .request import FinishReason, Request
 
 
-@dataclass
+@dataclass(eq=False)
 class Sequence:
-    index: int  # position in the caller's request list
+    id: int  # unique in its engine; the runner's key for the sequence's state
     request: Request
     prompt: list[int]
     max_tokens: int
-    snapshot_points: list[int]  # prompt positions whose state goes into the prefix cache
     generator: torch.Generator
-    state: SequenceState | None = None
-    restore_length: int = 0  # prompt tokens the batch plan expects to restore from the cache
-    computed: int = 0  # prompt tokens whose effect is in `state`
+    arrival: int = 0  # submission stamp: the requests of one `generate` share one
+    snapshot_points: list[int] = field(default_factory=list)  # prompt positions to cache
+    restore_length: int = 0  # prompt tokens the plan expects to restore from the cache
+    computed: int = 0  # prompt tokens whose effect is in the sequence's state
     cache_hit: int = 0
     output: list[int] = field(default_factory=list)
     text: str = ""
     detokenizer: Any = None
     grammar: Any = None
     pinned: Any = None  # prefix-cache handle of the snapshot this sequence restored
+    overdue: bool = False  # overtaken by so many later arrivals that it is admitted first
+    deadline: float | None = None  # time.monotonic() after which the request fails
+    future: Future | None = None
+    tally: Any = None  # the progress counters of the `generate` call it belongs to
     finish_reason: FinishReason | None = None
     error: str | None = None
 
@@ -43,7 +51,11 @@ class Sequence:
     def last_token(self) -> int:
         return self.output[-1] if self.output else self.prompt[-1]
 
+    @property
+    def max_length(self) -> int:
+        """Positions the sequence may reach: its prompt and every token it may generate."""
+        return len(self.prompt) + self.max_tokens
+
     def finish(self, reason: FinishReason, error: str | None = None) -> None:
         if self.finish_reason is None:
             self.finish_reason, self.error = reason, error
-            self.state = None  # free the per-layer state as soon as the sequence is done

@@ -1,15 +1,8 @@
 """Engine.generate: continuous batching, chunked prefill, exact prefix reuse, sampling, failures."""
 
-import pytest
 import torch
 
-from flashbeam.model import Engine, Request, tiny_config
-from flashbeam.model.random_init import write_random_checkpoint
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_random_checkpoint(tmp_path_factory.mktemp("tiny"), tiny_config("tiny"), seed=0)
+from flashbeam.model import Engine, Request
 
 
 def make_engine(checkpoint, **options):
@@ -90,10 +83,10 @@ def test_the_cache_budget_counts_all_the_memory_its_snapshots_keep(checkpoint):
     engine = make_engine(checkpoint, cache_bytes=10_000_000, max_batch_tokens=512)
     engine.generate(doc_questions(docs=3, questions=2))
     storages = {}
-    for node in engine.cache._nodes():
-        if node.snapshot is None:
-            continue
-        for layer in node.snapshot.layers:
+    refs = [node.snapshot for node in engine.cache._nodes() if node.snapshot is not None]
+    assert engine.runner.snapshot_ids == {ref.id for ref in refs}  # no state outlives its entry
+    for ref in refs:
+        for layer in engine.runner.snapshot(ref.id).layers:
             for part in (layer, layer.compressor, layer.indexer):
                 for t in vars(part).values() if part is not None else ():
                     if isinstance(t, torch.Tensor) and t.numel():

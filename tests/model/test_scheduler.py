@@ -1,0 +1,77 @@
+"""The scheduler alone (no model): planning as requests arrive, waiting for a prefix being
+computed, overdue requests, and snapshots the cache lets go of."""
+
+import torch
+
+from flashbeam.model.request import Request
+from flashbeam.model.scheduler import Scheduler
+from flashbeam.model.sequence import Sequence
+
+
+def seq(seq_id, prompt, arrival):
+    request = Request(id=f"r{seq_id}", prompt_token_ids=prompt)
+    return Sequence(seq_id, request, prompt, 4, torch.Generator(), arrival=arrival)
+
+
+def run_prefill(scheduler, plan, nbytes=100):
+    """What the engine does with a step's prefill chunks: every snapshot taken, `nbytes` each."""
+    for group in plan.prefill:
+        for chunk in group:
+            scheduler.prefilled(chunk, {sid: nbytes for _, sid in chunk.snapshots})
+
+
+def test_a_newcomer_waits_for_the_prefix_a_running_sequence_is_computing():
+    doc = list(range(100, 250))  # 150 tokens
+    scheduler = Scheduler(1 << 20, max_batch_tokens=50, max_batch_size=8, snapshot_interval=1024)
+    first = seq(0, doc + [1, 2], arrival=0)
+    scheduler.add([first])
+    plan = scheduler.schedule()
+    assert [a.seq for a in plan.admitted] == [first] and plan.admitted[0].restore is None
+    run_prefill(scheduler, plan)
+    assert first.computed == 50
+    later = seq(1, doc + [3, 4], arrival=1)  # arrives while `first` is computing the document
+    scheduler.add([later])
+    plan = scheduler.schedule()
+    assert not plan.admitted  # it waits instead of computing the document again
+    assert 150 in first.snapshot_points  # the first sequence now snapshots where they diverge
+    run_prefill(scheduler, plan)
+    plan = scheduler.schedule()  # the chunk [100, 150) takes the snapshot at its end
+    [[chunk]] = plan.prefill
+    assert (chunk.size, [n for n, _ in chunk.snapshots]) == (50, [50])
+    run_prefill(scheduler, plan)
+    plan = scheduler.schedule()
+    [admission] = plan.admitted
+    assert admission.seq is later and later.computed == later.cache_hit == 150
+    assert admission.restore == chunk.snapshots[0][1]
+
+
+def test_an_overtaken_request_is_admitted_before_later_groups():
+    scheduler = Scheduler(1 << 20, max_batch_tokens=4096, max_batch_size=1, snapshot_interval=64)
+    running = seq(0, list(range(10, 40)), arrival=0)
+    scheduler.add([running])
+    scheduler.schedule()
+    lone = seq(1, list(range(500, 530)), arrival=1)
+    shared = list(range(700, 760))
+    group = [seq(2, shared + [1], arrival=2), seq(3, shared + [2], arrival=2)]
+    scheduler.add([lone, *group])
+    admitted = []
+    for _ in range(3):  # each time the one running sequence ends, the next is admitted
+        scheduler.remove(scheduler.running[0])
+        plan = scheduler.schedule()
+        admitted += [a.seq.id for a in plan.admitted]
+        run_prefill(scheduler, plan)
+    # The group's shared prefix puts it first; once one of it overtook the lone request, the
+    # lone request goes next instead of waiting behind every later group.
+    assert admitted == [2, 1, 3]
+
+
+def test_snapshots_the_cache_cannot_keep_are_handed_back_for_freeing():
+    scheduler = Scheduler(250, max_batch_tokens=4096, max_batch_size=4, snapshot_interval=64)
+    for i in range(3):
+        scheduler.add([seq(i, list(range(100 * i + 10, 100 * i + 80)), arrival=i)])
+        run_prefill(scheduler, scheduler.schedule())
+    kept = {node.snapshot.id for node in scheduler.cache._nodes() if node.snapshot is not None}
+    dropped = scheduler.take_dropped()
+    # Each prompt snapshots at 64 and at 69 (one before its end): 6 of 100 bytes, room for 2.
+    assert len(kept) == 2 and len(dropped) == 4 and not kept & set(dropped)
+    assert scheduler.take_dropped() == []
