@@ -1,9 +1,11 @@
 """Beam ModelHandlers over the Engine, one engine per worker process.
 
 `engine_for(config)` loads the engine the first time a process asks for it and hands the same
-`SharedEngine` to every later caller, every thread and every RunInference step of the pipeline
-(map and reduce rounds share one copy of the weights). Calls into it are serialized: the
-engine batches internally and its prefix cache is not thread-safe.
+`Engine` to every later caller, every thread and every RunInference step of the pipeline
+(map and reduce rounds share one copy of the weights and one prefix cache). Calls are not
+serialized: each DoFn thread submits its requests to the engine's one continuous batch and
+waits for its own results, so a bundle finishes when its outputs are done while the requests
+of other bundles keep the batch full.
 
 - `EngineModelHandler`: `Request` in, `Result` out; use it with Beam's own `RunInference`:
 
@@ -33,32 +35,17 @@ from .metrics import NAMESPACE
 from .records import PromptRequest, RequestOutcome
 from .validate import run_prompts
 
-_engines: dict[EngineConfig, SharedEngine] = {}
+_engines: dict[EngineConfig, Engine] = {}
 _engines_lock = threading.Lock()
 _loads = 0  # engines this process has loaded: one per config, unless released in between
 
 
-class SharedEngine:
-    """One process's engine; `generate` calls from several threads run one at a time."""
-
-    def __init__(self, engine: Engine, name: str):
-        self.engine = engine
-        self.name = name
-        self._lock = threading.Lock()
-
-    @property
-    def tokenizer(self):
-        return self.engine.tokenizer
-
-    def generate(self, requests: list[Request], progress=None) -> list[Result]:
-        with self._lock:
-            return self.engine.generate(requests, progress)
-
-
-def engine_for(config: EngineConfig) -> SharedEngine:
+def engine_for(config: EngineConfig) -> Engine:
     """The process's engine for `config`, loaded on first use."""
     global _loads
     with _engines_lock:
+        if config in _engines and _engines[config].failure is not None:
+            _engines.pop(config).close()  # it stopped on a fatal error: load it afresh
         if config not in _engines:
             if config.torch_threads:
                 torch.set_num_threads(config.torch_threads)
@@ -77,7 +64,7 @@ def engine_for(config: EngineConfig) -> SharedEngine:
                 max_batch_size=config.max_batch_size,
                 cache_bytes=config.cache_bytes,
             )
-            _engines[config] = SharedEngine(engine, config.model)
+            _engines[config] = engine
             _loads += 1
         return _engines[config]
 
@@ -89,12 +76,16 @@ def engine_loads() -> int:
 
 
 def release_engines() -> None:
-    """Forget this process's engines (the next `engine_for` loads afresh, with a cold cache)."""
+    """Close this process's engines, freeing their models (the next `engine_for` loads afresh,
+    with a cold cache)."""
     with _engines_lock:
+        engines = list(_engines.values())
         _engines.clear()
+    for engine in engines:
+        engine.close()
 
 
-class EngineModelHandler(ModelHandler[Request, Result, SharedEngine]):
+class EngineModelHandler(ModelHandler[Request, Result, Engine]):
     """RunInference over `Request`s: each batch is one `Engine.generate` call."""
 
     def __init__(self, config: EngineConfig, batch_size: int = 64, **batching: Any):
@@ -103,13 +94,13 @@ class EngineModelHandler(ModelHandler[Request, Result, SharedEngine]):
         super().__init__(**batching)
         self.config = config
 
-    def load_model(self) -> SharedEngine:
+    def load_model(self) -> Engine:
         return engine_for(self.config)
 
     def run_inference(
         self,
         batch: Sequence[Request],
-        model: SharedEngine,
+        model: Engine,
         inference_args: dict[str, Any] | None = None,
     ) -> list[Result]:
         return model.generate(list(batch))
@@ -135,7 +126,7 @@ class PromptGroupHandler(EngineModelHandler):
     def run_inference(
         self,
         batch: Sequence[list[PromptRequest]],
-        model: SharedEngine,
+        model: Engine,
         inference_args: dict[str, Any] | None = None,
     ) -> list[list[RequestOutcome]]:
         flat = [prompt for group in batch for prompt in group]

@@ -5,22 +5,26 @@ parts' (`reduce.part_schema`, map requests of a split document), the request's o
 `response_format` (OpenAI batch input), or none (free text: one attempt, valid when the output
 ended by itself). Fields named in `task.grounded` are constrained to values the request's text
 states (`grounded_request`); outputs are still validated against the schema. A `UsageMeter`
-between the retry driver and the engine sums every attempt's usage and wall time per request,
-and counts the pipeline metrics.
+between the retry driver and the engine sums every attempt's usage and time per request; the
+pipeline metrics are counted from it once the prompts are done, in the calling thread (Beam's
+counters belong to the bundle's thread, and results arrive on the engine's).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from flashbeam.model.request import Request, Result, Usage
 from flashbeam.schemas import SchemaError, generate_validated, ground_schema, response_format_for
 from flashbeam.schemas.levels import constraint_summary, schema_constraint
+from flashbeam.schemas.retry import send
 
 from .config import TaskConfig
 from .metrics import count
@@ -28,60 +32,97 @@ from .records import PromptRequest, RequestOutcome, add_usage
 
 
 class Generates(Protocol):
+    """An engine: `submit(request) -> Future[Result]` (the Engine), or `generate(list)`."""
+
     def generate(self, requests: list[Request]) -> list[Result]: ...
 
 
 class UsageMeter:
-    """An engine wrapper that sums usage and latency per request id over all calls.
+    """An engine wrapper that sums usage and latency per request id over all attempts.
 
-    If a whole `generate` call raises, its requests are run one by one, so that only the
-    request that fails gets an error result and the others still run.
+    `submit` hands one request to the engine at once. A request the engine refuses, or cannot
+    finish because the engine failed, gets an error result naming why; the others still run.
+    Safe from any thread: results are recorded on the thread that delivers them.
     """
 
     def __init__(self, engine: Generates):
         self.engine = engine
         self.usage: dict[str, Usage] = defaultdict(Usage)
         self.latency: dict[str, float] = defaultdict(float)
+        self.submissions = 0
+        self._lock = threading.Lock()
 
-    def generate(self, requests: list[Request]) -> list[Result]:
+    def submit(self, request: Request) -> Future[Result]:
+        outcome: Future[Result] = Future()
         started = time.perf_counter()
-        results = self._generate_isolated(requests)
-        elapsed = time.perf_counter() - started
-        for result in results:
-            add_usage(self.usage[result.id], result.usage)
-            self.latency[result.id] += elapsed
-        count("engine_calls")
-        count("prompt_tokens", sum(r.usage.prompt_tokens for r in results))
-        count("cached_tokens", sum(r.usage.prompt_cache_hit_tokens for r in results))
-        count("completion_tokens", sum(r.usage.completion_tokens for r in results))
-        return results
-
-    def _generate_isolated(self, requests: list[Request]) -> list[Result]:
+        with self._lock:
+            self.submissions += 1
         try:
-            return self.engine.generate(requests)
-        except Exception as e:  # noqa: BLE001 - isolate the request that breaks the call
-            if len(requests) == 1:
-                message = f"request {requests[0].id!r}: engine failure: {type(e).__name__}: {e}"
-                return [Result(requests[0].id, finish_reason="error", error=message)]
-            return [r for request in requests for r in self._generate_isolated([request])]
+            attempt = send(self.engine, [request])[0]
+        except Exception as e:  # noqa: BLE001 - the engine refused it: this request fails
+            self._record(outcome, request, started, _engine_failure(request, e))
+            return outcome
+        attempt.add_done_callback(lambda f: self._record(outcome, request, started, f))
+        return outcome
+
+    def _record(
+        self, outcome: Future, request: Request, started: float, done: Future | Result
+    ) -> None:
+        if isinstance(done, Result):
+            result = done
+        elif done.cancelled():
+            result = _engine_failure(request, RuntimeError("the request was cancelled"))
+        elif done.exception() is not None:
+            result = _engine_failure(request, done.exception())
+        else:
+            result = done.result()
+        with self._lock:
+            add_usage(self.usage[result.id], result.usage)
+            self.latency[result.id] += time.perf_counter() - started
+        outcome.set_result(result)
+
+    def count_metrics(self) -> None:
+        """Add what went through this meter to the pipeline counters."""
+        count("engine_calls", self.submissions)
+        count("prompt_tokens", sum(u.prompt_tokens for u in self.usage.values()))
+        count("cached_tokens", sum(u.prompt_cache_hit_tokens for u in self.usage.values()))
+        count("completion_tokens", sum(u.completion_tokens for u in self.usage.values()))
+
+
+def _engine_failure(request: Request, error: BaseException) -> Result:
+    message = f"request {request.id!r}: engine failure: {type(error).__name__}: {error}"
+    return Result(request.id, finish_reason="error", error=message)
 
 
 def run_prompts(
     engine: Generates, prompts: list[PromptRequest], task: TaskConfig, model: str
 ) -> list[RequestOutcome]:
-    """One RequestOutcome per prompt, in order; never raises for a bad request or output."""
+    """One RequestOutcome per prompt, in order; never raises for a bad request or output.
+    Prompts held to different schemas run at the same time, each set in its own thread."""
     meter = UsageMeter(engine)
     outcomes: list[RequestOutcome | None] = [None] * len(prompts)
+    runs = []
     for key, (schema, indices) in _by_schema(prompts, task).items():
-        batch = [prompts[i] for i in indices]
         if key is _BAD_SCHEMA:
             run = _schema_errors
         elif key is None:
             run = _free_text
         else:
             run = _validated(schema, task)
-        for i, outcome in zip(indices, run(meter, batch, model)):
+        runs.append((run, indices))
+
+    def finish(run: Runner, indices: list[int]) -> None:
+        for i, outcome in zip(indices, run(meter, [prompts[i] for i in indices], model)):
             outcomes[i] = outcome
+
+    if len(runs) > 1:
+        with ThreadPoolExecutor(len(runs), thread_name_prefix="flashbeam-schema") as pool:
+            for future in [pool.submit(finish, run, indices) for run, indices in runs]:
+                future.result()
+    else:
+        for run, indices in runs:
+            finish(run, indices)
+    meter.count_metrics()
     count("requests", len(prompts))
     for outcome in outcomes:
         count("retries", max(outcome.attempts - 1, 0))
@@ -171,7 +212,7 @@ def grounded_request(
 
 
 def _free_text(meter: UsageMeter, batch: list[PromptRequest], model: str) -> list[RequestOutcome]:
-    results = meter.generate([p.request for p in batch])
+    results = [future.result() for future in send(meter, [p.request for p in batch])]
     return [
         RequestOutcome(
             prompt=p,

@@ -1,9 +1,12 @@
 """Generate, validate, retry: every request ends as a ValidatedResult, valid or with its reasons.
 
-Each round sends all of the round's failures to the engine in one `generate` call. A retry gets a
-new seed and the next temperature of the schedule; an output cut at `max_tokens` gets a larger
-budget (capped); with `feedback` the failed output and the validator's messages are appended to
-the chat as a correction turn. Engine errors (`finish_reason="error"`) are not retried.
+With an engine that takes single requests (`submit(request) -> Future[Result]`, the Engine's
+continuous loop), each request's retry is submitted as soon as its previous attempt fails
+validation, while the other requests are still running; an engine with only `generate(list)`
+gets all of a round's failures in one call. A retry gets a new seed and the next temperature of
+the schedule; an output cut at `max_tokens` gets a larger budget (capped); with `feedback` the
+failed output and the validator's messages are appended to the chat as a correction turn.
+Engine errors (`finish_reason="error"`) are not retried.
 
 Every attempt is validated against the full schema, whatever constraint level the engine's
 grammar enforced it at (`Result.constraint`: exact, relaxed or none), and the outcome carries
@@ -17,6 +20,7 @@ import hashlib
 import math
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +30,8 @@ from flashbeam.schemas.validate import SchemaValidator
 
 
 class Generates(Protocol):
+    """An engine: `generate(list)`, and optionally `submit(request) -> Future[Result]`."""
+
     def generate(self, requests: list[Request]) -> list[Result]: ...
 
 
@@ -87,29 +93,47 @@ def generate_validated(
         for r in requests
     ]
     outcomes: list[ValidatedResult | None] = [None] * len(current)
-    pending = list(range(len(current)))
-    attempt = 0
-    while pending and attempt < policy.max_attempts:
-        attempt += 1
-        batch = [current[i] for i in pending]
-        results = engine.generate(batch)
-        _check_results(batch, results)
-        retry = []
-        for i, result in zip(pending, results):
-            outcomes[i] = _evaluate(validator, result, attempt)
-            if not outcomes[i].valid and result.finish_reason != "error":
-                retry.append(i)
-        for i in retry:
-            current[i] = _next_request(requests[i], current[i], outcomes[i], attempt + 1, policy)
-        pending = retry
+    attempts = [0] * len(current)
+    ready = list(range(len(current)))  # requests whose next attempt is to be sent
+    running: dict[Future[Result], int] = {}
+    while ready or running:
+        for i, future in zip(ready, send(engine, [current[i] for i in ready])):
+            running[future] = i
+            attempts[i] += 1
+        ready = []
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in sorted(done, key=running.__getitem__):
+            i = running.pop(future)
+            result = future.result()
+            outcomes[i] = _evaluate(validator, result, attempts[i])
+            if outcomes[i].valid or result.finish_reason == "error":
+                continue
+            if attempts[i] < policy.max_attempts:
+                current[i] = _next_request(
+                    requests[i], current[i], outcomes[i], attempts[i] + 1, policy
+                )
+                ready.append(i)
     return outcomes  # type: ignore[return-value]
 
 
-def _check_results(batch: list[Request], results: list[Result]) -> None:
-    if len(results) != len(batch) or any(q.id != r.id for q, r in zip(batch, results)):
+def send(engine: Generates, requests: list[Request]) -> list[Future[Result]]:
+    """Hand `requests` to `engine` now, one future per request: one `submit` each where the
+    engine has it (each future completes as its request finishes), else one `generate` call
+    (the futures are complete on return)."""
+    if not requests:
+        return []
+    submit = getattr(engine, "submit", None)
+    if submit is not None:
+        return [submit(r) for r in requests]
+    results = engine.generate(requests)
+    if len(results) != len(requests) or any(q.id != r.id for q, r in zip(requests, results)):
         raise RuntimeError(
-            f"engine returned {len(results)} results for {len(batch)} requests, or out of order"
+            f"engine returned {len(results)} results for {len(requests)} requests, or out of order"
         )
+    futures = [Future() for _ in results]
+    for future, result in zip(futures, results):
+        future.set_result(result)
+    return futures
 
 
 def _evaluate(validator: SchemaValidator, result: Result, attempt: int) -> ValidatedResult:

@@ -28,8 +28,8 @@ def test_engine_is_loaded_once_per_process(engine_config):
 
 def test_the_engine_config_can_turn_on_kv_quant_sim(engine_config):
     simulated = dataclasses.replace(engine_config, kv_quant_sim=True)
-    assert engine_for(simulated).engine.model.config.kv_quant_sim
-    assert not engine_for(engine_config).engine.model.config.kv_quant_sim  # as the checkpoint
+    assert engine_for(simulated).model.config.kv_quant_sim
+    assert not engine_for(engine_config).model.config.kv_quant_sim  # as the checkpoint
 
 
 def test_engine_model_handler_with_beams_run_inference(engine_config):
@@ -84,12 +84,13 @@ class _BrokenOn:
                 for r in requests]  # fmt: skip
 
 
-def test_usage_meter_isolates_a_failing_call():
+def test_usage_meter_isolates_a_failing_request():
     meter = UsageMeter(_BrokenOn("b"))
-    results = meter.generate([Request(id=i) for i in ("a", "b", "c")])
+    results = [meter.submit(Request(id=i)).result() for i in ("a", "b", "c")]
     assert [r.finish_reason for r in results] == ["stop", "error", "stop"]
     assert "device fell over" in results[1].error
     assert meter.usage["a"].prompt_tokens == 5 and meter.usage["b"].prompt_tokens == 0
+    assert meter.submissions == 3
 
 
 def test_run_prompts_free_text_and_bad_response_format():

@@ -13,6 +13,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flashbeam.model.engine import Engine
 from flashbeam.pipelines import (
     ChunkingConfig,
     InputConfig,
@@ -22,7 +23,6 @@ from flashbeam.pipelines import (
     TaskConfig,
     run_pipeline,
 )
-from flashbeam.pipelines.handler import SharedEngine
 from flashbeam.pipelines.reduce import apply_rule
 
 
@@ -157,16 +157,15 @@ def test_map_reduce_with_a_part_schema(tmp_path, engine_config, tiny_schema, par
     rounds and unsplit documents to the task schema; the reduce prompts show the parts' JSON."""
     held: dict[str, list[dict]] = {}  # request id -> the schema of each attempt
     reduce_inputs: list[str] = []
-    generate = SharedEngine.generate
+    submit = Engine.submit
 
-    def spy(self, requests, progress=None):
-        for r in requests:
-            held.setdefault(r.id, []).append(r.response_format["json_schema"]["schema"])
-            if "#r" in r.id:
-                reduce_inputs.append(r.messages[1]["content"])
-        return generate(self, requests, progress)
+    def spy(self, request, *args, **kwargs):
+        held.setdefault(request.id, []).append(request.response_format["json_schema"]["schema"])
+        if "#r" in request.id:
+            reduce_inputs.append(request.messages[1]["content"])
+        return submit(self, request, *args, **kwargs)
 
-    monkeypatch.setattr(SharedEngine, "generate", spy)  # the in-memory runner's engine
+    monkeypatch.setattr(Engine, "submit", spy)  # the in-memory runner's engine
     _long_and_short_texts(tmp_path / "in")
     part = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0,
             "maximum": 9}}, "required": ["n"], "additionalProperties": False}  # fmt: skip
@@ -202,14 +201,14 @@ def test_map_reduce_rules_merge_fields_from_the_parts(tmp_path, engine_config, p
     """Prompt mode with reduce.rules: the named field of the row is the rule applied to the map
     outputs (in chunk order), whatever the reduce prompt wrote for it."""
     written: dict[str, str] = {}  # request id -> the text of its last attempt
-    generate = SharedEngine.generate
+    submit = Engine.submit
 
-    def spy(self, requests, progress=None):
-        results = generate(self, requests, progress)
-        written.update((r.id, result.text) for r, result in zip(requests, results))
-        return results
+    def spy(self, request, *args, **kwargs):
+        future = submit(self, request, *args, **kwargs)
+        future.add_done_callback(lambda f: written.update({request.id: f.result().text}))
+        return future
 
-    monkeypatch.setattr(SharedEngine, "generate", spy)
+    monkeypatch.setattr(Engine, "submit", spy)
     _long_and_short_texts(tmp_path / "in")
     tags = {"type": "array", "items": {"enum": ["red", "green", "blue"]}}
     part = {"type": "object", "properties": {"tags": {**tags, "maxItems": 2}},

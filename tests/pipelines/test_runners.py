@@ -1,12 +1,17 @@
-"""The same pipelines on the DirectRunner in multi-process mode and through the portable job API
-(`PortableRunner --job_endpoint=embed`, the API the Spark and Flink runners use)."""
+"""The same pipelines on the DirectRunner in multi-process and multi-threaded mode, and through
+the portable job API (`PortableRunner --job_endpoint=embed`, the API the Spark and Flink runners
+use)."""
 
 from __future__ import annotations
+
+import dataclasses
+import threading
 
 import pytest
 
 from flashbeam.pipelines import (
     ChunkingConfig,
+    GroupingConfig,
     InputConfig,
     OutputConfig,
     PipelineConfig,
@@ -92,3 +97,57 @@ def test_portable_runner_gives_the_same_ids_as_the_direct_runner(
         direct_report.metrics.results_out,
         direct_report.metrics.errors_out,
     )
+
+
+MULTI_THREADED = ["--direct_num_workers=4", "--direct_running_mode=multi_threading"]
+
+
+def test_worker_threads_share_one_engine_loop_and_give_the_same_rows(
+    tmp_path, engine_config, tiny_schema, jsonl, parquet_rows, monkeypatch
+):
+    from flashbeam.model.engine import Engine
+    from flashbeam.model.runner import ModelRunner
+    from flashbeam.pipelines.handler import release_engines
+
+    texts = [f"Invoice {i} from Firm {i}, total {10 * i} EUR, {'paid' if i % 2 else 'late'}."
+             for i in range(12)]  # fmt: skip
+    jsonl(tmp_path / "in" / "docs.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    task = TaskConfig(kind="extract", schema=tiny_schema, instructions="Extract.",
+                      questions=("Paid?", "Late?"), max_tokens=8,
+                      schema_in_prompt=False)  # fmt: skip
+    input_config = InputConfig(str(tmp_path / "in" / "docs.jsonl"), id_field="id")
+    engine = dataclasses.replace(engine_config, max_batch_size=48)  # an engine of its own
+    grouping = GroupingConfig(max_group_requests=2, requests_per_call=2)
+    loads, submitters, steppers = [], set(), set()
+    load, submit, decode = Engine.load, Engine.submit, ModelRunner.decode
+
+    def counting_load(*args, **kwargs):
+        loads.append(1)
+        return load(*args, **kwargs)
+
+    def recording_submit(self, *args, **kwargs):
+        submitters.add(threading.get_ident())
+        return submit(self, *args, **kwargs)
+
+    def recording_decode(self, *args):
+        steppers.add(threading.get_ident())
+        return decode(self, *args)
+
+    def run(name, options):
+        config = dataclasses.replace(
+            _config(tmp_path, name, input_config, task, engine), grouping=grouping
+        )
+        report = run_pipeline(config, options)
+        rows = parquet_rows(config.output.results)
+        release_engines()
+        return report, sorted((r["id"], r["question_index"], r["ok"], r["valid"]) for r in rows)
+
+    _, single = run("single", [])
+    monkeypatch.setattr(Engine, "load", staticmethod(counting_load))
+    monkeypatch.setattr(Engine, "submit", recording_submit)
+    monkeypatch.setattr(ModelRunner, "decode", recording_decode)
+    report, threaded = run("threaded", MULTI_THREADED)
+    assert report.state == "DONE" and threaded == single and len(single) == 24
+    # Requests came from several worker threads into one engine, stepped by its one thread.
+    assert len(loads) == 1 and len(submitters) > 1 and len(steppers) == 1
+    assert not submitters & steppers
