@@ -77,7 +77,13 @@ class Engine:
         config = model.config
         self.intake = Intake(tokenizer, config.vocab_size, config.max_position_embeddings)
         self.runner = ModelRunner(model)
-        self.scheduler = Scheduler(cache_bytes, max_batch_tokens, max_batch_size, snapshot_interval)
+        self.scheduler = Scheduler(
+            cache_bytes,
+            max_batch_tokens,
+            max_batch_size,
+            snapshot_interval,
+            state_bytes=self.runner.state_bytes,
+        )
         self._loop = EngineLoop(self.runner, self.scheduler, tokenizer, max_pending)
         _live.add(self._loop)
         # A forgotten engine stops its thread (after finishing what it holds) when collected.
@@ -135,6 +141,17 @@ class Engine:
         Cancelling the future takes the request out of the engine.
         """
         return self._submit([request], timeout, queue_timeout, None)[0]
+
+    def submit_many(
+        self,
+        requests: list[Request],
+        timeout: float | None = None,
+        queue_timeout: float | None = None,
+    ) -> list[Future[Result]]:
+        """`submit` for requests that belong together: they reach the loop as one arrival
+        and are planned together, so a prefix they share is computed once even when the first
+        of them would otherwise be running before the rest arrive."""
+        return self._submit(list(requests), timeout, queue_timeout, None)
 
     def generate(
         self,

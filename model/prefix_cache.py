@@ -98,6 +98,10 @@ class PrefixCache:
         self.miss_tokens = 0
 
     @property
+    def pinned_bytes(self) -> int:
+        return self.used_bytes - self._evictable_bytes
+
+    @property
     def num_pinned(self) -> int:
         """Snapshots with at least one pin (an engine holds none once a batch is done)."""
         return self.num_snapshots - len(self._lru)

@@ -81,6 +81,24 @@ class ModelRunner:
         if device is not None and device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def state_bytes(self, length: int) -> int:
+        """The bytes of a snapshot after `length` tokens (`SequenceState.nbytes`), from the
+        shapes alone: the scheduler budgets the cache with it before the snapshot exists."""
+        item = self.model.embed.weight.element_size()
+        total = 0
+        for block in self.model.layers:
+            attn = block.attn
+            total += min(length, attn.window - 1) * attn.head_dim * item
+            indexer = attn.indexer.compressor if attn.indexer is not None else None
+            for comp in (attn.compressor, indexer):
+                if comp is None:
+                    continue
+                total += length // comp.ratio * comp.dim * item  # the entries
+                total += 2 * (length % comp.ratio) * comp.wkv.out_features * 4  # partial window
+                if comp.overlap and length >= comp.ratio:  # the last window's A halves
+                    total += 2 * comp.ratio * comp.dim * 4
+        return total
+
     # ---- compute -------------------------------------------------------------------------------
     @torch.inference_mode()
     def prefill(

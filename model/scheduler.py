@@ -7,10 +7,16 @@ Policy only: it decides, the runner computes. It keeps
   is computed once. A sequence overtaken by `max_batch_size` later arrivals is overdue and goes
   first, so a steady stream of new groups never starves it.
 - `running`: admitted sequences, prefilling or generating, at most `max_batch_size`.
-- the prefix cache, whose entries are `SnapshotRef`s to state the runner holds. A prefix that
+- the prefix cache, whose entries are `SnapshotRef`s to state the runner holds. Admission
+  keeps within its budget: a sequence whose snapshots waiting sequences will restore is admitted
+  only while those snapshots (`state_bytes` of each) fit beside the ones already pinned and
+  those being computed; otherwise admission pauses until restores release room, instead of
+  filling the batch with prefixes the cache cannot keep. A prefix that
   a waiting sequence plans to restore stays pinned from when it is cached until the last such
-  sequence is admitted (the snapshots of concurrent prefills could evict it first); a running
-  sequence pins the snapshot it restored until it ends.
+  sequence is admitted (the snapshots of concurrent prefills could evict it first); a sequence
+  pins the snapshot it restored until its first chunk is computed (its state is that
+  snapshot's tensors until then), not until it ends: the cache's room is for prefixes still
+  to be restored, not for sequences long past them.
 
 `schedule()` admits what fits and plans one step: a decode token for every generating sequence,
 then prefill chunks within `max_batch_tokens`, with the snapshots to take inside each chunk.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .prefix_cache import PrefixCache
@@ -69,11 +76,15 @@ class Scheduler:
         max_batch_tokens: int,
         max_batch_size: int,
         snapshot_interval: int,
+        state_bytes: Callable[[int], int] = lambda length: 0,
+        min_wait_tokens: int = 64,
     ) -> None:
         self.cache = PrefixCache(cache_bytes, on_drop=self._on_drop)
+        self.state_bytes = state_bytes  # the bytes of a snapshot after that many tokens
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.snapshot_interval = snapshot_interval
+        self.min_wait_tokens = min_wait_tokens
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
         self._replan = False
@@ -138,6 +149,9 @@ class Scheduler:
         for count, snapshot_id in chunk.snapshots:
             self._cache_snapshot(seq.prompt[: seq.computed + count], snapshot_id, nbytes)
         seq.computed += chunk.size
+        if seq.pinned is not None:
+            self.cache.unpin(seq.pinned)
+            seq.pinned = None
 
     def _chunk(self, seq: Sequence, budget: int) -> Chunk:
         """Up to the prompt's end, within the step's token budget. With snapshots planned, a
@@ -169,9 +183,11 @@ class Scheduler:
         plan = plan_prefix_reuse(
             [s.prompt for s in seqs], first=list(range(len(prefilling))) + overdue
         )
+        caching = self.cache.capacity_bytes > 0  # a disabled cache: no snapshots, no restores
         for seq, branch in zip(prefilling, plan.branch_points):
-            points = {*seq.snapshot_points, *(p for p in branch if p > seq.computed)}
-            seq.snapshot_points = sorted(points) if self.cache.capacity_bytes else []
+            late = [p for p in branch if p > seq.computed] if caching else []
+            seq.snapshot_points = sorted({*seq.snapshot_points, *late})
+            seq.branch_points = sorted({*seq.branch_points, *late})
         awaited: dict[tuple[int, ...], int] = {}
         ahead = len(prefilling)
         for seq, restore, branch in zip(
@@ -180,9 +196,9 @@ class Scheduler:
             n = len(seq.prompt)
             regular = range(self.snapshot_interval, n - 1, self.snapshot_interval)
             points = {*branch, *regular, n - 1} - {0}
-            # A disabled cache stores nothing, so no snapshots are planned.
-            seq.snapshot_points = sorted(points) if self.cache.capacity_bytes else []
-            seq.restore_length = restore
+            seq.snapshot_points = sorted(points) if caching else []
+            seq.branch_points = list(branch) if caching else []
+            seq.restore_length = restore if caching else 0
             if restore:
                 key = tuple(seq.prompt[:restore])
                 awaited[key] = awaited.get(key, 0) + 1
@@ -220,21 +236,52 @@ class Scheduler:
 
     # ---- admission -----------------------------------------------------------------------------
     def _admit_ready(self) -> list[Admission]:
-        """Admit waiting sequences in order while there is room, except those whose shared prefix
-        a running sequence is still computing: they wait for its snapshot instead of redoing it.
-        Producers run ahead of their consumers in the order, so no one waits forever."""
+        """Admit waiting sequences in order while there is room: a free slot, and prefill budget
+        left in this step once the running sequences' prompts are served (a sequence admitted
+        beyond that would only hold a slot, and match the cache before it holds what the running
+        ones are computing). Passed over, in order:
+        - those whose shared prefix a running sequence is still computing: they wait for its
+          snapshot instead of redoing it (producers run ahead of consumers in the order, so
+          no one waits forever);
+        - sequences whose snapshots others will restore, while those would not fit the cache
+          beside those pinned and being computed (`reserved`). Once reservations drain
+          (restores unpin), the first is admitted whatever its size, and none after an overdue
+          one passed over, so none waits forever;
+        - sequences that would restore what one passed over is to compute.
+        Only prefixes of at least `min_wait_tokens` are waited for: a shorter one (a shared chat
+        template, say) costs less to compute again than a step of waiting.
+        """
         admitted: list[Admission] = []
-        still: list[Sequence] = []
+        passed: list[Sequence] = []
+        computing = sum(self._to_restore(s) for s in self.running)
+        budget = self.max_batch_tokens - sum(1 for s in self.running if not s.prefilling)
+        backlog = sum(len(s.prompt) - s.computed for s in self.running)
         for i, seq in enumerate(self.waiting):
-            if len(self.running) >= self.max_batch_size:
-                still.extend(self.waiting[i:])
+            if len(self.running) >= self.max_batch_size or backlog >= budget:
+                passed.extend(self.waiting[i:])
                 break
-            if self._prefix_in_progress(seq):
-                still.append(seq)
+            waits = seq.restore_length >= self.min_wait_tokens
+            if waits and (self._prefix_in_progress(seq) or self._restores_from(seq, passed)):
+                passed.append(seq)
+                continue
+            needs = self._to_restore(seq)
+            reserved = self.cache.pinned_bytes + computing
+            over = reserved + needs > self.cache.capacity_bytes or any(p.overdue for p in passed)
+            if needs and reserved and over:
+                passed.append(seq)
                 continue
             admitted.append(self._admit(seq))
-        self.waiting = still
+            computing += needs
+            backlog += len(seq.prompt) - seq.computed
+        self.waiting = passed
         return admitted
+
+    @staticmethod
+    def _restores_from(seq: Sequence, passed: list[Sequence]) -> bool:
+        """Whether `seq` would restore a prefix of one passed over. Requests that share a
+        prefix are adjacent in the order, so the last one passed over is the one to ask."""
+        need = seq.restore_length
+        return need > 0 and bool(passed) and passed[-1].prompt[:need] == seq.prompt[:need]
 
     def _prefix_in_progress(self, seq: Sequence) -> bool:
         need = seq.restore_length
@@ -244,6 +291,10 @@ class Scheduler:
         return any(
             r.prefilling and r.computed < need and r.prompt[:need] == shared for r in self.running
         )
+
+    def _to_restore(self, seq: Sequence) -> int:
+        """Bytes of the snapshots `seq` is still to take that waiting sequences will restore."""
+        return sum(self.state_bytes(p) for p in seq.branch_points if p > seq.computed)
 
     def _admit(self, seq: Sequence) -> Admission:
         match = self.cache.match(seq.prompt, max_length=len(seq.prompt) - 1)

@@ -24,6 +24,7 @@ class Sequence:
     generator: torch.Generator
     arrival: int = 0  # submission stamp: the requests of one `generate` share one
     snapshot_points: list[int] = field(default_factory=list)  # prompt positions to cache
+    branch_points: list[int] = field(default_factory=list)  # those later sequences restore
     restore_length: int = 0  # prompt tokens the plan expects to restore from the cache
     computed: int = 0  # prompt tokens whose effect is in the sequence's state
     cache_hit: int = 0
@@ -31,7 +32,7 @@ class Sequence:
     text: str = ""
     detokenizer: Any = None
     grammar: Any = None
-    pinned: Any = None  # prefix-cache handle of the snapshot this sequence restored
+    pinned: Any = None  # cache handle of the snapshot it restored, until its first chunk
     overdue: bool = False  # overtaken by so many later arrivals that it is admitted first
     deadline: float | None = None  # time.monotonic() after which the request fails
     future: Future | None = None

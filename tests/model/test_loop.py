@@ -108,6 +108,15 @@ def test_threads_submitting_at_random_times_get_the_tokens_of_one_call(checkpoin
         assert not engine.runner.sequences and not engine.scheduler.has_work
 
 
+def test_requests_submitted_together_compute_their_shared_prefix_once(checkpoint):
+    # Submitted one by one into an idle engine, the first would be computed alone before the
+    # others arrive, and past the point where they diverge; together they are planned as one.
+    requests = grouped_requests(docs=1, questions=3)
+    with Engine.load(checkpoint) as engine:
+        results = [f.result(timeout=WAIT) for f in engine.submit_many(requests)]
+    assert sorted(r.usage.prompt_cache_hit_tokens for r in results) == [0, 140, 140]
+
+
 def test_four_threads_calling_generate_at_once_each_get_their_results(checkpoint):
     requests = grouped_requests(docs=2)
     with Engine.load(checkpoint) as engine:

@@ -1,6 +1,7 @@
 """The scheduler alone (no model): planning as requests arrive, waiting for a prefix being
 computed, overdue requests, and snapshots the cache lets go of."""
 
+import pytest
 import torch
 
 from flashbeam.model.request import Request
@@ -75,3 +76,49 @@ def test_snapshots_the_cache_cannot_keep_are_handed_back_for_freeing():
     # Each prompt snapshots at 64 and at 69 (one before its end): 6 of 100 bytes, room for 2.
     assert len(kept) == 2 and len(dropped) == 4 and not kept & set(dropped)
     assert scheduler.take_dropped() == []
+
+
+@pytest.mark.parametrize("budgeted", [True, False])
+def test_admission_keeps_awaited_prefixes_within_the_cache(budgeted):
+    """Three documents, two questions each, in a cache with room for one and a half document
+    snapshots: admitting every document at once would leave no room to keep the later ones
+    for their second questions. With snapshot sizes known, admission waits for room instead."""
+    docs = [list(range(100 * d + 10, 100 * d + 90)) for d in range(3)]  # 80 tokens each
+    seqs = [seq(2 * d + q, doc + [q + 1, q + 2], arrival=0) for d, doc in enumerate(docs)
+            for q in range(2)]  # fmt: skip
+    sizes = {"state_bytes": lambda length: 100} if budgeted else {}
+    scheduler = Scheduler(150, max_batch_tokens=4096, max_batch_size=8, snapshot_interval=1024,
+                          **sizes)  # fmt: skip
+    scheduler.add(seqs)
+    for _ in range(10):
+        plan = scheduler.schedule()
+        run_prefill(scheduler, plan)
+        for s in [s for s in scheduler.running if not s.prefilling]:
+            scheduler.remove(s)  # they finish at once: only the prefixes matter here
+    assert not scheduler.has_work
+    hits = [s.cache_hit for s in seqs]
+    if budgeted:
+        assert hits == [0, 80] * 3
+    else:
+        assert sorted(hits)[:4] == [0, 0, 0, 0]  # a second question computed its document again
+
+
+def test_admission_stops_where_the_step_budget_does():
+    scheduler = Scheduler(1 << 20, max_batch_tokens=100, max_batch_size=8, snapshot_interval=1024)
+    seqs = [seq(i, list(range(100 * i + 10, 100 * i + 90)), arrival=0) for i in range(3)]
+    scheduler.add(seqs)
+    plan = scheduler.schedule()
+    # Two prompts of 80 tokens cover the 100-token budget; a third would only hold a slot.
+    assert [a.seq.id for a in plan.admitted] == [0, 1]
+    assert [c.size for g in plan.prefill for c in g] == [80, 20]
+    run_prefill(scheduler, plan)
+    assert [a.seq.id for a in scheduler.schedule().admitted] == [2]
+
+
+def test_a_short_shared_prefix_is_not_waited_for():
+    template = list(range(10, 30))  # 20 tokens, below min_wait_tokens
+    scheduler = Scheduler(1 << 20, max_batch_tokens=4096, max_batch_size=8, snapshot_interval=1024)
+    seqs = [seq(i, template + list(range(100 * i + 100, 100 * i + 160)), arrival=0)
+            for i in range(3)]  # fmt: skip
+    scheduler.add(seqs)
+    assert len(scheduler.schedule().admitted) == 3  # each computes the template itself
