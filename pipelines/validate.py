@@ -32,7 +32,7 @@ from .records import PromptRequest, RequestOutcome, add_usage
 
 
 class Generates(Protocol):
-    """An engine: `submit(request) -> Future[Result]` (the Engine), or `generate(list)`."""
+    """An engine: `submit_many(list) -> list[Future[Result]]` (the Engine), or `generate(list)`."""
 
     def generate(self, requests: list[Request]) -> list[Result]: ...
 
@@ -40,30 +40,37 @@ class Generates(Protocol):
 class UsageMeter:
     """An engine wrapper that sums usage and latency per request id over all attempts.
 
-    `submit` hands one request to the engine at once. A request the engine refuses, or cannot
-    finish because the engine failed, gets an error result naming why; the others still run.
-    Safe from any thread: results are recorded on the thread that delivers them.
+    `submit_many` hands requests to the engine at once, together. A request the engine
+    refuses, or cannot finish because the engine failed, gets an error result naming why; the
+    others still run. Safe from any thread: results are recorded on the thread that delivers
+    them.
     """
 
     def __init__(self, engine: Generates):
         self.engine = engine
         self.usage: dict[str, Usage] = defaultdict(Usage)
         self.latency: dict[str, float] = defaultdict(float)
-        self.submissions = 0
+        self.submissions = 0  # attempts that reached an end, refused ones included
         self._lock = threading.Lock()
 
-    def submit(self, request: Request) -> Future[Result]:
-        outcome: Future[Result] = Future()
+    def submit_many(self, requests: list[Request]) -> list[Future[Result]]:
         started = time.perf_counter()
-        with self._lock:
-            self.submissions += 1
         try:
-            attempt = send(self.engine, [request])[0]
-        except Exception as e:  # noqa: BLE001 - the engine refused it: this request fails
-            self._record(outcome, request, started, _engine_failure(request, e))
-            return outcome
-        attempt.add_done_callback(lambda f: self._record(outcome, request, started, f))
-        return outcome
+            attempts = send(self.engine, requests)
+        except Exception as e:  # noqa: BLE001 - the engine refused them
+            if len(requests) > 1:  # one by one, so only the request it refuses fails
+                return [f for request in requests for f in self.submit_many([request])]
+            outcome: Future[Result] = Future()
+            self._record(outcome, requests[0], started, _engine_failure(requests[0], e))
+            return [outcome]
+        outcomes: list[Future[Result]] = [Future() for _ in requests]
+        for outcome, request, attempt in zip(outcomes, requests, attempts):
+            attempt.add_done_callback(
+                lambda f, outcome=outcome, request=request: self._record(
+                    outcome, request, started, f
+                )
+            )
+        return outcomes
 
     def _record(
         self, outcome: Future, request: Request, started: float, done: Future | Result
@@ -77,6 +84,7 @@ class UsageMeter:
         else:
             result = done.result()
         with self._lock:
+            self.submissions += 1
             add_usage(self.usage[result.id], result.usage)
             self.latency[result.id] += time.perf_counter() - started
         outcome.set_result(result)

@@ -1,12 +1,12 @@
 """Generate, validate, retry: every request ends as a ValidatedResult, valid or with its reasons.
 
-With an engine that takes single requests (`submit(request) -> Future[Result]`, the Engine's
-continuous loop), each request's retry is submitted as soon as its previous attempt fails
-validation, while the other requests are still running; an engine with only `generate(list)`
-gets all of a round's failures in one call. A retry gets a new seed and the next temperature of
-the schedule; an output cut at `max_tokens` gets a larger budget (capped); with `feedback` the
-failed output and the validator's messages are appended to the chat as a correction turn.
-Engine errors (`finish_reason="error"`) are not retried.
+With an engine that takes requests as they come (`submit_many(requests) -> [Future[Result]]`,
+the Engine's continuous loop), each request's retry is submitted as soon as its previous attempt
+fails validation, while the other requests are still running; an engine with only
+`generate(list)` gets all of a round's failures in one call. A retry gets a new seed and the
+next temperature of the schedule; an output cut at `max_tokens` gets a larger budget (capped);
+with `feedback` the failed output and the validator's messages are appended to the chat as a
+correction turn. Engine errors (`finish_reason="error"`) are not retried.
 
 Every attempt is validated against the full schema, whatever constraint level the engine's
 grammar enforced it at (`Result.constraint`: exact, relaxed or none), and the outcome carries
@@ -30,7 +30,7 @@ from flashbeam.schemas.validate import SchemaValidator
 
 
 class Generates(Protocol):
-    """An engine: `generate(list)`, and optionally `submit(request) -> Future[Result]`."""
+    """An engine: `generate(list)`, or `submit_many(list) -> list[Future[Result]]`."""
 
     def generate(self, requests: list[Request]) -> list[Result]: ...
 
@@ -117,14 +117,14 @@ def generate_validated(
 
 
 def send(engine: Generates, requests: list[Request]) -> list[Future[Result]]:
-    """Hand `requests` to `engine` now, one future per request: one `submit` each where the
-    engine has it (each future completes as its request finishes), else one `generate` call
-    (the futures are complete on return)."""
+    """Hand `requests` to `engine` now, together, one future per request: `submit_many` where
+    the engine has it (each future completes as its request finishes), else one `generate`
+    call (the futures are complete on return)."""
     if not requests:
         return []
-    submit = getattr(engine, "submit", None)
-    if submit is not None:
-        return [submit(r) for r in requests]
+    submit_many = getattr(engine, "submit_many", None)
+    if submit_many is not None:
+        return submit_many(requests)
     results = engine.generate(requests)
     if len(results) != len(requests) or any(q.id != r.id for q, r in zip(requests, results)):
         raise RuntimeError(

@@ -86,7 +86,7 @@ class _BrokenOn:
 
 def test_usage_meter_isolates_a_failing_request():
     meter = UsageMeter(_BrokenOn("b"))
-    results = [meter.submit(Request(id=i)).result() for i in ("a", "b", "c")]
+    results = [f.result() for f in meter.submit_many([Request(id=i) for i in "abc"])]
     assert [r.finish_reason for r in results] == ["stop", "error", "stop"]
     assert "device fell over" in results[1].error
     assert meter.usage["a"].prompt_tokens == 5 and meter.usage["b"].prompt_tokens == 0

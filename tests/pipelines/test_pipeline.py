@@ -157,15 +157,16 @@ def test_map_reduce_with_a_part_schema(tmp_path, engine_config, tiny_schema, par
     rounds and unsplit documents to the task schema; the reduce prompts show the parts' JSON."""
     held: dict[str, list[dict]] = {}  # request id -> the schema of each attempt
     reduce_inputs: list[str] = []
-    submit = Engine.submit
+    submit_many = Engine.submit_many
 
-    def spy(self, request, *args, **kwargs):
-        held.setdefault(request.id, []).append(request.response_format["json_schema"]["schema"])
-        if "#r" in request.id:
-            reduce_inputs.append(request.messages[1]["content"])
-        return submit(self, request, *args, **kwargs)
+    def spy(self, requests, *args, **kwargs):
+        for r in requests:
+            held.setdefault(r.id, []).append(r.response_format["json_schema"]["schema"])
+            if "#r" in r.id:
+                reduce_inputs.append(r.messages[1]["content"])
+        return submit_many(self, requests, *args, **kwargs)
 
-    monkeypatch.setattr(Engine, "submit", spy)  # the in-memory runner's engine
+    monkeypatch.setattr(Engine, "submit_many", spy)  # the in-memory runner's engine
     _long_and_short_texts(tmp_path / "in")
     part = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0,
             "maximum": 9}}, "required": ["n"], "additionalProperties": False}  # fmt: skip
@@ -201,14 +202,15 @@ def test_map_reduce_rules_merge_fields_from_the_parts(tmp_path, engine_config, p
     """Prompt mode with reduce.rules: the named field of the row is the rule applied to the map
     outputs (in chunk order), whatever the reduce prompt wrote for it."""
     written: dict[str, str] = {}  # request id -> the text of its last attempt
-    submit = Engine.submit
+    submit_many = Engine.submit_many
 
-    def spy(self, request, *args, **kwargs):
-        future = submit(self, request, *args, **kwargs)
-        future.add_done_callback(lambda f: written.update({request.id: f.result().text}))
-        return future
+    def spy(self, requests, *args, **kwargs):
+        futures = submit_many(self, requests, *args, **kwargs)
+        for r, future in zip(requests, futures):
+            future.add_done_callback(lambda f, rid=r.id: written.update({rid: f.result().text}))
+        return futures
 
-    monkeypatch.setattr(Engine, "submit", spy)
+    monkeypatch.setattr(Engine, "submit_many", spy)
     _long_and_short_texts(tmp_path / "in")
     tags = {"type": "array", "items": {"enum": ["red", "green", "blue"]}}
     part = {"type": "object", "properties": {"tags": {**tags, "maxItems": 2}},

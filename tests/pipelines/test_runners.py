@@ -119,7 +119,7 @@ def test_worker_threads_share_one_engine_loop_and_give_the_same_rows(
     engine = dataclasses.replace(engine_config, max_batch_size=48)  # an engine of its own
     grouping = GroupingConfig(max_group_requests=2, requests_per_call=2)
     loads, submitters, steppers = [], set(), set()
-    load, submit, decode = Engine.load, Engine.submit, ModelRunner.decode
+    load, submit_many, decode = Engine.load, Engine.submit_many, ModelRunner.decode
 
     def counting_load(*args, **kwargs):
         loads.append(1)
@@ -127,7 +127,7 @@ def test_worker_threads_share_one_engine_loop_and_give_the_same_rows(
 
     def recording_submit(self, *args, **kwargs):
         submitters.add(threading.get_ident())
-        return submit(self, *args, **kwargs)
+        return submit_many(self, *args, **kwargs)
 
     def recording_decode(self, *args):
         steppers.add(threading.get_ident())
@@ -144,7 +144,7 @@ def test_worker_threads_share_one_engine_loop_and_give_the_same_rows(
 
     _, single = run("single", [])
     monkeypatch.setattr(Engine, "load", staticmethod(counting_load))
-    monkeypatch.setattr(Engine, "submit", recording_submit)
+    monkeypatch.setattr(Engine, "submit_many", recording_submit)
     monkeypatch.setattr(ModelRunner, "decode", recording_decode)
     report, threaded = run("threaded", MULTI_THREADED)
     assert report.state == "DONE" and threaded == single and len(single) == 24
