@@ -28,12 +28,25 @@ from flashbeam.jobs import EXIT_FAILED, EXIT_OK, EXIT_SETUP
 
 
 def _bench_engine(args: argparse.Namespace) -> dict:
-    from flashbeam.model.bench import bench_engine
+    from flashbeam.model.bench import bench_engine, bench_engine_callers
 
+    if args.callers:
+        return bench_engine_callers(
+            callers=args.callers,
+            documents=args.documents,
+            questions=args.questions,
+            doc_len=args.doc_len,
+            new_tokens=args.new_tokens or 32,
+            requests_per_call=args.requests_per_call,
+            max_batch_size=args.max_batch_size,
+            preset=args.preset,
+            threads=args.threads,
+            repeats=args.repeats or 3,
+        )
     return bench_engine(
         prompts=args.prompts,
         prompt_len=args.prompt_len,
-        new_tokens=args.new_tokens,
+        new_tokens=args.new_tokens or 64,
         preset=args.preset,
         max_batch_tokens=args.max_batch_tokens,
         reference=not args.no_reference,
@@ -92,6 +105,9 @@ def _bench_pipeline(args: argparse.Namespace) -> dict:
         threads=args.threads,
         runner=args.runner,
         workers=args.workers,
+        worker_threads=args.worker_threads,
+        max_batch_size=args.max_batch_size,
+        repeats=args.repeats,
     )
 
 
@@ -99,13 +115,25 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="run a benchmark; prints one JSON object")
     targets = bench.add_subparsers(dest="target", required=True)
 
-    p = targets.add_parser("engine", help="Engine.generate vs transformers generate")
+    p = targets.add_parser(
+        "engine",
+        help="Engine.generate vs transformers generate; with --callers K, K threads sharing "
+        "one engine vs one call and vs calls taking turns",
+    )
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--prompt-len", type=int, default=512)
-    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=None, help="default 64 (32 with --callers)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="token budget per step")
     p.add_argument("--no-reference", action="store_true", help="skip the transformers run")
+    p.add_argument("--callers", type=int, default=0, help="threads sharing one engine")
+    p.add_argument("--documents", type=int, default=32, help="with --callers: prefix groups")
+    p.add_argument("--questions", type=int, default=4, help="with --callers: requests per group")
+    p.add_argument("--doc-len", type=int, default=256, help="with --callers: shared prefix")
+    p.add_argument("--requests-per-call", type=int, default=16, help="with --callers")
+    p.add_argument("--max-batch-size", type=int, default=64, help="with --callers")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=None, help="with --callers: runs per mode (3)")
     p.set_defaults(bench=_bench_engine)
 
     p = targets.add_parser("prefix-cache", help="documents x questions, cache on vs off")
@@ -150,6 +178,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="dask: the DirectRunner vs a local Dask cluster (--workers processes) instead",
     )
     p.add_argument("--workers", type=int, default=2, help="Dask worker processes (--runner dask)")
+    p.add_argument(
+        "--worker-threads", type=int, default=4, help="DirectRunner threads sharing one engine"
+    )
+    p.add_argument("--max-batch-size", type=int, default=64, help="the engine's running batch")
+    p.add_argument("--repeats", type=int, default=1, help="runs per mode, medians reported")
     p.set_defaults(bench=_bench_pipeline)
 
 

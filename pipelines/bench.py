@@ -3,22 +3,26 @@
 Workload: `documents` synthetic documents of about `doc_tokens` tokens, `questions` questions
 each (a prefix-heavy job: every question repeats its document), free-text answers of
 `max_tokens` tokens, on a random-weight tiny checkpoint. Three timed runs, each on a fresh
-engine (empty prefix cache):
+engine (empty prefix cache, `max_batch_size` sequences in its running batch):
 
 - engine: the pipeline's own requests (same prompts) in one `Engine.generate` call;
 - pipeline: the whole job through the DirectRunner, prefix grouping on;
 - ungrouped: the same job with grouping off (requests scattered over engine calls).
 
-`requests_per_call` far below the job's request count (16 of 256 by default) and a prefix cache
-(`cache_bytes`, default 4 MiB: the states of about a dozen documents of the tiny model) that
-cannot hold every document model a worker that sees far more documents than fit one engine call
-or its memory: there, a document's questions are served from the cache reliably only when they
-reach the engine together. Wall times include Beam's start-up and writing the Parquet files.
+The DirectRunner runs `worker_threads` threads (`--direct_running_mode=multi_threading`), each
+handing its bundles' engine calls to the process's one engine, whose loop batches them
+together. `requests_per_call` far below the job's request count (16 of 256 by default) and a
+prefix cache (`cache_bytes`, default 4 MiB: the states of about a dozen documents of the tiny
+model) that cannot hold every document model a worker that sees far more documents than fit one
+engine call or its memory: there, a document's questions are served from the cache reliably
+only when they reach the engine together. Wall times include Beam's start-up and writing the
+Parquet files. The three runs take turns `repeats` times; each mode reports its median run.
 
 With `runner="dask"` the grouped job runs twice instead, on the same input: on the DirectRunner
-and on a dask.distributed LocalCluster of `workers` processes (one thread each), after a
-one-document job that makes every worker import flashbeam and load its engine (their start-up
-is reported apart). Per stage: the summed run time of the Dask tasks of each top-level step.
+(one worker) and on a dask.distributed LocalCluster of `workers` processes (one thread each),
+after a one-document job that makes every worker import flashbeam and load its engine (their
+start-up is reported apart). Per stage: the summed run time of the Dask tasks of each top-level
+step.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 
 import torch
 
+from flashbeam.model.bench import median_run
 from flashbeam.model.config import tiny_config
 from flashbeam.model.random_init import write_random_checkpoint
 
@@ -72,9 +77,13 @@ def bench_pipeline(
     threads: int | None = None,
     runner: str = "direct",
     workers: int = 2,
+    worker_threads: int = 4,
+    max_batch_size: int = 64,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Docs/s and tokens/s of the pipeline vs the engine alone, and grouping on vs off; or, with
-    `runner="dask"`, the DirectRunner vs a local Dask cluster of `workers` processes."""
+    `runner="dask"`, the DirectRunner vs a local Dask cluster of `workers` processes. The
+    DirectRunner's `worker_threads` share one engine of `max_batch_size` running sequences."""
     if runner not in ("direct", "dask"):
         raise ValueError(f"runner must be direct or dask, got {runner!r}")
     if threads:
@@ -84,7 +93,7 @@ def bench_pipeline(
         checkpoint = str(write_random_checkpoint(root / "ckpt", tiny_config(preset), seed=0))
         engine = EngineConfig(
             model=checkpoint,
-            max_batch_size=requests_per_call,
+            max_batch_size=max_batch_size,
             cache_bytes=cache_bytes,
             torch_threads=threads,
         )
@@ -119,25 +128,42 @@ def bench_pipeline(
             "doc_tokens": doc_tokens,
             "max_tokens": max_tokens,
             "requests_per_call": requests_per_call,
+            "max_batch_size": max_batch_size,
             "cache_bytes": cache_bytes,
             "preset": preset,
             "runner": "DirectRunner",
+            "worker_threads": worker_threads,
             "threads": torch.get_num_threads(),
+            "repeats": repeats,
         }
         _warm_up(engine)
         if runner == "dask":
-            on_direct = _run_pipeline(config("direct", True))
+            on_direct = _run_pipeline(config("direct", True), [])
             on_dask = _run_on_dask(config("dask", True), workers, root)
             return {
                 "benchmark": "pipeline",
-                "workload": {**workload, "runner": "DirectRunner vs dask", "workers": workers},
+                "workload": {
+                    **workload,
+                    "runner": "DirectRunner vs dask",
+                    "workers": workers,
+                    "worker_threads": 1,
+                },  # fmt: skip
                 "direct": on_direct,
                 "dask": on_dask,
                 "dask_vs_direct": on_direct["wall_s"] / on_dask["wall_s"],
             }
-        direct = _run_engine_only(root / "docs.jsonl", task, engine)
-        grouped = _run_pipeline(config("grouped", True))
-        ungrouped = _run_pipeline(config("ungrouped", False))
+        options = []
+        if worker_threads > 1:
+            options = [
+                f"--direct_num_workers={worker_threads}",
+                "--direct_running_mode=multi_threading",
+            ]
+        runs: dict[str, list[dict[str, Any]]] = {"engine": [], "grouped": [], "ungrouped": []}
+        for i in range(repeats):
+            runs["engine"].append(_run_engine_only(root / "docs.jsonl", task, engine))
+            runs["grouped"].append(_run_pipeline(config(f"grouped{i}", True), options))
+            runs["ungrouped"].append(_run_pipeline(config(f"ungrouped{i}", False), options))
+        direct, grouped, ungrouped = (median_run(runs[mode]) for mode in runs)
     return {
         "benchmark": "pipeline",
         "workload": workload,
@@ -193,8 +219,8 @@ def _run_engine_only(path: Path, task: TaskConfig, engine: EngineConfig) -> dict
     return _rates(len(docs), wall, prompt, cached, completion)
 
 
-def _run_pipeline(config: PipelineConfig) -> dict[str, Any]:
-    report = run_pipeline(config, [])
+def _run_pipeline(config: PipelineConfig, options: list[str]) -> dict[str, Any]:
+    report = run_pipeline(config, options)
     release_engines()
     m = report.metrics
     documents = m.records_in
