@@ -1,7 +1,8 @@
 """The Engine: one continuous-batching loop in a background thread, fed from any thread.
 
-`submit(request)` returns a `Future[Result]` at once; `generate(requests)` submits them all and
-waits. The loop thread owns all engine state, so callers never touch it. Each pass of the loop:
+`submit(request)` returns a `Future[Result]` at once, `submit_many(requests)` one per request
+for requests that belong together; `generate(requests)` submits them all and waits. The loop
+thread (`loop.py`) owns all engine state, so callers never touch it. Each pass of the loop:
 1. takes what arrived (new requests, cancellations) and fails requests past their deadline;
 2. asks the scheduler for a step (`scheduler.py`): admissions in prefix-sharing order, one
    decode token for every generating sequence, prefill chunks within the token budget;

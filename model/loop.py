@@ -105,13 +105,16 @@ class EngineLoop:
 
     def enter(self, seqs: list[Sequence], queue_timeout: float | None) -> None:
         """Hand sequences to the loop, each holding a slot; wait for slots as `queue_timeout`
-        says. What was taken before a wait is handed over first, so the wait can end."""
+        says. What was taken before a wait is handed over first, so the wait can end; when
+        the wait runs out, those are cancelled: all of `seqs` enter, or none stays."""
         batch: list[Sequence] = []
-        for seq in seqs:
+        for i, seq in enumerate(seqs):
             if not self._slots.acquire(blocking=False):
                 self._put(batch)
                 batch = []
                 if not self._slots.acquire(timeout=queue_timeout):
+                    for handed in seqs[:i]:
+                        handed.future.cancel()
                     raise EngineFull(
                         f"request {seq.request.id!r}: the engine holds its maximum of pending "
                         f"requests and none finished within {queue_timeout} s; submit more "

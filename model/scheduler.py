@@ -6,17 +6,16 @@ Policy only: it decides, the runner computes. It keeps
   requests that share a prefix, whoever submitted them, are admitted together and the prefix
   is computed once. A sequence overtaken by `max_batch_size` later arrivals is overdue and goes
   first, so a steady stream of new groups never starves it.
-- `running`: admitted sequences, prefilling or generating, at most `max_batch_size`.
-- the prefix cache, whose entries are `SnapshotRef`s to state the runner holds. Admission
-  keeps within its budget: a sequence whose snapshots waiting sequences will restore is admitted
-  only while those snapshots (`state_bytes` of each) fit beside the ones already pinned and
-  those being computed; otherwise admission pauses until restores release room, instead of
-  filling the batch with prefixes the cache cannot keep. A prefix that
-  a waiting sequence plans to restore stays pinned from when it is cached until the last such
-  sequence is admitted (the snapshots of concurrent prefills could evict it first); a sequence
-  pins the snapshot it restored until its first chunk is computed (its state is that
-  snapshot's tensors until then), not until it ends: the cache's room is for prefixes still
-  to be restored, not for sequences long past them.
+- `running`: admitted sequences, prefilling or generating, at most `max_batch_size`. A sequence
+  is admitted while the running ones' unprefilled prompts leave budget in the step, and while
+  the snapshots it is to take for waiting sequences fit the cache beside those pinned and being
+  computed (`state_bytes`), rather than filling the batch with prompts no step can serve yet or
+  prefixes the cache cannot keep.
+- the prefix cache, whose entries are `SnapshotRef`s to state the runner holds. A prefix that
+  waiting sequences plan to restore stays pinned from when it is cached until the last of them
+  is admitted (the snapshots of concurrent prefills could evict it first); a sequence pins the
+  snapshot it restored until its first chunk is computed (its state is that snapshot's
+  tensors until then).
 
 `schedule()` admits what fits and plans one step: a decode token for every generating sequence,
 then prefill chunks within `max_batch_tokens`, with the snapshots to take inside each chunk.
@@ -253,6 +252,7 @@ class Scheduler:
         """
         admitted: list[Admission] = []
         passed: list[Sequence] = []
+        overdue_passed = False
         computing = sum(self._to_restore(s) for s in self.running)
         budget = self.max_batch_tokens - sum(1 for s in self.running if not s.prefilling)
         backlog = sum(len(s.prompt) - s.computed for s in self.running)
@@ -260,21 +260,31 @@ class Scheduler:
             if len(self.running) >= self.max_batch_size or backlog >= budget:
                 passed.extend(self.waiting[i:])
                 break
-            waits = seq.restore_length >= self.min_wait_tokens
-            if waits and (self._prefix_in_progress(seq) or self._restores_from(seq, passed)):
-                passed.append(seq)
-                continue
             needs = self._to_restore(seq)
-            reserved = self.cache.pinned_bytes + computing
-            over = reserved + needs > self.cache.capacity_bytes or any(p.overdue for p in passed)
-            if needs and reserved and over:
+            if self._must_wait(seq, passed) or (
+                needs and self._no_room(needs, computing, overdue_passed)
+            ):
                 passed.append(seq)
+                overdue_passed = overdue_passed or seq.overdue
                 continue
             admitted.append(self._admit(seq))
             computing += needs
             backlog += len(seq.prompt) - seq.computed
         self.waiting = passed
         return admitted
+
+    def _must_wait(self, seq: Sequence, passed: list[Sequence]) -> bool:
+        """`seq` would restore a prefix that a running sequence is still computing, or that one
+        passed over is to compute (only prefixes worth a step of waiting)."""
+        if seq.restore_length < max(self.min_wait_tokens, 1):
+            return False
+        return self._prefix_in_progress(seq) or self._restores_from(seq, passed)
+
+    def _no_room(self, needs: int, computing: int, overdue_passed: bool) -> bool:
+        """Snapshots of `needs` bytes would not fit beside those pinned and being computed;
+        with nothing reserved there is always room, so a large one is not held forever."""
+        reserved = self.cache.pinned_bytes + computing
+        return reserved > 0 and (overdue_passed or reserved + needs > self.cache.capacity_bytes)
 
     @staticmethod
     def _restores_from(seq: Sequence, passed: list[Sequence]) -> bool:
@@ -285,8 +295,6 @@ class Scheduler:
 
     def _prefix_in_progress(self, seq: Sequence) -> bool:
         need = seq.restore_length
-        if need == 0:
-            return False
         shared = seq.prompt[:need]
         return any(
             r.prefilling and r.computed < need and r.prompt[:need] == shared for r in self.running
