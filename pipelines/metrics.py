@@ -38,7 +38,7 @@ class PipelineMetrics:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens served from the prefix cache
     completion_tokens: int = 0
-    engine_calls: int = 0
+    engine_calls: int = 0  # requests handed to the engine, retries included
 
     @property
     def cache_hit_ratio(self) -> float:

@@ -1,6 +1,9 @@
-"""The retry driver against a scripted engine: seeds, temperatures, length growth, feedback."""
+"""The retry driver against scripted engines: seeds, temperatures, length growth, feedback, and
+each retry submitted as soon as its attempt fails."""
 
 import json
+import threading
+from concurrent.futures import Future
 
 import pytest
 
@@ -132,3 +135,47 @@ def test_policy_and_engine_contract_checks():
 
     with pytest.raises(RuntimeError, match="0 results for 1 requests"):
         generate_validated(Lossy(), [Request(id="a")], SCHEMA)
+
+
+class HeldEngine:
+    """An engine double with `submit_many`: each attempt's future completes when the test says."""
+
+    def __init__(self):
+        self.sent: list[tuple[Request, Future]] = []
+        self.changed = threading.Condition()
+
+    def submit_many(self, requests):
+        futures = [Future() for _ in requests]
+        with self.changed:
+            self.sent.extend(zip(requests, futures))
+            self.changed.notify_all()
+        return futures
+
+    def wait_for(self, count: int) -> list[tuple[Request, Future]]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.sent) >= count, timeout=30)
+            return list(self.sent)
+
+    @staticmethod
+    def reply(sent: tuple[Request, Future], text: str) -> None:
+        request, future = sent
+        future.set_result(Result(id=request.id, text=text, finish_reason="stop"))
+
+
+def test_a_retry_is_submitted_as_soon_as_its_attempt_fails_while_others_run():
+    engine = HeldEngine()
+    out = {}
+    driver = threading.Thread(
+        target=lambda: out.update(done=generate_validated(
+            engine, [Request(id="a", seed=5), Request(id="b")], SCHEMA))
+    )  # fmt: skip
+    driver.start()
+    a1, b1 = engine.wait_for(2)
+    engine.reply(a1, BAD_FORMAT)
+    a2 = engine.wait_for(3)[2]  # a's second attempt, while b's first is still running
+    assert a2[0].id == "a" and a2[0].seed == retry_seed(Request(id="a", seed=5), 2)
+    assert not b1[1].done()
+    engine.reply(b1, GOOD)
+    engine.reply(a2, GOOD)
+    driver.join(30)
+    assert [(r.id, r.valid, r.attempts) for r in out["done"]] == [("a", True, 2), ("b", True, 1)]
