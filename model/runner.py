@@ -18,9 +18,11 @@ import torch
 from .cache import SequenceState
 from .decode import DecodeBatch
 from .network import Transformer
+from .ranks import RankFailure
 
-# Out of memory is not one request's fault: the engine stops and fails everything pending.
-FATAL_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryError)
+# Out of memory or a dead rank is not one request's fault: the engine stops and fails everything
+# pending.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryError, RankFailure)
 
 
 class ModelRunner:

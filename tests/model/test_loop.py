@@ -212,13 +212,23 @@ def test_cancelled_requests_leave_the_engine(checkpoint):
         assert not engine.runner.sequences and not engine.scheduler.has_work
 
 
+# A schema the grammar cannot enforce whole, with exact enforcement asked for: refused.
+UNENFORCEABLE = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "code",
+        "schema": {"properties": {"c": {"type": "string", "not": {"const": "a"}}}},
+        "constraint": "exact",
+    },
+}
+
+
 def test_request_errors_beside_healthy_requests_fail_only_themselves(checkpoint):
     healthy = grouped_requests(docs=2, questions=2)
     broken = [
         Request(id="model", prompt_token_ids=ids(20, 9) + [499], max_tokens=3),
         Request(id="vocab", prompt_token_ids=[10**6]),
-        Request(id="schema", prompt_token_ids=ids(8, 1),
-                response_format={"type": "json_schema", "json_schema": {"schema": 3}}),
+        Request(id="schema", prompt_token_ids=ids(8, 1), response_format=UNENFORCEABLE),
     ]  # fmt: skip
     with Engine.load(checkpoint) as engine:
         want = {r.id: r.token_ids for r in engine.generate(healthy)}
@@ -235,6 +245,7 @@ def test_request_errors_beside_healthy_requests_fail_only_themselves(checkpoint)
     assert all(got[r.id].finish_reason == "error" for r in broken)
     assert "injected failure" in got["model"].error
     assert "outside the vocabulary" in got["vocab"].error
+    assert "cannot be used for constrained decoding" in got["schema"].error
 
 
 def test_a_fatal_error_fails_every_pending_request_with_its_cause(checkpoint):
