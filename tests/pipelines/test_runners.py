@@ -102,6 +102,7 @@ def test_portable_runner_gives_the_same_ids_as_the_direct_runner(
 MULTI_THREADED = ["--direct_num_workers=4", "--direct_running_mode=multi_threading"]
 
 
+@pytest.mark.slow
 def test_worker_threads_share_one_engine_loop_and_give_the_same_rows(
     tmp_path, engine_config, tiny_schema, jsonl, parquet_rows, monkeypatch
 ):
