@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from flashbeam.model.checkpoint import CheckpointReader, resolve_checkpoint
 from flashbeam.model.config import ModelConfig
+from flashbeam.model.parallel import check_world_size
 from flashbeam.pipelines import (
     ChunkingConfig,
     EngineConfig,
@@ -258,7 +259,9 @@ def check_plan(plan: Plan, check_model: bool = True) -> list[str]:
         raise JobError(f"{source}: {e}") from None
     if check_model:
         engine = plan.config.engine
-        check_checkpoint(engine.model, f"{source}: model.path", engine.kv_quant_sim)
+        check_checkpoint(
+            engine.model, f"{source}: model.path", engine.kv_quant_sim, engine.tensor_parallel
+        )
     try:
         check_config(plan.config, check_model=check_model)
         check_runner(PipelineOptions(plan.beam_args))
@@ -270,9 +273,11 @@ def check_plan(plan: Plan, check_model: bool = True) -> list[str]:
     return files
 
 
-def check_checkpoint(model: str, where: str, kv_quant_sim: bool | None = None) -> None:
-    """The checkpoint's config parses (with the job's `kv_quant_sim`) and its weight files
-    match it (headers only)."""
+def check_checkpoint(
+    model: str, where: str, kv_quant_sim: bool | None = None, tensor_parallel: int = 1
+) -> None:
+    """The checkpoint's config parses (with the job's `kv_quant_sim`), its weight files match
+    it (headers only) and it splits over `tensor_parallel` ranks."""
     try:
         directory = resolve_checkpoint(model)
         if not directory.is_dir():
@@ -283,8 +288,9 @@ def check_checkpoint(model: str, where: str, kv_quant_sim: bool | None = None) -
         config = ModelConfig.from_file(directory)
         if kv_quant_sim is not None:
             config = config.replace(kv_quant_sim=kv_quant_sim)
-        with CheckpointReader(directory, config):
-            pass
+        with CheckpointReader(directory, config) as reader:
+            fp8 = any(e.fmt == "fp8" for e in reader.entries.values())
+        check_world_size(config, tensor_parallel, quantized=fp8)
     except JobError:
         raise
     except (ValueError, OSError) as e:

@@ -149,6 +149,9 @@ class EngineSpec(_Section):
     cache_bytes: int = Field(_default(EngineConfig, "cache_bytes"), ge=0)
     # One torch thread unless the job says otherwise: Beam runs several bundles at once.
     torch_threads: int | None = Field(1, ge=1)
+    # Ranks (GPUs) of one worker's engine, and their devices (default cuda:0..N-1).
+    tensor_parallel: int = Field(_default(EngineConfig, "tensor_parallel"), ge=1)
+    devices: tuple[str, ...] | None = _default(EngineConfig, "devices")
 
     _sizes = field_validator("cache_bytes", mode="before")(parse_bytes)
 

@@ -31,11 +31,13 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_model, resolve_checkpoint
+from .fit import require_fit
 from .grammar import GrammarCompiler
 from .intake import Intake
 from .loop import EngineError, EngineFull, EngineLoop, EngineProgress, Tally
 from .network import Transformer
 from .output import result_of
+from .parallel_runner import ParallelRunner, ShardSpec, devices_for
 from .prefix_cache import PrefixCache
 from .request import Request, Result
 from .runner import ModelRunner
@@ -66,7 +68,10 @@ class Engine:
         snapshot_interval: int = 1024,
         name: str = "model",
         max_pending: int = 1024,
+        runner: ModelRunner | ParallelRunner | None = None,
     ) -> None:
+        """`model` runs on one device; or give the `runner` of a tensor-parallel group (see
+        `Engine.load(..., tensor_parallel=N)`) and its rank-0 `model`."""
         if max_batch_tokens < 1 or max_batch_size < 1 or max_pending < 1:
             raise ValueError("max_batch_tokens, max_batch_size and max_pending must be >= 1")
         self.tokenizer = tokenizer
@@ -77,7 +82,7 @@ class Engine:
         self.max_pending = max_pending
         config = model.config
         self.intake = Intake(tokenizer, config.vocab_size, config.max_position_embeddings)
-        self.runner = ModelRunner(model)
+        self.runner = runner if runner is not None else ModelRunner(model)
         self.scheduler = Scheduler(
             cache_bytes,
             max_batch_tokens,
@@ -99,14 +104,32 @@ class Engine:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         kv_quant_sim: bool | None = None,
+        tensor_parallel: int = 1,
+        devices: list[str] | None = None,
         **options,
     ) -> Engine:
         """Load a checkpoint directory (or "tiny", the embedded default) with its tokenizer;
-        `kv_quant_sim` as in `load_model`, the rest are the Engine's options."""
+        `kv_quant_sim` as in `load_model`, the rest are the Engine's options.
+
+        `tensor_parallel=N` spreads the model over N ranks (`model.parallel`): this process is
+        rank 0 and starts N-1 helper processes itself, each loading only its share, on
+        `devices` (default cuda:0..N-1 for device="cuda", else the CPU with gloo). On GPUs the
+        weights are checked against the GPUs' free memory first, with the arithmetic of
+        `flashbeam plan`."""
         directory = resolve_checkpoint(path)
-        model = load_model(directory, device=device, dtype=dtype, kv_quant_sim=kv_quant_sim)
         tokenizer = Tokenizer.from_file(directory)
-        return cls(model, tokenizer, name=str(path), **options)
+        ranks = devices_for(device, tensor_parallel, devices)
+        if torch.device(ranks[0]).type == "cuda":
+            require_fit(directory, ranks, dtype, options.get("cache_bytes", 1 << 30))
+        if tensor_parallel == 1:
+            model = load_model(directory, device=ranks[0], dtype=dtype, kv_quant_sim=kv_quant_sim)
+            return cls(model, tokenizer, name=str(path), **options)
+        runner = ParallelRunner.start(ShardSpec(directory, ranks, dtype, kv_quant_sim))
+        try:
+            return cls(runner.model, tokenizer, name=str(path), runner=runner, **options)
+        except BaseException:
+            runner.close()
+            raise
 
     @property
     def model(self) -> Transformer | None:

@@ -270,3 +270,18 @@ def model_to_plan(path: str, experts: Format | None = None) -> tuple[ModelConfig
 
         source += f", experts taken as {experts}"
     return config, format_of, source
+
+
+class FitError(ValueError):
+    """A model that does not fit the GPUs an engine was given."""
+
+
+def require_fit(directory, devices: tuple[str, ...], dtype: torch.dtype, cache_bytes: int) -> None:
+    """Refuse, before loading, an engine whose weights do not fit its GPUs' free memory (the
+    least free of them), naming what would fit: `flashbeam plan`'s arithmetic."""
+    config, format_of, _ = model_to_plan(str(directory))
+    free = min(torch.cuda.mem_get_info(torch.device(d))[0] for d in devices)
+    plan = plan_fit(config, len(devices), free, context=0, dtype=dtype, format_of=format_of,
+                    cache_bytes=cache_bytes, reserve_bytes=0)  # fmt: skip
+    if not plan.fits:
+        raise FitError(f"{directory}: {plan.verdict}")

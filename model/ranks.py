@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import queue
 import socket
 import threading
 import time
@@ -46,9 +47,10 @@ class RankGroup:
     rank: int
     world: int
     backend: str
-    commands: Any  # a gloo group for broadcasting commands (the default group may be NCCL)
+    commands: Any  # a gloo group for commands only (the network's collectives use the default)
     processes: list[Any]
     _failure: list[str]
+    _status: Any  # helpers -> rank 0: "ready" or why a helper could not start
 
     # ---- starting ------------------------------------------------------------------------------
     @classmethod
@@ -69,11 +71,12 @@ class RankGroup:
             )
         port = _free_port()
         ctx = mp.get_context("spawn")
+        status = ctx.Queue()
         processes = []
         for rank in range(1, world):
             proc = ctx.Process(
                 target=_helper_main,
-                args=(rank, world, port, backend, timeout_s, entry, payload, os.getpid()),
+                args=(rank, world, port, backend, timeout_s, entry, payload, os.getpid(), status),
                 daemon=True,
                 name=f"flashbeam-rank{rank}",
             )
@@ -81,23 +84,23 @@ class RankGroup:
             processes.append(proc)
         group = None
         try:
-            group = cls._join(0, world, port, backend, timeout_s, processes)
+            group = cls._join(0, world, port, backend, timeout_s, processes, status)
         finally:
             if group is None:
                 _stop_processes(processes, grace_s=0)
         return group
 
     @classmethod
-    def _join(cls, rank, world, port, backend, timeout_s, processes) -> RankGroup:
+    def _join(cls, rank, world, port, backend, timeout_s, processes, status) -> RankGroup:
         timeout = dt.timedelta(seconds=timeout_s)
         try:
             dist.init_process_group(
                 backend, init_method=f"tcp://127.0.0.1:{port}", world_size=world, rank=rank,
                 timeout=timeout,
             )  # fmt: skip
-            commands = (
-                dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
-            )
+            # Commands travel on a group of their own: a stop sent while a rank still waits in
+            # a collective of the network must not be matched against that collective.
+            commands = dist.new_group(backend="gloo", timeout=timeout)
         except Exception as e:  # noqa: BLE001 - any failure to join is a failure of the group
             dead = [f"rank {i + 1} exited with code {p.exitcode}" for i, p in enumerate(processes)
                     if p.exitcode is not None]  # fmt: skip
@@ -105,7 +108,7 @@ class RankGroup:
                 f"the {world} ranks of the tensor-parallel engine could not join: {e}"
                 + (f" ({'; '.join(dead)})" if dead else "")
             ) from e
-        group = cls(rank, world, backend, commands, processes, [])
+        group = cls(rank, world, backend, commands, processes, [], status)
         if rank == 0:
             threading.Thread(
                 target=group._watch, name="flashbeam-rank-watchdog", daemon=True
@@ -121,19 +124,34 @@ class RankGroup:
         except Exception as e:  # noqa: BLE001 - a broken group: say which rank broke it
             raise self._failed(e) from e
 
+    @property
+    def failed(self) -> bool:
+        """Whether a helper has died (the group can no longer run collectives)."""
+        return bool(self._failure)
+
     def check(self) -> None:
         """Raise `RankFailure` if a helper has died."""
+        self._poll()
         if self._failure:
             raise RankFailure(self._failure[0])
+
+    def _poll(self) -> None:
+        """Ask the processes themselves, so a death the watchdog has not reported yet counts."""
+        for rank, proc in enumerate(self.processes, start=1):
+            if not self._failure and not proc.is_alive() and proc.exitcode not in (None, 0):
+                self._failure.append(
+                    f"rank {rank} (pid {proc.pid}) exited with code {proc.exitcode}"
+                )
 
     def guard(self, error: BaseException) -> RankFailure:
         """The error to raise for a collective that failed on rank 0."""
         return self._failed(error)
 
     def _failed(self, error: BaseException) -> RankFailure:
-        deadline = time.monotonic() + 2 * _PARENT_POLL_S  # let the watchdog see an exit
+        deadline = time.monotonic() + 2.0  # a lost peer is seen before its exit is reaped
         while not self._failure and time.monotonic() < deadline:
             time.sleep(0.05)
+            self._poll()
         cause = self._failure[0] if self._failure else "a rank stopped answering"
         return RankFailure(f"tensor-parallel engine failed: {cause} ({error})")
 
@@ -162,6 +180,33 @@ class RankGroup:
             dist.destroy_process_group()
 
     # ---- helpers --------------------------------------------------------------------------------
+    def wait_ready(self, timeout_s: float) -> None:
+        """Rank 0: wait until every helper called `ready()` (loading a large shard can take
+        minutes, longer than a collective may wait); a helper that fails or dies first, or the
+        timeout, raises `RankFailure` with its reason."""
+        deadline = time.monotonic() + timeout_s
+        waiting = self.world - 1
+        while waiting:
+            self.check()
+            try:
+                rank, message = self._status.get(
+                    timeout=min(1.0, max(deadline - time.monotonic(), 0))
+                )
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    raise RankFailure(
+                        f"{waiting} of the {self.world - 1} helper ranks were not ready after "
+                        f"{timeout_s:.0f} s"
+                    ) from None
+                continue
+            if message != "ready":
+                raise RankFailure(f"rank {rank} could not start: {message}")
+            waiting -= 1
+
+    def ready(self) -> None:
+        """A helper: tell rank 0 this rank is ready."""
+        self._status.put((self.rank, "ready"))
+
     def receive(self) -> Any:
         """The next command rank 0 broadcast (helpers)."""
         box = [None]
@@ -169,15 +214,18 @@ class RankGroup:
         return box[0]
 
 
-def _helper_main(rank, world, port, backend, timeout_s, entry, payload, parent_pid) -> None:
+def _helper_main(rank, world, port, backend, timeout_s, entry, payload, parent_pid, status):
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     if backend == "gloo":  # CPU ranks share the cores instead of each taking all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    group = RankGroup._join(rank, world, port, backend, timeout_s, [])
+    group = RankGroup._join(rank, world, port, backend, timeout_s, [], status)
     try:
         entry(group, payload)
-    except BaseException:  # noqa: BLE001 - a broken group: leave at once, no collective cleanup
+    except BaseException as e:  # noqa: BLE001 - a broken group: leave at once, no cleanup
+        status.put((rank, f"{type(e).__name__}: {e}"))  # rank 0 may be waiting for `ready`
         traceback.print_exc()
+        status.close()
+        status.join_thread()
         os._exit(1)  # tearing down a group whose peer is gone can block without the GIL
     dist.destroy_process_group()
 

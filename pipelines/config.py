@@ -312,7 +312,9 @@ class EngineConfig:
 
     `torch_threads` caps intra-op threads; set 1 when several worker processes share few cores.
     `kv_quant_sim` (None: as the checkpoint's config says) rounds cached KV as the official
-    runtime does (`ModelConfig.kv_quant_sim`).
+    runtime does (`ModelConfig.kv_quant_sim`). `tensor_parallel` > 1 spreads the model over
+    that many ranks of the worker (`devices`, one per rank; default cuda:0..N-1 on a GPU
+    worker): the engine starts the helper processes itself.
     """
 
     model: str = "tiny"
@@ -323,6 +325,8 @@ class EngineConfig:
     max_batch_size: int = 64
     cache_bytes: int = 1 << 30
     torch_threads: int | None = None
+    tensor_parallel: int = 1
+    devices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

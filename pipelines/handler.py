@@ -63,6 +63,8 @@ def engine_for(config: EngineConfig) -> Engine:
                 max_batch_tokens=config.max_batch_tokens,
                 max_batch_size=config.max_batch_size,
                 cache_bytes=config.cache_bytes,
+                tensor_parallel=config.tensor_parallel,
+                devices=list(config.devices) if config.devices is not None else None,
             )
             _engines[config] = engine
             _loads += 1
