@@ -28,7 +28,7 @@ from flashbeam.jobs import EXIT_FAILED, EXIT_OK, EXIT_SETUP
 
 
 def _bench_engine(args: argparse.Namespace) -> dict:
-    from flashbeam.model.bench import bench_engine, bench_engine_callers
+    from flashbeam.model.engine.bench import bench_engine, bench_engine_callers
 
     if args.callers:
         return bench_engine_callers(
@@ -54,7 +54,7 @@ def _bench_engine(args: argparse.Namespace) -> dict:
 
 
 def _bench_prefix_cache(args: argparse.Namespace) -> dict:
-    from flashbeam.model.bench import bench_prefix_cache
+    from flashbeam.model.engine.bench import bench_prefix_cache
 
     return bench_prefix_cache(
         documents=args.documents,
@@ -65,7 +65,7 @@ def _bench_prefix_cache(args: argparse.Namespace) -> dict:
 
 
 def _bench_parallel(args: argparse.Namespace) -> dict:
-    from flashbeam.model.bench_parallel import bench_parallel
+    from flashbeam.model.engine.bench_parallel import bench_parallel
 
     return bench_parallel(
         world=args.world,
@@ -224,8 +224,8 @@ def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     from rich.table import Table
 
     from flashbeam.jobs.spec import parse_bytes
-    from flashbeam.model.config import ConfigError
-    from flashbeam.model.fit import model_to_plan, plan_fit
+    from flashbeam.model.checkpoint.fit import model_to_plan, plan_fit
+    from flashbeam.model.network.config import ConfigError
 
     out, err = _consoles()
     try:

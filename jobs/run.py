@@ -22,9 +22,10 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from flashbeam.model.checkpoint import CheckpointReader, resolve_checkpoint
-from flashbeam.model.config import ModelConfig
-from flashbeam.model.parallel import check_world_size
+from flashbeam.model.checkpoint.loading import resolve_checkpoint
+from flashbeam.model.checkpoint.reader import CheckpointReader
+from flashbeam.model.network.config import ModelConfig
+from flashbeam.model.network.parallel import check_world_size
 from flashbeam.pipelines import (
     ChunkingConfig,
     EngineConfig,

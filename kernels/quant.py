@@ -25,6 +25,32 @@ FP4_MAGNITUDES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 FP4_VALUES = FP4_MAGNITUDES + tuple(-v for v in FP4_MAGNITUDES)  # code 8..15 = sign bit set
 
 
+E4M3_MAX = 448.0  # the largest e4m3 magnitude
+E2M1_MAX = 6.0  # the largest e2m1 magnitude
+# Midpoints between neighbouring e2m1 magnitudes, for round-to-nearest.
+_FP4_MIDPOINTS = torch.tensor(
+    [(a + b) / 2 for a, b in zip(FP4_MAGNITUDES[:-1], FP4_MAGNITUDES[1:])], dtype=torch.float32
+)
+
+
+def pow2_exponent(amax: torch.Tensor, limit: float) -> torch.Tensor:
+    """Smallest k with amax / 2^k <= limit (0 where amax is 0), exact via frexp."""
+    ratio = amax.to(torch.float32) / limit
+    mantissa, exp = torch.frexp(ratio)  # ratio = mantissa * 2^exp, mantissa in [0.5, 1)
+    k = torch.where(mantissa == 0.5, exp - 1, exp)  # exact powers of two need no rounding up
+    return torch.where(amax > 0, k, torch.zeros_like(k)).clamp(-127, 127)
+
+
+def nearest_e2m1(v: torch.Tensor) -> torch.Tensor:
+    """Index into FP4_MAGNITUDES of the magnitude nearest |v| (v within ±6); ties go to the even
+    code."""
+    mids = _FP4_MIDPOINTS.to(v.device)
+    a = v.abs()
+    idx = torch.bucketize(a, mids)  # a == mids[i] lands on i (the lower neighbour)
+    tie = (idx < len(mids)) & (a == mids[idx.clamp(max=len(mids) - 1)])
+    return torch.where(tie & (idx % 2 == 1), idx + 1, idx)
+
+
 def e8m0_to_float(scale: torch.Tensor) -> torch.Tensor:
     """e8m0 scales (float8_e8m0fnu, or their raw uint8 bytes) as fp32 multipliers 2^(b-127)
     (byte 255 is NaN); scales already given as float multipliers pass through as fp32."""

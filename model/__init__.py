@@ -1,12 +1,14 @@
 """The DeepSeek-V4 network, checkpoints, tokenizer + chat format, and the Engine serving it."""
 
-from .cache import SequenceState
-from .checkpoint import CheckpointError, load_model, save_checkpoint
-from .config import ModelConfig, tiny_config
-from .engine import Engine, EngineError, EngineFull, EngineProgress
-from .network import Transformer
-from .request import Request, Result, Usage
-from .tokenizer import Tokenizer
+from flashbeam.model.checkpoint.inventory import CheckpointError
+from flashbeam.model.checkpoint.loading import load_model
+from flashbeam.model.checkpoint.saving import save_checkpoint
+from flashbeam.model.engine.engine import Engine, EngineError, EngineFull, EngineProgress
+from flashbeam.model.engine.request import Request, Result, Usage
+from flashbeam.model.network.config import ModelConfig, tiny_config
+from flashbeam.model.network.state import SequenceState
+from flashbeam.model.network.transformer import Transformer
+from flashbeam.model.text.tokenizer import Tokenizer
 
 __all__ = [
     "CheckpointError",

@@ -38,9 +38,9 @@ from typing import Any
 
 import torch
 
-from flashbeam.model.bench import median_run
-from flashbeam.model.config import tiny_config
-from flashbeam.model.random_init import write_random_checkpoint
+from flashbeam.model.checkpoint.random_init import write_random_checkpoint
+from flashbeam.model.engine.bench import median_run
+from flashbeam.model.network.config import tiny_config
 
 from .config import (
     ChunkingConfig,
@@ -191,7 +191,7 @@ def _write_documents(path: Path, n: int, tokens: int, tokenizer) -> None:
 
 def _warm_up(engine: EngineConfig) -> None:
     """One small pipeline-free generate, so no measured run pays torch's first-call costs."""
-    from flashbeam.model.request import Request
+    from flashbeam.model.engine.request import Request
 
     engine_for(engine).generate([Request(id="w", messages=[{"role": "user", "content": "hi"}],
                                          max_tokens=2)])  # fmt: skip

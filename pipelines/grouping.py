@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Iterable
 from itertools import groupby
 
-from flashbeam.model.tokenizer import Tokenizer
+from flashbeam.model.text.tokenizer import Tokenizer
 
 from .prompts import prompt_text
 from .records import PromptRequest

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from apache_beam.ml.inference.base import ModelHandler
 
-from flashbeam.model.engine import Engine
-from flashbeam.model.request import Request, Result
+from flashbeam.model.engine.engine import Engine
+from flashbeam.model.engine.request import Request, Result
 
 from .config import EngineConfig, TaskConfig
 from .metrics import NAMESPACE

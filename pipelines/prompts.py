@@ -13,8 +13,8 @@ import json
 import string
 from typing import Any
 
-from flashbeam.model.chat import encode_messages
-from flashbeam.model.request import Request
+from flashbeam.model.engine.request import Request
+from flashbeam.model.text.chat import encode_messages
 from flashbeam.schemas import response_format_for
 
 from .config import TaskConfig

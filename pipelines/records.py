@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from flashbeam.model.request import Request, Usage
+from flashbeam.model.engine.request import Request, Usage
 
 ItemKey = tuple[str, int]  # (document id, question index)
 

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from flashbeam.model.tokenizer import Tokenizer
+from flashbeam.model.text.tokenizer import Tokenizer
 from flashbeam.schemas import SchemaValidator
 
 from .config import MergeRule, ReduceConfig, TaskConfig

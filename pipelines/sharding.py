@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 
-from flashbeam.model.checkpoint import resolve_checkpoint
-from flashbeam.model.tokenizer import Tokenizer
+from flashbeam.model.checkpoint.loading import resolve_checkpoint
+from flashbeam.model.text.tokenizer import Tokenizer
 
 from .records import Chunk, Document
 

@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.ml.inference.base import RunInference
 
-from flashbeam.model.chat import ChatFormatError
+from flashbeam.model.text.chat import ChatFormatError
 from flashbeam.schemas import ArrowConversionError
 
 from . import parquet_shards, readers, reduce

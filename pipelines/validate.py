@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-from flashbeam.model.request import Request, Result, Usage
+from flashbeam.model.engine.request import Request, Result, Usage
 from flashbeam.schemas import SchemaError, generate_validated, ground_schema, response_format_for
 from flashbeam.schemas.levels import constraint_summary, schema_constraint
 from flashbeam.schemas.retry import send

@@ -54,11 +54,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from flashbeam.model.checkpoint import TINY_DIR
-from flashbeam.model.config import tiny_config
-from flashbeam.model.constraint import LEVELS
-from flashbeam.model.engine import Engine, EngineProgress
-from flashbeam.model.grammar import (
+from flashbeam.model.checkpoint.loading import TINY_DIR
+from flashbeam.model.checkpoint.random_init import write_random_checkpoint
+from flashbeam.model.engine.engine import Engine, EngineProgress
+from flashbeam.model.engine.request import Request, Result
+from flashbeam.model.grammar.compiler import (
     CompiledGrammar,
     GrammarError,
     GrammarState,
@@ -66,8 +66,8 @@ from flashbeam.model.grammar import (
     canonical_hash,
     fill_bitmasks,
 )
-from flashbeam.model.random_init import write_random_checkpoint
-from flashbeam.model.request import Request, Result
+from flashbeam.model.grammar.constraint import LEVELS
+from flashbeam.model.network.config import tiny_config
 from flashbeam.schemas.loading import SchemaError, load_schema, response_format_for
 from flashbeam.schemas.retry import RetryPolicy, ValidatedResult, generate_validated
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flashbeam.model.constraint import ConstraintPlan, plan_without_tokenizer
+from flashbeam.model.grammar.constraint import ConstraintPlan, plan_without_tokenizer
 from flashbeam.schemas.loading import load_schema
 
 

@@ -4,7 +4,7 @@ Checking happens once, up front: the schema against its meta-schema (draft 2020-
 names another), every `$ref` resolved, and every `format` it uses has a checker installed.
 Failures raise `SchemaError` naming where (file, JSON path) and which keyword.
 
-The loaded schema has its refs bundled (`flashbeam.model.schema_refs`): JSON pointers, `$id`s and
+The loaded schema has its refs bundled (`flashbeam.model.grammar.refs`): JSON pointers, `$id`s and
 `$anchor`s within the schema, and refs to `.json` files next to a schema file, all become
 pointers into the one schema, so the grammar and the validator read the same thing. A remote ref
 is an error naming it; nothing is fetched.
@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 from jsonschema.validators import validator_for
 
-from flashbeam.model.schema_refs import RefError, bundle_refs, json_path, subschemas
+from flashbeam.model.grammar.refs import RefError, bundle_refs, json_path, subschemas
 from flashbeam.schemas.patterns import pattern_error
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"

@@ -24,7 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flashbeam.model.request import Request, Result
+from flashbeam.model.engine.request import Request, Result
 from flashbeam.schemas.loading import response_format_for
 from flashbeam.schemas.validate import SchemaValidator
 

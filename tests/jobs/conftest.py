@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from flashbeam.cli import main
-from flashbeam.model.config import tiny_config
-from flashbeam.model.random_init import write_random_checkpoint
+from flashbeam.model.checkpoint.random_init import write_random_checkpoint
+from flashbeam.model.network.config import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from flashbeam.jobs.run import plan_job
 from flashbeam.jobs.spec import load_job
-from flashbeam.model import synthetic
-from flashbeam.model.chat import encode_messages
-from flashbeam.model.synthetic_reports import chunk_user_content, reduce_user_content
+from flashbeam.model.text.chat import encode_messages
+from flashbeam.model.training import common
+from flashbeam.model.training.report_tasks import chunk_user_content, reduce_user_content
 from flashbeam.pipelines.prompts import document_requests, reduce_request, render_part
 from flashbeam.pipelines.records import Chunk, Document, ItemStats, Origin
 
@@ -28,7 +28,7 @@ def _chunk(text: str, index: int = 0, count: int = 1) -> Chunk:
 def test_extraction_prompt_is_the_training_prompt():
     text = sample_rows("business_docs.jsonl", 1)[0]["text"]
     [request] = document_requests(_chunk(text), _task("extract_invoices"))
-    trained = synthetic.messages_for(synthetic.EXTRACT_INSTRUCTION, text)
+    trained = common.messages_for(common.EXTRACT_INSTRUCTION, text)
     assert encode_messages(request.request.messages) == encode_messages(trained)
 
 
@@ -36,7 +36,7 @@ def test_summarize_map_prompt_is_the_training_prompt():
     text = "Quarterly report\n\nRevenue grew."
     [request] = document_requests(_chunk(text, 1, 3), _task("nightly_summarize"))
     content = chunk_user_content("doc", 1, 3, text)
-    trained = synthetic.messages_for(synthetic.CHUNK_INSTRUCTION, content)
+    trained = common.messages_for(common.CHUNK_INSTRUCTION, content)
     assert encode_messages(request.request.messages) == encode_messages(trained)
 
 
@@ -47,5 +47,5 @@ def test_summarize_reduce_prompt_is_the_training_prompt():
     request = reduce_request(("doc", 0), Origin("doc", "d.jsonl", 1), parts, task, 1, 0, True,
                              "", ItemStats())  # fmt: skip
     content = reduce_user_content(partials, "doc")
-    trained = synthetic.messages_for(synthetic.REDUCE_INSTRUCTION, content)
+    trained = common.messages_for(common.REDUCE_INSTRUCTION, content)
     assert encode_messages(request.request.messages) == encode_messages(trained)

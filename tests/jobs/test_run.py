@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flashbeam.model import tiny_config
-from flashbeam.model.random_init import write_random_checkpoint
+from flashbeam.model.checkpoint.random_init import write_random_checkpoint
 
 from .conftest import JOBS, sample_rows, write_jsonl
 

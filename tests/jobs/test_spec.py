@@ -11,7 +11,7 @@ import pytest
 
 from flashbeam.jobs.run import plan_job, runner_args
 from flashbeam.jobs.spec import JobError, RunnerSpec, load_job, parse_bytes
-from flashbeam.model import synthetic
+from flashbeam.model.training import common
 from flashbeam.schemas import load_schema
 
 from .conftest import DATA, JOBS
@@ -49,17 +49,17 @@ def test_example_jobs_load_and_plan(name, tmp_path, monkeypatch):
 
 def test_example_jobs_prompt_with_the_training_instructions():
     extract = plan_job(load_job(JOBS / "extract_invoices.yaml")).config.task
-    assert extract.instructions == synthetic.EXTRACT_INSTRUCTION
-    assert extract.schema == synthetic.load_schema("invoice")
-    assert extract.max_tokens == synthetic.EXTRACT_MAX_TOKENS
+    assert extract.instructions == common.EXTRACT_INSTRUCTION
+    assert extract.schema == common.load_schema("invoice")
+    assert extract.max_tokens == common.EXTRACT_MAX_TOKENS
     assert not extract.schema_in_prompt
     summarize = plan_job(load_job(JOBS / "nightly_summarize.yaml")).config.task
-    assert summarize.instructions == synthetic.CHUNK_INSTRUCTION
-    assert summarize.reduce.instructions == synthetic.REDUCE_INSTRUCTION
-    assert summarize.schema == synthetic.load_schema("report_summary")
-    assert summarize.reduce.part_schema == synthetic.load_schema("report_chunk_summary")
+    assert summarize.instructions == common.CHUNK_INSTRUCTION
+    assert summarize.reduce.instructions == common.REDUCE_INSTRUCTION
+    assert summarize.schema == common.load_schema("report_summary")
+    assert summarize.reduce.part_schema == common.load_schema("report_chunk_summary")
     assert summarize.reduce.max_input_tokens == 2048
-    assert summarize.max_tokens == synthetic.SUMMARY_MAX_TOKENS
+    assert summarize.max_tokens == common.SUMMARY_MAX_TOKENS
     # Every sample report is longer than the chunk budget, so every one is map-reduced.
     words = min(len(r.split()) for r in _texts("reports.jsonl"))
     assert summarize.chunking.max_tokens < words

@@ -3,7 +3,7 @@
 import pytest
 
 from flashbeam.model import tiny_config
-from flashbeam.model.random_init import write_random_checkpoint
+from flashbeam.model.checkpoint.random_init import write_random_checkpoint
 
 
 @pytest.fixture(scope="session")

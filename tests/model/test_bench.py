@@ -1,6 +1,6 @@
 """`bench_engine_callers` on a tiny workload: all three modes run and agree token for token."""
 
-from flashbeam.model.bench import bench_engine_callers
+from flashbeam.model.engine.bench import bench_engine_callers
 
 
 def test_bench_engine_callers_reports_its_ratios():

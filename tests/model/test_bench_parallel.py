@@ -1,6 +1,6 @@
 """`flashbeam bench parallel` runs and reports each rank's share of the weights."""
 
-from flashbeam.model.bench_parallel import bench_parallel
+from flashbeam.model.engine.bench_parallel import bench_parallel
 
 
 def test_bench_parallel_reports_shares_and_ratios():

@@ -3,14 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from flashbeam.model.chat import (
+from flashbeam.model.text.chat import (
     REASONING_EFFORT_MAX,
     ChatFormatError,
     ToolCall,
     encode_messages,
     parse_completion,
 )
-from flashbeam.model.tokenizer import (
+from flashbeam.model.text.tokenizer import (
     ASSISTANT,
     BOS,
     DSML,

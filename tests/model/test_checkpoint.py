@@ -10,20 +10,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from flashbeam.model import checkpoint as ckpt
-from flashbeam.model.checkpoint import (
-    CheckpointError,
-    expected_tensors,
-    load_model,
-    load_state_dict,
-    quantized_format,
-    save_checkpoint,
-)
-from flashbeam.model.checkpoint_layouts import official_to_hf
-from flashbeam.model.config import ModelConfig, tiny_config
-from flashbeam.model.network import Transformer
-from flashbeam.model.quant import QuantizedWeight
-from flashbeam.model.random_init import random_model as init_random_model
+from flashbeam.model.checkpoint import inventory, loading
+from flashbeam.model.checkpoint.formats import QuantizedWeight
+from flashbeam.model.checkpoint.inventory import CheckpointError, expected_tensors, quantized_format
+from flashbeam.model.checkpoint.layouts import official_to_hf
+from flashbeam.model.checkpoint.loading import load_model, load_state_dict
+from flashbeam.model.checkpoint.random_init import random_model as init_random_model
+from flashbeam.model.checkpoint.saving import save_checkpoint
+from flashbeam.model.network.config import ModelConfig, tiny_config
+from flashbeam.model.network.transformer import Transformer
 
 PRESETS = ["tiny", "tiny-csa", "tiny-hca", "tiny-rates"]
 OFFICIAL_CONFIG = Path(__file__).parents[1] / "data" / "official" / "config.json"
@@ -81,7 +76,7 @@ def test_inventory_and_quantization_match_the_real_flash_checkpoint():
         elif name.endswith("tid2eid"):
             counts["I64"] += 1
         else:
-            counts["F32" if ckpt._keeps_fp32(name) else "BF16"] += 1
+            counts["F32" if inventory._keeps_fp32(name) else "BF16"] += 1
     # MTP holds 10 FP8 linears (+ scales), 768 FP4 experts (+ scales), 8 BF16 and 11 F32 tensors.
     assert counts == {
         "F8_E4M3": 375 - 10,
@@ -406,11 +401,11 @@ def test_fp4_needs_even_expert_inputs(tmp_path):
 
 
 def test_embedded_tiny_checkpoint_missing_is_explained(monkeypatch, tmp_path):
-    monkeypatch.setattr(ckpt, "TINY_DIR", tmp_path / "tiny")
+    monkeypatch.setattr(loading, "TINY_DIR", tmp_path / "tiny")
     with pytest.raises(CheckpointError, match="embedded tiny checkpoint is missing"):
         load_model("tiny")
 
 
 def test_embedded_tiny_checkpoint_resolves(monkeypatch, tiny, tmp_path):
-    monkeypatch.setattr(ckpt, "TINY_DIR", save_checkpoint(tiny, tmp_path / "tiny"))
+    monkeypatch.setattr(loading, "TINY_DIR", save_checkpoint(tiny, tmp_path / "tiny"))
     assert load_model("tiny").config == tiny.config

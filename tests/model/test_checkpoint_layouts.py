@@ -9,16 +9,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from flashbeam.model import tiny_config
-from flashbeam.model.checkpoint import (
-    CheckpointError,
-    CheckpointReader,
-    expected_tensors,
-    load_model,
-    load_state_dict,
-    save_checkpoint,
-)
-from flashbeam.model.checkpoint_layouts import layout_named, stored_name
-from flashbeam.model.random_init import random_model
+from flashbeam.model.checkpoint.inventory import CheckpointError, expected_tensors
+from flashbeam.model.checkpoint.layouts import layout_named, stored_name
+from flashbeam.model.checkpoint.loading import load_model, load_state_dict
+from flashbeam.model.checkpoint.random_init import random_model
+from flashbeam.model.checkpoint.reader import CheckpointReader
+from flashbeam.model.checkpoint.saving import save_checkpoint
 
 PRESETS = ["tiny", "tiny-rates"]  # every tensor kind; CSA and HCA at default and other rates
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from flashbeam.model import ModelConfig, tiny_config
-from flashbeam.model.config import ConfigError
-from flashbeam.model.config_keys import FP8_QUANTIZATION_CONFIG, KEYS
+from flashbeam.model.network.config import ConfigError
+from flashbeam.model.network.config_keys import FP8_QUANTIZATION_CONFIG, KEYS
 
 OFFICIAL = Path(__file__).parents[1] / "data" / "official"
 SOURCE = "some/dir/config.json"

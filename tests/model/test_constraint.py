@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flashbeam.model.checkpoint import TINY_DIR
-from flashbeam.model.grammar import GrammarCompiler, GrammarError
+from flashbeam.model.checkpoint.loading import TINY_DIR
+from flashbeam.model.grammar.compiler import GrammarCompiler, GrammarError
 from flashbeam.schemas import SchemaValidator
 
 KINDS = json.loads(

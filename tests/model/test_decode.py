@@ -8,8 +8,8 @@ import torch
 from flashbeam import kernels
 from flashbeam.kernels._triton import HAS_TRITON
 from flashbeam.model import tiny_config
-from flashbeam.model.decode import DecodeBatch
-from flashbeam.model.random_init import random_model
+from flashbeam.model.checkpoint.random_init import random_model
+from flashbeam.model.network.decode import DecodeBatch
 
 
 def _prefilled(model, ids, lengths):

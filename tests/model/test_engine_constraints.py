@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flashbeam.model import Engine, Request, tiny_config
-from flashbeam.model.random_init import write_random_checkpoint
+from flashbeam.model.checkpoint.random_init import write_random_checkpoint
 
 SCHEMA = {
     "type": "object",

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from flashbeam.model import tiny_config
-from flashbeam.model.config import ModelConfig
-from flashbeam.model.decode import DecodeBatch
-from flashbeam.model.fit import (
+from flashbeam.model.checkpoint.fit import (
     GiB,
     StoredFormats,
     kv_bytes_per_token,
@@ -19,7 +17,9 @@ from flashbeam.model.fit import (
     sequence_bytes,
     weight_bytes,
 )
-from flashbeam.model.random_init import random_model
+from flashbeam.model.checkpoint.random_init import random_model
+from flashbeam.model.network.config import ModelConfig
+from flashbeam.model.network.decode import DecodeBatch
 
 OFFICIAL = Path(__file__).parents[1] / "data" / "official" / "config.json"
 FLASH_FP4 = StoredFormats("fp8", "fp4").of

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from flashbeam.model.grammar import (
+from flashbeam.model.grammar.compiler import (
     GrammarCompiler,
     GrammarError,
     GrammarState,

@@ -7,20 +7,15 @@ import functools
 import pytest
 import torch
 
+from flashbeam.kernels.quant import E4M3_MAX, FP4_MAGNITUDES
 from flashbeam.model import ModelConfig, tiny_config
-from flashbeam.model.checkpoint import load_model, save_checkpoint
-from flashbeam.model.config import ConfigError
-from flashbeam.model.decode import DecodeBatch
-from flashbeam.model.quant import (
-    E4M3_MAX,
-    FP4_VALUES,
-    fp4_simulate,
-    fp8_simulate,
-    hadamard_rotate,
-    quantize_fp4,
-    unpack_fp4,
-)
-from flashbeam.model.random_init import random_model
+from flashbeam.model.checkpoint.formats import quantize_fp4, unpack_fp4
+from flashbeam.model.checkpoint.loading import load_model
+from flashbeam.model.checkpoint.random_init import random_model
+from flashbeam.model.checkpoint.saving import save_checkpoint
+from flashbeam.model.network.config import ConfigError
+from flashbeam.model.network.decode import DecodeBatch
+from flashbeam.model.network.kv_quant import fp4_simulate, fp8_simulate, hadamard_rotate
 
 
 def _x(*shape, seed=0):
@@ -59,7 +54,7 @@ def test_fp4_simulation_is_the_weight_quantiser_round_trip():
     y = fp4_simulate(x)
     packed, scale = quantize_fp4(x)
     assert torch.equal(y, unpack_fp4(packed, scale))
-    values = set(FP4_VALUES) | {-v for v in FP4_VALUES}
+    values = set(FP4_MAGNITUDES) | {-v for v in FP4_MAGNITUDES}
     scale = torch.exp2(torch.ceil(torch.log2(_pow2_scales(x, 32) / 6)))
     codes = y / scale.repeat_interleave(32, dim=-1)  # e2m1 values under power-of-two scales
     assert set(codes.flatten().tolist()) <= values

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flashbeam.model.layers import apply_rope
+from flashbeam.model.network.layers import apply_rope
 
 
 def _rotate_pairs(x, cos, sin):

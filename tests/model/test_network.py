@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flashbeam.model import tiny_config
-from flashbeam.model.random_init import random_model
+from flashbeam.model.checkpoint.random_init import random_model
 
 # "tiny-rates" (other compression rates, plain RoPE) joins the tests of chunked and last-only
 # prefill, ragged decode and the training path, where the compressors' bookkeeping follows rates
@@ -172,7 +172,7 @@ def test_32k_prompt_prefills_in_chunks_with_bounded_memory():
     script = """
 import resource, torch
 from flashbeam.model import tiny_config
-from flashbeam.model.random_init import random_model
+from flashbeam.model.checkpoint.random_init import random_model
 torch.set_num_threads(2)
 model = random_model(tiny_config("tiny"), seed=0)
 ids = torch.randint(16, 512, (1, 32768), generator=torch.Generator().manual_seed(0))

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from flashbeam.model import Engine, Request, tiny_config
-from flashbeam.model.checkpoint import CheckpointError
-from flashbeam.model.random_init import write_random_checkpoint
+from flashbeam.model.checkpoint.inventory import CheckpointError
+from flashbeam.model.checkpoint.random_init import write_random_checkpoint
 
 SCHEMA = {
     "type": "object",

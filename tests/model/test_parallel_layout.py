@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from flashbeam.model import tiny_config
-from flashbeam.model.checkpoint import expected_tensors
-from flashbeam.model.config import ModelConfig
-from flashbeam.model.parallel import (
+from flashbeam.model.checkpoint.inventory import expected_tensors
+from flashbeam.model.network.config import ModelConfig
+from flashbeam.model.network.parallel import (
     ParallelError,
     check_world_size,
     placement,

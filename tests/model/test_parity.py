@@ -13,8 +13,8 @@ import torch
 from safetensors import safe_open
 
 from flashbeam.model import load_model, save_checkpoint, tiny_config
-from flashbeam.model.checkpoint import CheckpointReader
-from flashbeam.model.random_init import random_model
+from flashbeam.model.checkpoint.random_init import random_model
+from flashbeam.model.checkpoint.reader import CheckpointReader
 
 transformers = pytest.importorskip("transformers")
 

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from flashbeam.model.prefix_cache import PrefixCache, common_prefix_length
+from flashbeam.model.engine.prefix_cache import PrefixCache, common_prefix_length
 
 
 @dataclass(frozen=True)

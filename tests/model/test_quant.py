@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flashbeam.model.quant import (
+from flashbeam.model.checkpoint.formats import (
     QuantFormatError,
     QuantizedWeight,
     dequantize_fp8,

@@ -14,25 +14,20 @@ from torch import nn
 from flashbeam import kernels
 from flashbeam.kernels._triton import HAS_TRITON
 from flashbeam.model import Engine, Request, Tokenizer, tiny_config
-from flashbeam.model.checkpoint import (
-    CheckpointEntry,
-    CheckpointError,
-    CheckpointReader,
-    StoredTensor,
-    expected_tensors,
-    load_model,
-    quantized_format,
-    save_checkpoint,
-)
-from flashbeam.model.config import ModelConfig
-from flashbeam.model.quant import (
+from flashbeam.model.checkpoint.formats import (
     QuantizedWeight,
     fp4_packed_shape,
     fp4_scale_shape,
     fp8_scale_shape,
 )
-from flashbeam.model.quantized import FP8Linear, PackedExperts, check_fits, held_bytes
-from flashbeam.model.random_init import random_model, write_random_checkpoint
+from flashbeam.model.checkpoint.inventory import CheckpointError, expected_tensors, quantized_format
+from flashbeam.model.checkpoint.loading import load_model
+from flashbeam.model.checkpoint.packed import check_fits, held_bytes
+from flashbeam.model.checkpoint.random_init import random_model, write_random_checkpoint
+from flashbeam.model.checkpoint.reader import CheckpointEntry, CheckpointReader, StoredTensor
+from flashbeam.model.checkpoint.saving import save_checkpoint
+from flashbeam.model.network.config import ModelConfig
+from flashbeam.model.network.quantized import FP8Linear, PackedExperts
 
 QUANTIZE = ["fp8", "fp8+fp4"]
 OFFICIAL_CONFIG = Path(__file__).parents[1] / "data" / "official" / "config.json"

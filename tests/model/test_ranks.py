@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from flashbeam.model.ranks import RankFailure, RankGroup
+from flashbeam.model.engine.ranks import RankFailure, RankGroup
 
 
 def _answer(group, command):
@@ -76,7 +76,7 @@ def test_helpers_exit_when_rank_zero_is_killed(tmp_path):
         import sys, time
         sys.path.insert(0, {str(os.path.join(os.path.dirname(__file__), os.pardir, "support"))!r})
         import dist_entries
-        from flashbeam.model.ranks import RankGroup
+        from flashbeam.model.engine.ranks import RankGroup
         group = RankGroup.start(3, dist_entries.report_pid, {str(tmp_path / "pid")!r}, timeout_s=30)
         print("ready", flush=True)
         time.sleep(600)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flashbeam.model import load_model
-from flashbeam.model.runner import ModelRunner
+from flashbeam.model.engine.runner import ModelRunner
 
 # The same tokens cut into other chunks: equal up to the order of floating-point sums.
 CHUNKING = dict(rtol=1e-4, atol=1e-5)

@@ -3,8 +3,13 @@ import math
 import pytest
 import torch
 
-from flashbeam.model.request import Request
-from flashbeam.model.sampling import SamplingError, SamplingParams, make_generator, sample_next
+from flashbeam.model.engine.request import Request
+from flashbeam.model.engine.sampling import (
+    SamplingError,
+    SamplingParams,
+    make_generator,
+    sample_next,
+)
 
 INF = float("inf")
 PROBS = [0.5, 0.3, 0.15, 0.05]

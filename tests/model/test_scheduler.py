@@ -4,9 +4,9 @@ computed, overdue requests, and snapshots the cache lets go of."""
 import pytest
 import torch
 
-from flashbeam.model.request import Request
-from flashbeam.model.scheduler import Scheduler
-from flashbeam.model.sequence import Sequence
+from flashbeam.model.engine.request import Request
+from flashbeam.model.engine.scheduler import Scheduler
+from flashbeam.model.engine.sequence import Sequence
 
 
 def seq(seq_id, prompt, arrival):

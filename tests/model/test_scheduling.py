@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from flashbeam.model.scheduling import branch_points, plan_prefix_reuse, prefix_order
+from flashbeam.model.engine.prefix_plan import branch_points, plan_prefix_reuse, prefix_order
 
 
 def lcp(a, b):

@@ -6,7 +6,7 @@ import json
 import jsonschema
 import pytest
 
-from flashbeam.model.schema_refs import RefError, bundle_refs, json_path
+from flashbeam.model.grammar.refs import RefError, bundle_refs, json_path
 
 STRING = {"type": "string", "maxLength": 3}
 

@@ -6,10 +6,12 @@ import torch
 import tp_entries
 
 from flashbeam.model import save_checkpoint, tiny_config
-from flashbeam.model.checkpoint import CheckpointError, CheckpointReader, load_model
-from flashbeam.model.parallel import TensorParallel, placement, split_of
-from flashbeam.model.random_init import random_model
-from flashbeam.model.ranks import RankGroup
+from flashbeam.model.checkpoint.inventory import CheckpointError
+from flashbeam.model.checkpoint.loading import load_model
+from flashbeam.model.checkpoint.random_init import random_model
+from flashbeam.model.checkpoint.reader import CheckpointReader
+from flashbeam.model.engine.ranks import RankGroup
+from flashbeam.model.network.parallel import TensorParallel, placement, split_of
 
 # Splits that keep the FP8 checkpoint's 128-row blocks whole at 2 and 4 ranks.
 ALIGNED = dict(head_dim=128, o_groups=4, o_lora_rank=128, index_n_heads=4, index_head_dim=128)

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from flashbeam.model.grammar import subschemas
-from flashbeam.model.steering import JsonDepth, sample_strings, shortest_match
+from flashbeam.model.grammar.closing import JsonDepth, sample_strings, shortest_match
+from flashbeam.model.grammar.compiler import subschemas
 
 
 @pytest.mark.parametrize(

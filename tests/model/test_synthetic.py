@@ -12,15 +12,16 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from flashbeam.model import synthetic as S
-from flashbeam.model import synthetic_business as biz
-from flashbeam.model import synthetic_reports as rep
+from flashbeam.model.training import business as biz
+from flashbeam.model.training import business_docs, common, report_tasks
+from flashbeam.model.training import reports as rep
+from flashbeam.model.training import synthetic as S
 
 Validator = jsonschema.Draft202012Validator
 
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:
-    schema = S.load_schema(name)
+    schema = common.load_schema(name)
     Validator.check_schema(schema)
     return Validator(schema, format_checker=Validator.FORMAT_CHECKER)
 
@@ -61,11 +62,13 @@ def test_a_prefix_of_a_run_is_a_smaller_run():
 
 
 def test_heldout_templates_are_disjoint_from_train_and_cover_every_kind():
-    train = {t.name for t in biz.templates_for("train")}
-    held = {t.name for t in biz.templates_for("heldout")}
+    train = {t.name for t in business_docs.templates_for("train")}
+    held = {t.name for t in business_docs.templates_for("heldout")}
     assert train and held and not train & held
-    for kind in biz.KINDS:
-        assert biz.templates_for("train", kind) and biz.templates_for("heldout", kind)
+    for kind in business_docs.KINDS:
+        assert business_docs.templates_for("train", kind) and business_docs.templates_for(
+            "heldout", kind
+        )
     layouts = {lay.split: set() for lay in rep.LAYOUTS}
     for lay in rep.LAYOUTS:
         layouts[lay.split].add(lay.name)
@@ -73,11 +76,11 @@ def test_heldout_templates_are_disjoint_from_train_and_cover_every_kind():
 
 
 def test_generate_uses_only_the_requested_split():
-    held = {t.name for t in biz.templates_for("heldout")} | {
+    held = {t.name for t in business_docs.templates_for("heldout")} | {
         lay.name for lay in rep.LAYOUTS if lay.split == "heldout"
     }
     for task in ("extract", "summarize"):
-        for split in S.SPLITS:
+        for split in common.SPLITS:
             used = {e.template for e in S.generate(task, 30, 1, templates=split)}
             assert (used <= held) if split == "heldout" else not (used & held)
     with pytest.raises(ValueError, match="templates must be"):
@@ -91,7 +94,7 @@ def test_heldout_documents_do_not_repeat_train_layouts(docs):
     def skeleton(text: str) -> str:
         return re.sub(r"[^\n|:#*=-]", "", text)[:60]
 
-    train_names = {t.name for t in biz.templates_for("train")}
+    train_names = {t.name for t in business_docs.templates_for("train")}
     train = {skeleton(d.text) for d in docs if d.template in train_names}
     held = [skeleton(d.text) for d in docs if d.template not in train_names]
     assert held and sum(s in train for s in held) < len(held) * 0.2
@@ -99,7 +102,7 @@ def test_heldout_documents_do_not_repeat_train_layouts(docs):
 
 # ---- extraction gold -----------------------------------------------------------------------------
 
-MONTH = {m[:3].lower(): i for i, m in enumerate(S.MONTHS, 1)}
+MONTH = {m[:3].lower(): i for i, m in enumerate(common.MONTHS, 1)}
 DATE_PATTERNS = [  # an independent reader of every date style the generator writes
     (r"\b(\d{4})-(\d{2})-(\d{2})\b", "ymd"),
     (r"\b(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})\b", "mdy"),
@@ -127,7 +130,7 @@ def test_every_gold_validates_against_the_schema_with_formats(docs):
     v = _validator("invoice")
     for d in docs:
         v.validate(d.gold)
-        assert list(d.gold) == list(biz.FIELDS)
+        assert list(d.gold) == list(business_docs.FIELDS)
         assert (d.gold["total_amount"] is None) == (d.gold["currency"] is None)
         if d.gold["document_type"] == "receipt":
             assert d.gold["due_date"] is None
@@ -136,10 +139,10 @@ def test_every_gold_validates_against_the_schema_with_formats(docs):
 def test_target_is_the_compact_gold_in_fixed_key_order():
     for ex in S.generate("extract", 50, 2):
         assert json.loads(ex.target) == json.loads(json.dumps(ex.gold))
-        assert list(json.loads(ex.target)) == list(biz.FIELDS)
-        assert ex.target == S.dumps(ex.gold) and '": ' not in ex.target
+        assert list(json.loads(ex.target)) == list(business_docs.FIELDS)
+        assert ex.target == common.dumps(ex.gold) and '": ' not in ex.target
         assert ex.messages == [
-            {"role": "system", "content": S.EXTRACT_INSTRUCTION},
+            {"role": "system", "content": common.EXTRACT_INSTRUCTION},
             {"role": "user", "content": ex.text},
         ]
 
@@ -156,7 +159,7 @@ def test_documents_state_their_gold_values(docs):
         if gold["total_amount"] is not None:
             cents = round(gold["total_amount"] * 100)
             assert cents == doc.total
-            written = S.money_surface_forms(cents, gold["currency"])
+            written = common.money_surface_forms(cents, gold["currency"])
             assert any(w in text for w in written), (name, written)
 
 
@@ -170,7 +173,7 @@ def test_missing_fields_are_really_absent(docs):
                 continue
             if key == "total":
                 assert gold["total_amount"] is None
-                assert not any(w in text for w in S.money_surface_forms(value, doc.currency))
+                assert not any(w in text for w in common.money_surface_forms(value, doc.currency))
             elif key == "due":
                 assert gold["due_date"] is None
                 assert value not in dates_in(text), name
@@ -184,13 +187,13 @@ def test_missing_fields_are_really_absent(docs):
 
 
 def test_documents_vary_and_have_the_intended_length(docs):
-    words = [S.word_count(d.text) for d in docs]
+    words = [common.word_count(d.text) for d in docs]
     assert min(words) >= 130 and max(words) <= 420
     assert len({d.text for d in docs}) == len(docs)
-    styles = {S.format_date(dt.date(2024, 3, 5), s) for s in S.DOC_DATE_STYLES}
-    assert len(styles) == len(S.DOC_DATE_STYLES)
-    for cur in S.CURRENCIES:
-        assert len(S.money_surface_forms(123450, cur)) >= 3
+    styles = {common.format_date(dt.date(2024, 3, 5), s) for s in common.DOC_DATE_STYLES}
+    assert len(styles) == len(common.DOC_DATE_STYLES)
+    for cur in common.CURRENCIES:
+        assert len(common.money_surface_forms(123450, cur)) >= 3
 
 
 @pytest.mark.parametrize(
@@ -207,9 +210,9 @@ def test_documents_vary_and_have_the_intended_length(docs):
     ],
 )
 def test_money_formats(cents, cur, style, trim, written, raw):
-    text, num = S.format_money(cents, cur, style, trim)
+    text, num = common.format_money(cents, cur, style, trim)
     assert (text, num.raw, float(num)) == (written, raw, cents / 100)
-    assert S.dumps({"total_amount": num}) == '{"total_amount":' + raw + "}"
+    assert common.dumps({"total_amount": num}) == '{"total_amount":' + raw + "}"
 
 
 # ---- reports -------------------------------------------------------------------------------------
@@ -220,7 +223,7 @@ def test_report_gold_validates_and_is_stated_in_the_text(reports):
     for r in reports:
         gold = r.gold()
         v.validate(gold)
-        assert 1500 <= S.word_count(r.text) <= 3200
+        assert 1500 <= common.word_count(r.text) <= 3200
         for key in ("title", "author"):
             assert r.text.count(gold[key]) == 1
         header = r.text[: r.text.index(r.heading_lines[0])]
@@ -236,7 +239,7 @@ def test_report_gold_validates_and_is_stated_in_the_text(reports):
             assert f == {"name": fig.name, "value": fig.value}
             assert re.search(rf"\b{fig.value:,}\b|\b{fig.value}\b", fig.written)
         assert gold["summary"] in r.text
-        for chunk in rep.chunk_report(r.text, 300):
+        for chunk in report_tasks.chunk_report(r.text, 300):
             vc.validate(rep.partial_summary(r, chunk))
 
 
@@ -258,11 +261,11 @@ def test_train_reports_never_use_the_heldout_bylines_or_headings():
 def test_partial_summaries_of_any_chunking_merge_to_the_gold(reports):
     for r in reports:
         for budget in (150, 230, 400, 10_000):
-            chunks = rep.chunk_report(r.text, budget)
-            assert all(S.word_count(c) <= budget + 25 for c in chunks)
+            chunks = report_tasks.chunk_report(r.text, budget)
+            assert all(common.word_count(c) <= budget + 25 for c in chunks)
             assert re.sub(r"\s+", " ", " ".join(chunks)) == re.sub(r"\s+", " ", r.text.strip())
             partials = [rep.partial_summary(r, c) for c in chunks]
-            assert rep.merge_partials(partials) == r.gold()
+            assert report_tasks.merge_partials(partials) == r.gold()
             assert sum(len(p["section_headings"]) for p in partials) == len(r.headings)
 
 
@@ -270,18 +273,20 @@ def test_chunk_many_draws_the_chunks_that_list_several_headings_or_figures():
     """A chunk that states two headings or figures is rare in the plain chunk task (its sections
     are longer than most chunks); chunk_many draws such chunks when the report has one."""
 
-    def many(examples: list[S.Example]) -> int:
+    def many(examples: list[common.Example]) -> int:
         return sum(
             len(e.gold["section_headings"]) >= 2 or len(e.gold["figures"]) >= 2 for e in examples
         )
 
     plain, rich = S.generate("chunk", 60, seed=8), S.generate("chunk_many", 60, seed=8)
     assert many(plain) < 15 < 30 < many(rich)
-    assert all(e.task == "chunk" and e.messages[0]["content"] == S.CHUNK_INSTRUCTION for e in rich)
+    assert all(
+        e.task == "chunk" and e.messages[0]["content"] == common.CHUNK_INSTRUCTION for e in rich
+    )
 
 
 def test_map_reduce_examples_chain():
-    examples = rep.map_reduce_examples(random.Random(5))
+    examples = report_tasks.map_reduce_examples(random.Random(5))
     chunks = [e for e in examples if e.task == "chunk"]
     reduces = [e for e in examples if e.task == "reduce"]
     assert len(chunks) >= 4 and len(reduces) == 2
@@ -290,14 +295,14 @@ def test_map_reduce_examples_chain():
     doc_id = first.split(" of document ", 1)[1].split(":", 1)[0]
     assert first.startswith(f"Part 1 of {len(chunks)} of document {doc_id}:\n\n")
     partials = [json.loads(e.target) for e in chunks]
-    assert reduces[0].messages[1]["content"] == rep.reduce_user_content(partials, doc_id)
+    assert reduces[0].messages[1]["content"] == report_tasks.reduce_user_content(partials, doc_id)
     assert (
         "Part 2:\n" + json.dumps(partials[1], ensure_ascii=False)
         in reduces[0].messages[1]["content"]
     )
     assert reduces[0].target == reduces[1].target
-    assert all(e.messages[0]["content"] == S.CHUNK_INSTRUCTION for e in chunks)
-    assert reduces[0].messages[0]["content"] == S.REDUCE_INSTRUCTION
+    assert all(e.messages[0]["content"] == common.CHUNK_INSTRUCTION for e in chunks)
+    assert reduces[0].messages[0]["content"] == common.REDUCE_INSTRUCTION
 
 
 # ---- sample data and command line ----------------------------------------------------------------
@@ -310,16 +315,16 @@ HAND_WRITTEN = {"ocr_docs.jsonl", "ocr_docs.gold.jsonl"}
 def test_committed_sample_data_is_what_the_generator_writes(tmp_path):
     S.write_sample_data(tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
-    committed = {p.name for p in S.DATA_DIR.iterdir() if p.suffix == ".jsonl"}
+    committed = {p.name for p in common.DATA_DIR.iterdir() if p.suffix == ".jsonl"}
     assert committed >= HAND_WRITTEN and names == sorted(committed - HAND_WRITTEN)
     for name in names:
-        assert (tmp_path / name).read_bytes() == (S.DATA_DIR / name).read_bytes(), name
+        assert (tmp_path / name).read_bytes() == (common.DATA_DIR / name).read_bytes(), name
 
 
 def test_sample_data_is_heldout_valid_and_in_the_job_formats():
     rows = {
         p.name: [json.loads(x) for x in p.read_text().splitlines()]
-        for p in Path(S.DATA_DIR).glob("*.jsonl")
+        for p in Path(common.DATA_DIR).glob("*.jsonl")
     }
     docs, gold = rows["business_docs.jsonl"], rows["business_docs.gold.jsonl"]
     assert [d["id"] for d in docs] == [g["id"] for g in gold] and len(docs) >= 20
@@ -329,11 +334,11 @@ def test_sample_data_is_heldout_valid_and_in_the_job_formats():
         v.validate({k: x for k, x in g.items() if k != "id"})
     for g in rows["reports.gold.jsonl"]:
         _validator("report_summary").validate({k: x for k, x in g.items() if k != "id"})
-    assert {g["document_type"] for g in gold} == set(biz.KINDS)
+    assert {g["document_type"] for g in gold} == set(business_docs.KINDS)
     for req in rows["chat_requests.jsonl"]:
         assert set(req) == {"custom_id", "method", "url", "body"}
         assert req["method"] == "POST" and req["url"] == "/v1/chat/completions"
-        assert req["body"]["messages"][0]["content"] == S.EXTRACT_INSTRUCTION
+        assert req["body"]["messages"][0]["content"] == common.EXTRACT_INSTRUCTION
     train_texts = {
         d.text for d in (biz.business_doc(S.item_rng(0, "extract", "train", i)) for i in range(50))
     }
@@ -357,7 +362,7 @@ def test_train_data_command(tmp_path, capsys):
                 "--n",
                 "1",
                 "--seed",
-                str(S.SAMPLE_SEED),
+                str(common.SAMPLE_SEED),
                 "--out",
                 str(out),
             ]
@@ -372,13 +377,13 @@ def test_train_data_command(tmp_path, capsys):
 def test_copy_sources_point_at_the_written_value(docs):
     copied = found = 0
     for d in docs:
-        target = S.dumps(d.gold)
+        target = common.dumps(d.gold)
         sources = biz.copy_sources(d.text, d.gold, target, d.doc)
         for key in ("vendor", "customer", "document_number", "total_amount"):
             value = d.gold[key]
             if value is None:
                 continue
-            written = S.dumps(value)
+            written = common.dumps(value)
             start = target.index(f'"{key}":{written}') + len(key) + 3 + isinstance(value, str)
             copied += 1
             found += start in sources
@@ -399,7 +404,7 @@ def test_copy_sources_point_at_the_written_value(docs):
                 assert d.text[pos : pos + 4] == str(day.year)
             for pos in sources.get(start + 5, []):  # the month: its name or its digits
                 written = d.text[pos : pos + 3].lower()
-                assert written == S.MONTHS[day.month - 1][:3].lower() or (
+                assert written == common.MONTHS[day.month - 1][:3].lower() or (
                     int(re.match(r"\d+", d.text[pos:]).group()) == day.month
                 ), (d.text[pos - 10 : pos + 10], d.gold[key])
             for pos in sources.get(start + 8, []):  # the day's digits
@@ -410,12 +415,12 @@ def test_copy_sources_point_at_the_written_value(docs):
 
 
 def test_copy_sources_skip_enums_nulls_and_values_inside_longer_words():
-    doc = biz.BizDoc("receipt", "Acme", None, "7", dt.date(2024, 3, 5), None, "USD", [])
+    doc = business_docs.BizDoc("receipt", "Acme", None, "7", dt.date(2024, 3, 5), None, "USD", [])
     gold = {"document_type": "receipt", "vendor": "Acme", "customer": None,
             "document_number": "7", "issue_date": "2024-03-05", "due_date": None,
             "total_amount": None, "currency": None}  # fmt: skip
     text = "Acmeville\nAcme store, receipt 17 and 7\nMarch 5, 2024"
-    target = S.dumps(gold)
+    target = common.dumps(gold)
     sources = biz.copy_sources(text, gold, target, doc)
     vendor = target.index('"vendor":"') + 10
     assert sources[vendor] == [10]  # "Acme" of "Acme store", not the start of "Acmeville"
@@ -433,8 +438,8 @@ def test_verbatim_sources_map_report_values_to_their_text():
             "figures": [{"name": "orders", "value": 12480}], "report_date": "2024-06-09",
             "note": 'say "hi"', "missing": None}  # fmt: skip
     text = "Q3 Review, 9 June 2024. Ana Ruiz met Bo Li; orders reached 12,480 (of 5 sections)."
-    target = S.dumps(gold)
-    sources = S.verbatim_sources(text, gold, computed=("section_count",))
+    target = common.dumps(gold)
+    sources = common.verbatim_sources(text, gold, computed=("section_count",))
     for value in ("Q3 Review", "Ana Ruiz", "Bo Li"):
         start = target.index(f'"{value}"') + 1
         assert [sources[start + i] for i in range(len(value))] == [
@@ -452,7 +457,7 @@ def test_verbatim_sources_map_report_values_to_their_text():
     count = target.index('"section_count":5') + len('"section_count":')
     assert count not in sources
     assert target.index('say \\"hi') + 1 not in sources
-    assert S.verbatim_sources("no values here", gold) == {}
+    assert common.verbatim_sources("no values here", gold) == {}
 
 
 def test_report_layouts_limit_the_drawn_layouts_and_name_bad_ones():

@@ -13,9 +13,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from flashbeam.model import synthetic as S
-from flashbeam.model import synthetic_ocr as ocr
-from flashbeam.model import synthetic_ocr_text as vocab
+from flashbeam.model.training import common
+from flashbeam.model.training import ocr as ocr
+from flashbeam.model.training import ocr_text as vocab
+from flashbeam.model.training import synthetic as S
 from flashbeam.schemas.currency import text_currencies
 from flashbeam.schemas.grounding import text_dates, text_numbers, text_spans
 
@@ -28,11 +29,11 @@ def docs() -> list[ocr.OcrDoc]:
 
 
 def test_every_gold_validates_and_every_value_is_a_grounding_candidate(docs):
-    schema = S.load_schema("invoice")
+    schema = common.load_schema("invoice")
     check = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     for doc in docs:
         gold, text = doc.gold(), doc.text
-        check.validate(json.loads(S.dumps(gold)))
+        check.validate(json.loads(common.dumps(gold)))
         spans = set(text_spans(text))
         for key in ("vendor", "customer", "document_number"):
             assert gold[key] is None or gold[key] in spans, (key, gold[key], text)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import tp_entries
 
-from flashbeam.model.ranks import RankGroup
+from flashbeam.model.engine.ranks import RankGroup
 
 PRESET, OVERRIDES, SEED = "tiny", {"o_groups": 4}, 3
 

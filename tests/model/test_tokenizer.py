@@ -4,7 +4,7 @@ import pytest
 import tokenizers
 from tokenizers import models, pre_tokenizers, trainers
 
-from flashbeam.model.tokenizer import (
+from flashbeam.model.text.tokenizer import (
     ASSISTANT,
     BOS,
     DSML,

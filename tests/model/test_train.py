@@ -6,27 +6,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from flashbeam.model import Engine, Request, synthetic
-from flashbeam.model.config import ModelConfig
-from flashbeam.model.network import Transformer
-from flashbeam.model.synthetic_reports import layouts_of
-from flashbeam.model.tokenizer import Tokenizer
-from flashbeam.model.train import (
-    DEFAULT_CONFIG,
-    TASK_MIX,
-    HeadProbe,
-    TrainOptions,
+from flashbeam.model import Engine, Request
+from flashbeam.model.network.config import ModelConfig
+from flashbeam.model.network.transformer import Transformer
+from flashbeam.model.text.tokenizer import Tokenizer
+from flashbeam.model.training import common, synthetic
+from flashbeam.model.training.batches import (
     build_tokenizer,
     collate,
     copy_batch,
     encode_example,
     example_stream,
-    main,
     parse_task_mix,
-    pointer_loss,
-    prev_token_loss,
-    train,
 )
+from flashbeam.model.training.losses import HeadProbe, pointer_loss, prev_token_loss
+from flashbeam.model.training.reports import layouts_of
+from flashbeam.model.training.train import DEFAULT_CONFIG, TASK_MIX, TrainOptions, main, train
 
 SMALL = dict(vocab_size=512, hidden_size=32, num_attention_heads=2, head_dim=16,
              qk_rope_head_dim=8, q_lora_rank=16, o_lora_rank=8, moe_intermediate_size=32,
@@ -115,7 +110,7 @@ def test_pointers_name_the_document_tokens_an_answer_token_copies():
                 # ... holding the answer token's first copied character (names and numbers; a
                 # date's digits may come from a month name, a decimal point from a comma, a
                 # currency code from its symbol)
-                symbol = synthetic.CURRENCY_SYMBOLS.get(answer)
+                symbol = common.CURRENCY_SYMBOLS.get(answer)
                 assert (
                     answer[0] in written
                     or answer.isdigit()

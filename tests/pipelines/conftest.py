@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from flashbeam.model.config import tiny_config
-from flashbeam.model.random_init import write_random_checkpoint
+from flashbeam.model.checkpoint.random_init import write_random_checkpoint
+from flashbeam.model.network.config import tiny_config
 from flashbeam.pipelines.config import EngineConfig
 
 # A short context makes "prompt longer than the context" cheap to provoke.

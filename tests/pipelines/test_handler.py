@@ -9,7 +9,7 @@ import pytest
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.testing.util import assert_that
 
-from flashbeam.model.request import Request, Result, Usage
+from flashbeam.model.engine.request import Request, Result, Usage
 from flashbeam.pipelines.config import ReduceConfig, TaskConfig
 from flashbeam.pipelines.handler import EngineModelHandler, PromptGroupHandler, engine_for
 from flashbeam.pipelines.prompts import document_requests

@@ -13,7 +13,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flashbeam.model.engine import Engine
+from flashbeam.model.engine.engine import Engine
 from flashbeam.pipelines import (
     ChunkingConfig,
     InputConfig,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from flashbeam.model.request import Request, Usage
+from flashbeam.model.engine.request import Request, Usage
 from flashbeam.pipelines.config import ChunkingConfig, ReduceConfig, TaskConfig
 from flashbeam.pipelines.records import (
     ErrorRow,

@@ -106,8 +106,8 @@ MULTI_THREADED = ["--direct_num_workers=4", "--direct_running_mode=multi_threadi
 def test_worker_threads_share_one_engine_loop_and_give_the_same_rows(
     tmp_path, engine_config, tiny_schema, jsonl, parquet_rows, monkeypatch
 ):
-    from flashbeam.model.engine import Engine
-    from flashbeam.model.runner import ModelRunner
+    from flashbeam.model.engine.engine import Engine
+    from flashbeam.model.engine.runner import ModelRunner
     from flashbeam.pipelines.handler import release_engines
 
     texts = [f"Invoice {i} from Firm {i}, total {10 * i} EUR, {'paid' if i % 2 else 'late'}."

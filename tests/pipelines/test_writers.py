@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flashbeam.model.request import Usage
+from flashbeam.model.engine.request import Usage
 from flashbeam.pipelines.config import OutputConfig, TaskConfig
 from flashbeam.pipelines.parquet_shards import shard_of
 from flashbeam.pipelines.records import ErrorRow, ItemResult, ItemStats, Origin

@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from flashbeam.model.request import Request, Result
+from flashbeam.model.engine.request import Request, Result
 from flashbeam.schemas import generate_validated
 from flashbeam.schemas.bench import _RoundBatcher, main, read_schemas
 

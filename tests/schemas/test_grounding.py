@@ -7,7 +7,8 @@ import json
 import jsonschema
 import pytest
 
-from flashbeam.model import synthetic, synthetic_reports
+from flashbeam.model.training import common, report_tasks, synthetic
+from flashbeam.model.training import reports as synthetic_reports
 from flashbeam.schemas import ground_schema, load_schema
 from flashbeam.schemas.grounding import (
     property_nodes,
@@ -262,7 +263,7 @@ def test_every_report_heading_is_a_grounded_candidate_of_the_chunk_schema():
     """The summarization job grounds chunk headings in the lines that stand as headings: each
     heading the generator writes, in every train and held-out layout, is one of its report's
     candidates, and so are few other lines (the title, a memo's first line)."""
-    schema = synthetic.load_schema("report_chunk_summary")
+    schema = common.load_schema("report_chunk_summary")
     assert schema["properties"]["section_headings"]["items"]["x-ground"] == "heading"
     for i, layout in enumerate(synthetic_reports.LAYOUTS * 3):
         rng = synthetic.item_rng(11, "report", layout.split, i)
@@ -271,7 +272,7 @@ def test_every_report_heading_is_a_grounded_candidate_of_the_chunk_schema():
         assert set(report.headings) <= set(candidates), layout.name
         assert len(candidates) <= len(report.headings) + 2, (layout.name, candidates)
         # Cut as the job cuts it, each chunk's headings are one of the lists it may give.
-        for chunk in synthetic_reports.chunk_report(report.text, 400):
+        for chunk in report_tasks.chunk_report(report.text, 400):
             heads = ground_schema(schema, chunk, ["section_headings"])["properties"]
             gold = synthetic_reports.partial_summary(report, chunk)["section_headings"]
             allows = jsonschema.Draft202012Validator(heads["section_headings"]).is_valid
@@ -280,7 +281,7 @@ def test_every_report_heading_is_a_grounded_candidate_of_the_chunk_schema():
 
 
 def test_ground_schema_limits_fields_to_what_the_text_states():
-    schema = synthetic.load_schema("invoice")
+    schema = common.load_schema("invoice")
     fields = ["vendor", "customer", "document_number", "issue_date", "due_date", "total_amount"]
     grounded = ground_schema(schema, INVOICE, fields)
     props = grounded["properties"]
@@ -290,7 +291,7 @@ def test_ground_schema_limits_fields_to_what_the_text_states():
     assert set(props["issue_date"]["enum"]) == {"2023-09-22", "2023-10-06", "2023-06-10"}
     assert 1486.56 in props["total_amount"]["enum"]
     assert props["currency"] == schema["properties"]["currency"]  # not named: untouched
-    assert schema == synthetic.load_schema("invoice")  # the input schema is not changed
+    assert schema == common.load_schema("invoice")  # the input schema is not changed
     # Every allowed value is one the original field accepts.
     for name in fields:
         check = jsonschema.Draft202012Validator(schema["properties"][name]).is_valid
@@ -360,13 +361,13 @@ def test_ground_schema_reaches_into_arrays_of_strings_and_objects():
 def test_the_sample_documents_state_every_gold_value_of_the_grounded_fields():
     # Grounding may only help if the document writes the value: it does, for every gold value
     # of the example job (held-out layouts) and of fresh training-layout documents.
-    schema = synthetic.load_schema("invoice")
+    schema = common.load_schema("invoice")
     fields = ["vendor", "customer", "document_number", "issue_date", "due_date", "total_amount"]
     fields.append("currency")
-    docs = [json.loads(line) for line in (synthetic.DATA_DIR / "business_docs.jsonl").open()]
+    docs = [json.loads(line) for line in (common.DATA_DIR / "business_docs.jsonl").open()]
     gold = {
         (g := json.loads(line))["id"]: g
-        for line in (synthetic.DATA_DIR / "business_docs.gold.jsonl").open()
+        for line in (common.DATA_DIR / "business_docs.gold.jsonl").open()
     }
     cases = [(d["text"], gold[d["id"]]) for d in docs]
     cases += [(x.messages[-1]["content"], x.gold) for x in synthetic.generate("extract", 40, 5)]
@@ -378,13 +379,12 @@ def test_the_sample_documents_state_every_gold_value_of_the_grounded_fields():
 
 
 def test_the_sample_reports_state_every_gold_value_of_the_grounded_fields():
-    schema = synthetic.load_schema("report_summary")
+    schema = common.load_schema("report_summary")
     fields = ["title", "author", "report_date", "people", "figures.name", "figures.value"]
     gold = {
-        (g := json.loads(line))["id"]: g
-        for line in (synthetic.DATA_DIR / "reports.gold.jsonl").open()
+        (g := json.loads(line))["id"]: g for line in (common.DATA_DIR / "reports.gold.jsonl").open()
     }
-    for line in (synthetic.DATA_DIR / "reports.jsonl").open():
+    for line in (common.DATA_DIR / "reports.jsonl").open():
         doc = json.loads(line)
         want = gold[doc["id"]]
         props = ground_schema(schema, doc["text"], fields)["properties"]
@@ -398,7 +398,7 @@ def test_the_sample_reports_state_every_gold_value_of_the_grounded_fields():
 def test_every_gold_figure_of_every_report_layout_is_one_sentence_alternative():
     """The figures are grounded by sentence: each gold figure the generator writes, in every
     train and held-out layout, pairs a name and value from one sentence."""
-    schema = synthetic.load_schema("report_summary")
+    schema = common.load_schema("report_summary")
     assert schema["properties"]["figures"]["items"]["x-ground"] == "sentence"
     for i, layout in enumerate(synthetic_reports.LAYOUTS * 3):
         rng = synthetic.item_rng(12, "report", layout.split, i)
@@ -411,10 +411,10 @@ def test_every_gold_figure_of_every_report_layout_is_one_sentence_alternative():
 def test_the_report_schemas_name_pattern_keeps_names_and_drops_other_spans():
     """The summarization job's author and people are full names: every name the generator
     writes passes the schemas' pattern, and grounding offers no span that is not one."""
-    from flashbeam.model.synthetic_business_text import FIRST_NAMES, SURNAMES
+    from flashbeam.model.training.business_text import FIRST_NAMES, SURNAMES
 
     for name in ("report_summary", "report_chunk_summary"):
-        schema = synthetic.load_schema(name)
+        schema = common.load_schema(name)
         author = schema["properties"]["author"]
         person = schema["properties"]["people"]["items"]
         assert author["pattern"] == person["pattern"]
@@ -422,8 +422,8 @@ def test_the_report_schemas_name_pattern_keeps_names_and_drops_other_spans():
         assert all(check.is_valid(f"{a} {b}") for a in FIRST_NAMES for b in SURNAMES)
         for fragment in ("The", "Decisions", "handover procedure ahead of", "02/18/2023"):
             assert not check.is_valid(fragment)
-    text = json.loads((synthetic.DATA_DIR / "reports.jsonl").open().readline())["text"]
-    schema = synthetic.load_schema("report_summary")
+    text = json.loads((common.DATA_DIR / "reports.jsonl").open().readline())["text"]
+    schema = common.load_schema("report_summary")
     people = ground_schema(schema, text, ["people"])["properties"]["people"]["items"]["enum"]
     spans = text_spans(text)
     assert people and len(people) < len(spans) / 10
@@ -433,7 +433,7 @@ def test_the_report_schemas_name_pattern_keeps_names_and_drops_other_spans():
 def test_the_invoice_schemas_document_number_is_one_word_with_a_digit():
     """Every number the generator writes (train and held-out layouts) passes the pattern; the
     subject-line spans a renewal letter offers around its number do not."""
-    schema = synthetic.load_schema("invoice")
+    schema = common.load_schema("invoice")
     number = jsonschema.Draft202012Validator(schema["properties"]["document_number"])
     examples = synthetic.generate("extract", 120, 21)
     examples += synthetic.generate("extract", 120, 22, templates="heldout")

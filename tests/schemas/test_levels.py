@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flashbeam.model.checkpoint import TINY_DIR
-from flashbeam.model.grammar import GrammarCompiler, GrammarError
-from flashbeam.model.request import Request, Result
+from flashbeam.model.checkpoint.loading import TINY_DIR
+from flashbeam.model.engine.request import Request, Result
+from flashbeam.model.grammar.compiler import GrammarCompiler, GrammarError
 from flashbeam.pipelines.config import TaskConfig
 from flashbeam.pipelines.records import Origin, PromptRequest
 from flashbeam.pipelines.reduce import finish_outcome

@@ -7,7 +7,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from flashbeam.model.request import Request, Result
+from flashbeam.model.engine.request import Request, Result
 from flashbeam.schemas import RetryPolicy, generate_validated
 from flashbeam.schemas.retry import retry_seed
 

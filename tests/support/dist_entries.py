@@ -1,4 +1,4 @@
-"""Helper-rank entry points for the tests of `flashbeam.model.ranks` (importable by name from
+"""Helper-rank entry points for the tests of `flashbeam.model.engine.ranks` (importable by name from
 spawned processes: tests/conftest.py puts this folder on sys.path)."""
 
 import os
@@ -7,7 +7,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from flashbeam.model.ranks import STOP
+from flashbeam.model.engine.ranks import STOP
 
 
 def echo(group, payload):

@@ -4,13 +4,13 @@ helpers: tests/conftest.py puts this folder on sys.path)."""
 
 import torch
 
-from flashbeam.model.checkpoint import load_model
-from flashbeam.model.config import tiny_config
-from flashbeam.model.decode import DecodeBatch
-from flashbeam.model.network import Transformer
-from flashbeam.model.parallel import TensorParallel, shard_state_dict
-from flashbeam.model.random_init import random_model
-from flashbeam.model.ranks import STOP
+from flashbeam.model.checkpoint.loading import load_model
+from flashbeam.model.checkpoint.random_init import random_model
+from flashbeam.model.engine.ranks import STOP
+from flashbeam.model.network.config import tiny_config
+from flashbeam.model.network.decode import DecodeBatch
+from flashbeam.model.network.parallel import TensorParallel, shard_state_dict
+from flashbeam.model.network.transformer import Transformer
 
 
 def build_shard(preset, overrides, seed, rank, world):
