@@ -57,9 +57,11 @@ lock:
 	} > $(LOCK)
 	rm -rf .venv-lock
 
+# Style, and the import contracts of pyproject.toml (layers; no circles).
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: venv
 	$(VENV)/bin/ruff format .

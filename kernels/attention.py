@@ -1,4 +1,4 @@
-"""Sparse attention over gathered key=value vectors with per-head sinks (spec §4.4 step 5).
+"""Sparse attention over gathered key=value vectors with per-head sinks.
 
 Every query token n attends, with all H heads, to the pool rows `kv[indices[n, i]]` (one shared
 K=V head; -1 = skip). Per head h: `l_i = scale * q_h . kv_i`,

@@ -1,4 +1,4 @@
-"""Lightning-indexer scoring fused with top-k selection (spec §4.8).
+"""Lightning-indexer scoring fused with top-k selection.
 
 Query n sees the pool keys `[key_start[n], key_end[n])`; its score for key s is
 `sum_h weights[n, h] * relu(q[n, h] . keys[s])`. It keeps the top `min(k, visible)` keys as

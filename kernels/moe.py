@@ -1,4 +1,4 @@
-"""Routed-expert MoE with clamped SwiGLU over dense, FP8 or FP4 expert weights (spec §4.9).
+"""Routed-expert MoE with clamped SwiGLU over dense, FP8 or FP4 expert weights.
 
 Per (token t, chosen expert e, routing weight r):
 `g = min(x W1ᵀ, limit)`, `u = clamp(x W3ᵀ, -limit, limit)`, `h = silu(g) * u * r` (fp32), `h` is

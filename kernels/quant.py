@@ -1,6 +1,6 @@
 """Checkpoint weight formats (FP8 block-scaled, packed FP4) and the FP8 block-scaled linear.
 
-Formats (spec §6.2):
+Formats:
 * FP8: `weight` float8_e4m3fn `[out, in]`, `scale` float8_e8m0fnu `[ceil(out/128), ceil(in/128)]`,
   `W[i, j] = weight[i, j] * scale[i // 128, j // 128]`.
 * FP4: `weight` int8 `[out, in/2]`, two e2m1 codes per byte along the input dim, low nibble = even

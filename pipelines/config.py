@@ -1,6 +1,6 @@
 """The typed configuration of one pipeline: what to read, what to ask, which engine, where to write.
 
-A job spec (YAML, issue 6) is validated into these dataclasses; the Beam transforms take them as
+A job spec (YAML) is validated into these dataclasses; the Beam transforms take them as
 plain values, so they pickle to workers unchanged. Every field has a working default except the
 input and output locations.
 """

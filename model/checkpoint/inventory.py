@@ -33,7 +33,7 @@ class CheckpointError(ValueError):
 
 # ---- the tensor inventory ------------------------------------------------------------------
 def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Official tensor name -> dense shape for every backbone tensor of `config` (spec §6.3)."""
+    """Official tensor name -> dense shape for every backbone tensor of `config`."""
     c = config
     D, N, H, d = c.hidden_size, c.hc_mult, c.num_attention_heads, c.head_dim
     I, E, V = c.moe_intermediate_size, c.n_routed_experts, c.vocab_size
@@ -96,7 +96,8 @@ def _compressor(
 
 
 def _keeps_fp32(name: str) -> bool:
-    """Tensors the official checkpoint stores in fp32 whatever the model dtype (spec §6.2)."""
+    """Tensors the official checkpoint stores in fp32 whatever the model dtype (mHC, sinks, position
+    biases, the router bias: their precision matters more than their size)."""
     leaf = name.rsplit(".", 1)[-1]
     return leaf in ("attn_sink", "ape", "bias") or leaf.startswith("hc_")
 

@@ -1,8 +1,8 @@
 """Tensor names of a V4 checkpoint in each layout we read, stated once in one table.
 
-- official: DeepSeek's names (spec §6.3), no prefix; also accepted under a `model.` prefix, which
+- official: DeepSeek's names, no prefix; also accepted under a `model.` prefix, which
   DeepSeek's own converter strips. FP8/FP4 weights carry `X.scale` beside `X.weight`.
-- hf: transformers' names inside `DeepseekV4ForCausalLM` (spec §6.4), routed experts stacked
+- hf: transformers' names inside `DeepseekV4ForCausalLM`, routed experts stacked
   per layer into `gate_up_proj` [E, 2I, D] (w1 rows, then w3 rows) and `down_proj` [E, D, I];
   FP8 scales as `X.weight_scale_inv`.
 - hf-saved: what transformers' `save_pretrained` writes: it reverts its renaming rules, which

@@ -1,12 +1,10 @@
-"""Checkpoint directories: config.json + safetensors shards, official or transformers names.
+"""Loading a checkpoint directory (or "tiny", the embedded default) into the network.
 
-Official layout (spec §6): tensor names without a `model.` prefix, dense linears optionally FP8
-e4m3 with `.scale` e8m0 block scales beside them, routed experts optionally FP4. The transformers
-layouts (its in-memory names with stacked experts, and what its `save_pretrained` writes) are
-stated in `checkpoint_layouts.py`. Loading detects the layout, maps everything to official
-names, checks every tensor against the config and dequantizes on the way in, or keeps FP8/FP4
-weights packed for the GPU kernels (`model/quantized.py`). No pickle anywhere: safetensors and
-JSON only.
+`load_model` reads through `reader.CheckpointReader` (any layout of `layouts`, every tensor
+checked against the config) and either dequantizes every weight into the activation dtype or
+keeps FP8 linears and FP8/FP4 experts packed for the GPU kernels (`packed`); with a
+tensor-parallel rank it reads and builds only that rank's share. No pickle anywhere:
+safetensors and JSON only.
 """
 
 from __future__ import annotations
@@ -82,7 +80,7 @@ def load_model(
     queries and keys the way the official runtime stores them (`ModelConfig.kv_quant_sim`).
 
     `keep_quantized` (None: yes on CUDA, no elsewhere) keeps FP8 linears and FP8/FP4 routed
-    experts packed with their scales for the GPU kernels (`model/quantized.py`); otherwise every
+    experts packed with their scales for the GPU kernels (`packed`); otherwise every
     weight is dequantized into `dtype`. Before loading onto a GPU, the weights' size is checked
     against its free memory (`CheckpointError` with the numbers when they do not fit).
     """

@@ -263,7 +263,7 @@ class EngineLoop:
             if chunk.seq.tally is not None:
                 chunk.seq.tally.progress.prompt_tokens += chunk.size
                 self._moved[id(chunk.seq.tally)] = chunk.seq.tally
-        self._emit([(c.seq, logits[i]) for i, c in enumerate(group) if not c.seq.prefilling])
+        self._sample([(c.seq, logits[i]) for i, c in enumerate(group) if not c.seq.prefilling])
 
     def _decode(self, seqs: list[Sequence]) -> None:
         """One token for every generating sequence, in one batched call."""
@@ -275,9 +275,9 @@ class EngineLoop:
             for seq in seqs:
                 seq.finish("error", f"request {seq.request.id!r}: model failure in decode: {e}")
             return
-        self._emit(list(zip(seqs, logits)))
+        self._sample(list(zip(seqs, logits)))
 
-    def _emit(self, outcome: list[tuple[Sequence, torch.Tensor]]) -> None:
+    def _sample(self, outcome: list[tuple[Sequence, torch.Tensor]]) -> None:
         """Sample one token for each (sequence, next-token logits) pair, as one batch."""
         if not outcome:
             return
@@ -291,7 +291,7 @@ class EngineLoop:
                 seqs[0].finish("error", f"request {seqs[0].request.id!r}: {e}")
             else:
                 for pair in outcome:
-                    self._emit([pair])
+                    self._sample([pair])
             return
         for seq, token in zip(seqs, tokens):
             before = len(seq.output)

@@ -13,7 +13,7 @@ The engine's sampling step uses three things from here:
     token = state.advance(sampled_token)        # may steer to a shorter closing token, see below
 
 Budget steering. A weak or verbose model that runs out of `max_tokens` mid-object leaves
-truncated JSON. Each state keeps a *closing plan* (model/steering.py): tokens that take the current
+truncated JSON. Each state keeps a *closing plan* (`closing`): tokens that take the current
 prefix to a complete, grammar-accepted output. Once the remaining budget comes within reach of the
 plan (the "window"), each sampled token is checked: it is kept only if a plan from the state after
 it still fits the remaining budget; otherwise the next plan token is committed instead and the

@@ -350,7 +350,8 @@ class Attention(nn.Module):
 
     def project_out(self, out: torch.Tensor, rope) -> torch.Tensor:
         """De-rotate the output's rope dims at the query position (values carry the keys' rope,
-        pitfall 6), then the grouped low-rank projection: each head group through its own rows
+        the query position undoes it), then the grouped low-rank projection: each head group through
+        its own rows
         of wo_a, then wo_b. With several ranks, each holds some groups and the columns of wo_b
         they feed: the partial outputs are summed over the ranks in fp32."""
         cos, sin = rope

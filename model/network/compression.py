@@ -22,7 +22,7 @@ from flashbeam.model.network.state import CompressorState
 
 
 class Compressor(nn.Module):
-    """Gated pooling of every `ratio` tokens into one entry of width `dim` (spec §4.5).
+    """Gated pooling of every `ratio` tokens into one entry of width `dim`.
 
     CSA compressors (the layer's and its indexer's, whatever their ratio) overlap their windows:
     an entry pools the A halves of the previous window's tokens and the B halves of its own
@@ -36,7 +36,7 @@ class Compressor(nn.Module):
         self.ratio, self.dim = ratio, dim
         self.overlap = overlap
         # kv_quant_sim: the indexer's keys are rotated and FP4-rounded, the main entries FP8-round
-        # their no-rope dims (spec §4.5)
+        # their no-rope dims, as the official runtime stores them
         self.quant_sim = ("fp4" if indexer else "fp8") if config.kv_quant_sim else None
         self.nope = dim - config.qk_rope_head_dim
         width = (2 if self.overlap else 1) * dim
@@ -199,7 +199,8 @@ class Compressor(nn.Module):
     def project(
         self, x: torch.Tensor, positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """fp32 projections (pitfall 11); gate logits get the position bias of each slot."""
+        """fp32 projections (in bf16 the pooled entries drift from the official model); gate logits
+        get the position bias of each slot."""
         xf = fp32(x)
         kv = F.linear(xf, fp32(self.wkv.weight))
         gate = F.linear(xf, fp32(self.wgate.weight))

@@ -84,7 +84,7 @@ class ModelConfig:
     eos_token_id: int | list[int] | None = 1
     quantization: dict[str, Any] | None = None
     expert_dtype: str | None = None
-    # Round cached KV as the official runtime does (spec pitfall 13): FP8 for the no-rope dims
+    # Round cached KV as the official runtime stores it: FP8 for the no-rope dims
     # of window and compressed KV, Hadamard + FP4 for the indexer's queries and keys. Off by
     # default, as in transformers; config.json key `kv_quant_sim`, or `load_model(...)`.
     kv_quant_sim: bool = False

@@ -23,7 +23,8 @@ def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class RMSNorm(nn.Module):
-    """Weighted RMSNorm: fp32 math, fp32 weight, one cast back at the end (pitfall 1)."""
+    """Weighted RMSNorm: fp32 math and weight, one cast back at the end (a bf16 weight multiply
+    drifts from the official model)."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -56,7 +57,7 @@ def rope_inv_freq(config: ModelConfig, compressed: bool) -> torch.Tensor:
     with YaRN, or plain when the config says so (`compress_rope_type` "default").
 
     YaRN blends each pair's frequency between the original and the one divided by the factor,
-    with no magnitude (mscale) correction (pitfall 4).
+    with no magnitude (mscale) correction: V4 applies none, unlike other YaRN models.
     """
     dim = config.qk_rope_head_dim
     theta = config.compress_rope_theta if compressed else config.rope_theta
@@ -90,7 +91,8 @@ def apply_rope(
     """Rotate the trailing 2*cos.shape[-1] dims of x as interleaved (even, odd) pairs, in fp32.
 
     cos/sin broadcast against x without its last dim (e.g. [B,S,1,r/2] for x [B,S,H,d]).
-    `inverse` rotates by the negated angle (output de-rotation, pitfall 6). Each pair is one
+    `inverse` rotates by the negated angle (the attention output's values carry the keys' rotation,
+    which the query position undoes). Each pair is one
     complex number times exp(i*angle): the same products and sums as the 2x2 rotation, in a
     handful of tensor operations (this runs several times per layer on every decode step).
     """

@@ -18,7 +18,8 @@ STACKED_CACHE_BYTES = 64 << 20
 
 
 class Gate(nn.Module):
-    """Router. Scores are sqrt(softplus(x·Wᵀ)) in fp32 (pitfall 16); the selection bias only picks
+    """Router. Scores are sqrt(softplus(x·Wᵀ)) in fp32 (bf16 logits flip top-k choices); the
+    selection bias only picks
     experts, hash layers pick by `tid2eid[token_id]`; weights are normalised then scaled."""
 
     def __init__(self, config: ModelConfig, hashed: bool) -> None:
@@ -46,7 +47,8 @@ class Gate(nn.Module):
 
 
 class Expert(nn.Module):
-    """SwiGLU with the V4 clamp: gate <= limit, up in [-limit, limit] (pitfall 18)."""
+    """SwiGLU with the V4 clamp: gate <= limit (from above only), up in [-limit, limit]; the shared
+    expert is clamped too."""
 
     def __init__(self, dim: int, inter: int, limit: float) -> None:
         super().__init__()
@@ -59,7 +61,7 @@ class Expert(nn.Module):
         gate = fp32(self.w1(x)).clamp(max=self.limit)
         up = fp32(self.w3(x)).clamp(-self.limit, self.limit)
         h = F.silu(gate) * up
-        if weight is not None:  # routing weight goes in before the down projection (pitfall 19)
+        if weight is not None:  # the routing weight scales the fp32 intermediate, before w2
             h = h * weight.unsqueeze(-1)
         return self.w2(cast(h, x.dtype))
 
@@ -94,7 +96,7 @@ class MoE(nn.Module):
             routed = self._grouped_experts(flat, chosen, weights)
         if self.tp.world > 1:
             routed = self.tp.sum_fp32(routed)
-        # Routed sum in fp32, plus the shared expert, one cast at the end (pitfall 20).
+        # Routed sum in fp32, plus the shared expert, one cast at the end (bf16 sums drift).
         return cast(routed + fp32(self.shared_experts(flat)), x.dtype).view(shape)
 
     def _this_ranks(self, chosen, weights):

@@ -1,6 +1,6 @@
 """Per-sequence decoding state of every layer, as immutable snapshots.
 
-The state after L tokens is everything later tokens need (spec §5): the sliding-window KV of the
+The state after L tokens is everything later tokens need: the sliding-window KV of the
 last `sliding_window - 1` positions, and for compressed layers the compressed entries, the raw
 projections of the partial window and, for the overlapping compressors (CSA main and
 indexer), the A halves of the last complete window.

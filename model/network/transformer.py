@@ -32,7 +32,8 @@ def hc_weights(
     config: ModelConfig,
     tail: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """mHC mixing weights of streams [B,S,N,D], all in fp32 (pitfall 2): (pre [B,S,N],
+    """mHC mixing weights of streams [B,S,N,D], all in fp32 (the 20-step Sinkhorn drifts in bf16):
+    (pre [B,S,N],
     post [B,S,N], comb [B,S,N,N]); with `tail`, post and comb only for the last `tail` positions.
 
     comb[j, k] mixes input stream j into output stream k; Sinkhorn makes it doubly stochastic
@@ -273,7 +274,8 @@ class Transformer(nn.Module):
         return self.tp.all_reduce_(x * mine.unsqueeze(-1).to(x.dtype))
 
     def logits(self, streams: torch.Tensor) -> torch.Tensor:
-        """Final hc head collapse, norm and the fp32 lm head (pitfall 22)."""
+        """Final hc head collapse, norm and the lm head, fp32 weight and input (bf16 logits change
+        greedy choices)."""
         flat = fp32(streams.flatten(-2))
         mix = F.linear(flat, fp32(self.hc_head_fn)) * inverse_rms(flat, self.config.rms_norm_eps)
         pre = torch.sigmoid(torch.addcmul(fp32(self.hc_head_base), mix, fp32(self.hc_head_scale)))

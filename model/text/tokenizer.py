@@ -175,7 +175,7 @@ class IncrementalDetokenizer:
         full = self._decode(self._prefix, len(self._ids))
         if len(full) <= len(done) or full.endswith(_REPLACEMENT_CHAR):
             return ""
-        return self._emit(full[len(done) :])
+        return self._advance(full[len(done) :])
 
     def flush(self) -> str:
         """Emit whatever is held back (an unfinished character decodes as U+FFFD)."""
@@ -183,9 +183,10 @@ class IncrementalDetokenizer:
             return ""
         done = self._decode(self._prefix, self._read)
         full = self._decode(self._prefix, len(self._ids))
-        return self._emit(full[len(done) :])
+        return self._advance(full[len(done) :])
 
-    def _emit(self, piece: str) -> str:
+    def _advance(self, piece: str) -> str:
+        """Take `piece` as decoded: the ids read so far will not change it any more."""
         self._prefix, self._read = self._read, len(self._ids)
         self.text += piece
         return piece

@@ -1,4 +1,4 @@
-"""Layout templates for `synthetic_business`: each renders a `BizDoc` through a `Ctx` as blocks.
+"""Layout templates for `business`: each renders a `BizDoc` through a `Ctx` as blocks.
 
 A `None` block marks where boilerplate may go to bring the document to its length. Templates
 registered with split "heldout" never appear in training data; they rearrange the same

@@ -1,4 +1,4 @@
-"""Vocabulary for `synthetic_business`: names, goods and services, label wordings, boilerplate.
+"""Vocabulary for `business`: names, goods and services, label wordings, boilerplate.
 
 Label wordings and value formats are shared by train and held-out templates: the split is by
 layout, so a held-out document uses words the model has seen, arranged in a way it has not.

@@ -85,7 +85,7 @@ class Example:
     gold: dict[str, Any]
     text: str = ""
     # target character -> positions in `text` it copies from (pointer supervision in training;
-    # filled by synthetic_business.copy_sources and verbatim_sources)
+    # filled by business.copy_sources and verbatim_sources)
     sources: dict[int, list[int]] = field(default_factory=dict)
 
     def to_train_row(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ KIND_WEIGHTS = {"receipt": 70, "invoice": 20, "contract": 10}
 
 @dataclass(frozen=True)
 class Country:
-    """How one country's documents write money, dates and labels (`synthetic_ocr_text`)."""
+    """How one country's documents write money, dates and labels (`ocr_text`)."""
 
     code: str
     currency: str

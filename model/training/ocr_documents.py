@@ -1,4 +1,4 @@
-"""The three renderers of `synthetic_ocr`: a receipt, an invoice and a contract as OCR lines."""
+"""The three renderers of `ocr`: a receipt, an invoice and a contract as OCR lines."""
 
 from __future__ import annotations
 

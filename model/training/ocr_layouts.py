@@ -1,4 +1,4 @@
-"""Receipts, invoices and contracts for `synthetic_ocr`, written line by line as OCR reads them.
+"""Receipts, invoices and contracts for `ocr`, written line by line as OCR reads them.
 
 Each renderer draws the facts of one document (a business, its goods, taxes, payment) and writes
 its lines in one of many arrangements: a value beside its label, on the line below it, or a

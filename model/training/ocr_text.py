@@ -1,5 +1,6 @@
-"""Vocabulary for `synthetic_ocr`: countries, business names and legal forms, labels in several
-languages, goods, slogans and footers of receipts, invoices and contracts as OCR reads them.
+"""Vocabulary for the OCR-style documents (`ocr`): countries, business names and legal forms,
+labels in several languages, goods, slogans and footers of receipts, invoices and contracts as
+OCR reads them.
 
 Written for the generator alone: none of it is taken from an evaluation set (the independent
 set in `jobs/data/ocr_docs.jsonl` was written separately, and `tests/model/test_synthetic_ocr.py`
@@ -13,7 +14,7 @@ _W = str.split
 # ---- countries -----------------------------------------------------------------------------------
 # currency: the ISO code the gold names; marks: how documents write it (a prefix before amounts,
 # a suffix after them, a unit in brackets, a code); money: (grouping, decimal point, decimals);
-# dates: the date layouts of the country (`synthetic_ocr.DATE_LAYOUTS` names); language: labels.
+# dates: the date layouts of the country (`ocr_docs.DATE_LAYOUTS` names); language: labels.
 # fmt: off
 COUNTRIES: dict[str, dict] = {
     "MY": dict(currency="MYR", prefix=["RM", "RM "], suffix=[], unit=["RM"], code="MYR",

@@ -1,4 +1,4 @@
-"""Sentence pools for `synthetic_reports`: what quarterly, incident and project reports say.
+"""Sentence pools for `reports`: what quarterly, incident and project reports say.
 
 Slots: {p} a person (full name, written each time), {team}, {company}, {pct} a percentage,
 {month}, {system}, {cause}, {codename}, {goal}, {region}, {product}, {time} a clock time.

@@ -2,7 +2,7 @@
 
 A small V4-architecture network (mHC, sliding + CSA + HCA attention, hash + routed MoE) and a
 byte-level BPE with the V4 special tokens, trained from scratch on the synthetic extraction and
-map-reduce summarization data of `model/synthetic.py`. Everything derives from `--seed`: the data
+map-reduce summarization data of `synthetic`. Everything derives from `--seed`: the data
 stream, the tokenizer, the initial weights and the batch order, so a run is reproducible.
 
 Besides the next-token losses, one head of the last layer is trained to attend to where each
@@ -96,7 +96,7 @@ class TrainOptions:
     prev_token_head: int = 1
     prev_token_queries: int = 512
     task_mix: dict[str, float] | None = None  # share of each task in the stream; TASK_MIX if None
-    # The train report layouts to draw from (`synthetic_reports.LAYOUTS` names); None: all.
+    # The train report layouts to draw from (`reports.LAYOUTS` names); None: all.
     report_layouts: tuple[str, ...] | None = None
     # Every digit its own token (tried, see docs/default-model.md; not the default).
     split_digits: bool = False
