@@ -147,6 +147,7 @@ class EngineSpec(_Section):
     max_batch_tokens: int = Field(_default(EngineConfig, "max_batch_tokens"), ge=1)
     max_batch_size: int = Field(_default(EngineConfig, "max_batch_size"), ge=1)
     cache_bytes: int = Field(_default(EngineConfig, "cache_bytes"), ge=0)
+    max_pending: int = Field(_default(EngineConfig, "max_pending"), ge=1)
     # One torch thread unless the job says otherwise: Beam runs several bundles at once.
     torch_threads: int | None = Field(1, ge=1)
     # Ranks (GPUs) of one worker's engine, and their devices (default cuda:0..N-1).

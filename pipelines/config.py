@@ -310,6 +310,8 @@ class TaskConfig:
 class EngineConfig:
     """The engine each worker process loads once (see `pipelines.handler.engine_for`).
 
+    `max_pending` bounds the requests the engine holds at once (queued and running): a worker's
+    threads block in `submit` beyond it, so memory stays bounded.
     `torch_threads` caps intra-op threads; set 1 when several worker processes share few cores.
     `kv_quant_sim` (None: as the checkpoint's config says) rounds cached KV as the official
     runtime does (`ModelConfig.kv_quant_sim`). `tensor_parallel` > 1 spreads the model over
@@ -324,6 +326,7 @@ class EngineConfig:
     max_batch_tokens: int = 2048
     max_batch_size: int = 64
     cache_bytes: int = 1 << 30
+    max_pending: int = 1024
     torch_threads: int | None = None
     tensor_parallel: int = 1
     devices: tuple[str, ...] | None = None

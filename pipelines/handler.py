@@ -63,6 +63,7 @@ def engine_for(config: EngineConfig) -> Engine:
                 max_batch_tokens=config.max_batch_tokens,
                 max_batch_size=config.max_batch_size,
                 cache_bytes=config.cache_bytes,
+                max_pending=config.max_pending,
                 tensor_parallel=config.tensor_parallel,
                 devices=list(config.devices) if config.devices is not None else None,
             )

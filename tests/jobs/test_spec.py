@@ -12,6 +12,7 @@ import pytest
 from flashbeam.jobs.run import plan_job, runner_args
 from flashbeam.jobs.spec import JobError, RunnerSpec, load_job, parse_bytes
 from flashbeam.model.training import common
+from flashbeam.pipelines.handler import engine_for, release_engines
 from flashbeam.schemas import load_schema
 
 from .conftest import DATA, JOBS
@@ -369,3 +370,16 @@ def test_prompt_mode_reduce_rules_reach_the_task_and_bad_ones_name_the_fix(tmp_p
         "schema (known: title, report_type, author, report_date, section_count, people, figures, "
         "summary)"
     )
+
+
+def test_engine_max_pending_reaches_the_engine_and_must_be_positive(tmp_path):
+    path = spec(tmp_path, MINIMAL + "engine:\n  max_pending: 3\n")
+    config = plan_job(load_job(path), dt.date(2026, 1, 2)).config.engine
+    assert config.max_pending == 3
+    release_engines()
+    try:
+        assert engine_for(config).max_pending == 3
+    finally:
+        release_engines()
+    message = error_of(spec(tmp_path, MINIMAL + "engine:\n  max_pending: 0\n"))
+    assert "engine.max_pending: should be greater than or equal to 1" in message
