@@ -27,22 +27,16 @@ from flashbeam.model.checkpoint.reader import CheckpointReader
 from flashbeam.model.network.config import ModelConfig
 from flashbeam.model.network.parallel import check_world_size
 from flashbeam.pipelines import (
-    ChunkingConfig,
     EngineConfig,
-    GroupingConfig,
-    InputConfig,
     OutputConfig,
     PipelineConfig,
-    ReduceConfig,
     RunReport,
-    TaskConfig,
     check_config,
     check_runner,
     match_input,
     run_pipeline,
 )
 from flashbeam.pipelines.validate import constraint_report
-from flashbeam.schemas import RetryPolicy, SchemaError, load_schema
 
 from . import EXIT_ERROR_ROWS, EXIT_FAILED, EXIT_OK
 from .manifest import OutputFile, build_manifest, manifest_bytes
@@ -139,9 +133,7 @@ def plan_job(
                 "are inside one another; give them separate directories or leave errors unset"
             )
     config = PipelineConfig(
-        input=_section(
-            job, "input", lambda: InputConfig(input_path, **_fields(spec.input, exclude=("path",)))
-        ),
+        input=dataclasses.replace(spec.input, path=input_path),
         output=_section(
             job,
             "output",
@@ -151,7 +143,7 @@ def plan_job(
                 **_fields(spec.output, exclude=("path", "errors")),
             ),
         ),
-        task=_task_config(job),
+        task=spec.task,
         engine=_section(
             job,
             "engine",
@@ -163,7 +155,7 @@ def plan_job(
                 **_fields(spec.engine),
             ),
         ),
-        grouping=_section(job, "grouping", lambda: GroupingConfig(**_fields(spec.grouping))),
+        grouping=spec.grouping,
     )
     return Plan(job, date, input_path, results, errors, config, runner_args(spec.runner, beam_args))
 
@@ -188,45 +180,6 @@ def runner_args(runner: RunnerSpec, extra: list[str] | tuple[str, ...] = ()) -> 
             if not any(a.startswith("--" + option.split("=")[0]) for a in args):
                 args.insert(1, "--" + option)
     return args
-
-
-def _task_config(job: Job) -> TaskConfig:
-    task = job.spec.task
-    schema = _schema(job, task.schema_, "task.schema")
-    part_schema = _schema(job, task.reduce.part_schema, "task.reduce.part_schema")
-    retry = _section(
-        job,
-        "task.retry",
-        lambda: RetryPolicy(
-            **{**_fields(task.retry), "retry_temperatures": tuple(task.retry.retry_temperatures)}
-        ),
-    )
-    chunking = _section(job, "task.chunking", lambda: ChunkingConfig(**_fields(task.chunking)))
-    reduce = _section(
-        job,
-        "task.reduce",
-        lambda: ReduceConfig(**{**_fields(task.reduce), "part_schema": part_schema}),
-    )
-    return _section(
-        job,
-        "task",
-        lambda: TaskConfig(
-            schema=schema,
-            retry=retry,
-            chunking=chunking,
-            reduce=reduce,
-            **_fields(task, exclude=("schema_", "retry", "chunking", "reduce")),
-        ),
-    )
-
-
-def _schema(job: Job, source: Any, where: str) -> dict[str, Any] | None:
-    if source is None:
-        return None
-    try:
-        return load_schema(source, where=f"{job.source}: {where}")
-    except SchemaError as e:
-        raise JobError(str(e)) from None
 
 
 def _fields(section: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:

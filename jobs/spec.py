@@ -11,8 +11,12 @@ line. Output paths are where you are: relative `output.path` / `output.errors` r
 the working directory.
 
 Every error is a `JobError` whose message names the file (and line), the field path and the fix.
-Defaults of the pipeline settings are read from the `flashbeam.pipelines` dataclasses, so the
-spec and the pipeline never disagree about them.
+The sections that are pipeline settings as written (`input`, `task` with its `retry`,
+`chunking` and `reduce`, `grouping`) are the `flashbeam.pipelines.config` dataclasses
+themselves, validated by pydantic. The others say where and how a run happens in the words of a
+job file (path templates, the `model` and `engine` sections of one `EngineConfig`, hosted-API
+prices); their pipeline fields take their defaults from the dataclasses, so the spec and the
+pipeline never disagree about them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import dataclasses
 import difflib
 import os
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,15 +34,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from flashbeam.pipelines.config import (
-    ChunkingConfig,
     EngineConfig,
     GroupingConfig,
     InputConfig,
     OutputConfig,
-    ReduceConfig,
     TaskConfig,
 )
-from flashbeam.schemas import RetryPolicy
 
 
 class JobError(ValueError):
@@ -71,70 +73,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class InputSpec(_Section):
-    path: str = Field(description="file or glob; {date} and {name} are filled in")
-    format: Literal["jsonl", "parquet", "text", "openai_batch"] = _default(InputConfig, "format")
-    text_field: str = _default(InputConfig, "text_field")
-    id_field: str | None = _default(InputConfig, "id_field")
-
-
-class RetrySpec(_Section):
-    max_attempts: int = Field(_default(RetryPolicy, "max_attempts"), ge=1)
-    retry_temperatures: list[float] = Field(
-        list(_default(RetryPolicy, "retry_temperatures")), min_length=1
-    )
-    length_growth: float = Field(_default(RetryPolicy, "length_growth"), ge=1)
-    max_tokens_cap: int = Field(_default(RetryPolicy, "max_tokens_cap"), ge=1)
-    feedback: bool = _default(RetryPolicy, "feedback")
-    constrained: bool = _default(RetryPolicy, "constrained")
-
-
-class ChunkingSpec(_Section):
-    max_tokens: int | None = _default(ChunkingConfig, "max_tokens")
-    overlap_tokens: int = _default(ChunkingConfig, "overlap_tokens")
-
-
-MergeRuleName = Literal[
-    "first_non_null", "last_non_null", "most_common", "concat_unique", "min", "max"
-]
-
-
-class ReduceSpec(_Section):
-    mode: Literal["auto", "prompt", "merge"] = _default(ReduceConfig, "mode")
-    instructions: str | None = _default(ReduceConfig, "instructions")
-    rules: dict[str, MergeRuleName] = Field(default_factory=dict)
-    default_rule: MergeRuleName | None = _default(ReduceConfig, "default_rule")
-    rounds: int = Field(_default(ReduceConfig, "rounds"), ge=1)
-    on_part_error: Literal["fail", "skip"] = _default(ReduceConfig, "on_part_error")
-    # Prompt mode: the schema of a split document's part outputs (as task.schema: a file, a
-    # built-in name or inline); null: the task schema.
-    part_schema: str | dict[str, Any] | None = _default(ReduceConfig, "part_schema")
-    max_input_tokens: int | None = Field(_default(ReduceConfig, "max_input_tokens"), ge=1)
-    # A list property of the output -> another property whose value the list must not hold.
-    exclude: dict[str, str] = Field(default_factory=dict)
-
-
-class TaskSpec(_Section):
-    kind: Literal["extract", "summarize", "classify", "generate"] = _default(TaskConfig, "kind")
-    # A built-in name, a .json file, or the schema inline; null for free-text output.
-    schema_: str | dict[str, Any] | None = Field(None, alias="schema")
-    instructions: str | None = _default(TaskConfig, "instructions")
-    document_template: str = _default(TaskConfig, "document_template")
-    questions: list[str] | None = Field(_default(TaskConfig, "questions"), min_length=1)
-    max_tokens: int = Field(_default(TaskConfig, "max_tokens"), ge=1)
-    temperature: float = Field(_default(TaskConfig, "temperature"), ge=0)
-    thinking: bool = _default(TaskConfig, "thinking")
-    schema_in_prompt: bool = _default(TaskConfig, "schema_in_prompt")
-    retry: RetrySpec = Field(default_factory=RetrySpec)
-    chunking: ChunkingSpec = Field(default_factory=ChunkingSpec)
-    reduce: ReduceSpec = Field(default_factory=ReduceSpec)
-    # Schema fields (property paths) decoding may only fill with values the document states.
-    grounded: list[str] = Field(default_factory=list)
-    # auto: each schema gets the tightest grammar the engine accepts (exact, relaxed, none);
-    # exact: refuse a schema the grammar cannot enforce whole. Outputs are validated either way.
-    constraint: Literal["auto", "exact"] = _default(TaskConfig, "constraint")
-
-
 class ModelSpec(_Section):
     path: str = Field(_default(EngineConfig, "model"), description='"tiny" or a checkpoint dir')
     device: str = _default(EngineConfig, "device")
@@ -155,13 +93,6 @@ class EngineSpec(_Section):
     devices: tuple[str, ...] | None = _default(EngineConfig, "devices")
 
     _sizes = field_validator("cache_bytes", mode="before")(parse_bytes)
-
-
-class GroupingSpec(_Section):
-    enabled: bool = _default(GroupingConfig, "enabled")
-    block_tokens: int = Field(_default(GroupingConfig, "block_tokens"), ge=1)
-    max_group_requests: int = Field(_default(GroupingConfig, "max_group_requests"), ge=1)
-    requests_per_call: int = Field(_default(GroupingConfig, "requests_per_call"), ge=1)
 
 
 class OutputSpec(_Section):
@@ -206,11 +137,11 @@ class EvalSpec(_Section):
 class JobSpec(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str | None = None
-    input: InputSpec
-    task: TaskSpec = Field(default_factory=TaskSpec)
+    input: InputConfig
+    task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelSpec = Field(default_factory=ModelSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    grouping: GroupingSpec = Field(default_factory=GroupingSpec)
+    grouping: GroupingConfig = Field(default_factory=GroupingConfig)
     output: OutputSpec = Field(default_factory=OutputSpec)
     runner: RunnerSpec = Field(default_factory=RunnerSpec)
     pricing: PricingSpec = Field(default_factory=PricingSpec)
@@ -366,36 +297,57 @@ def _explain(error: ValidationError, source: Path, lines: dict, set_paths: set[s
     for e in error.errors():
         loc = tuple(str(p) for p in e["loc"])
         dotted = ".".join(loc) or "(top level)"
+        # A section's own check names its fields in its message; the others get the path.
+        section_check = e["type"] == "value_error" and isinstance(e.get("input"), dict)
+        named = "" if section_check else f" {dotted}"
         if any(dotted == p or dotted.startswith(p + ".") for p in set_paths):
-            where = f"--set {dotted}"
+            where = f"--set{named}"
         else:
             line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), 0)
-            where = f"{source}:{line}: {dotted}" if line else f"{source}: {dotted}"
-        problems.append(f"{where}: {_fix(e, loc)}")
+            where = f"{source}:{line}:{named}" if line else f"{source}:{named}"
+        problems.append(f"{where} {_fix(e, loc)}" if not named else f"{where}: {_fix(e, loc)}")
     head = f"{source}: the job spec has {len(problems)} problem(s):\n  "
     return head + "\n  ".join(problems)
 
 
 def _fix(error: dict[str, Any], loc: tuple[str, ...]) -> str:
     kind, value = error["type"], error.get("input")
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         allowed = _fields_at(loc[:-1])
         close = difflib.get_close_matches(loc[-1], allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return f"unknown field {loc[-1]!r}; {hint}fields here: {', '.join(allowed)}"
-    if kind == "missing":
+    if kind in ("missing", "missing_argument"):
         return f"required field is missing; add `{loc[-1]}:`"
+    if kind == "value_error" and isinstance(value, dict):
+        # A section's own check: its message names the fields and the fix.
+        return str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
     shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
     message = error["msg"].replace("Input should be", "should be")
     return f"{message} (got {shown})"
 
 
 def _fields_at(loc: tuple[str, ...]) -> list[str]:
-    model: Any = JobSpec
+    section: Any = JobSpec
     for part in loc:
-        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        section = _section_fields(section).get(part)
+        if section is None:
             return []
-        model = annotation
-    return [f.alias or n for n, f in model.model_fields.items()]
+    return list(_section_fields(section))
+
+
+def _section_fields(section: Any) -> dict[str, Any]:
+    """A spec section's key -> the section it opens (None for a value)."""
+
+    def opened(annotation: Any) -> Any:
+        is_section = isinstance(annotation, type) and (
+            issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation)
+        )
+        return annotation if is_section else None
+
+    if isinstance(section, type) and issubclass(section, BaseModel):
+        return {(f.alias or n): opened(f.annotation) for n, f in section.model_fields.items()}
+    if dataclasses.is_dataclass(section):
+        hints = typing.get_type_hints(section)
+        return {f.name: opened(hints[f.name]) for f in dataclasses.fields(section)}
+    return {}

@@ -40,6 +40,7 @@ import torch
 
 from flashbeam.model.checkpoint.random_init import write_random_checkpoint
 from flashbeam.model.engine.bench import median_run
+from flashbeam.model.engine.request import Request
 from flashbeam.model.network.config import tiny_config
 
 from .config import (
@@ -191,8 +192,6 @@ def _write_documents(path: Path, n: int, tokens: int, tokenizer) -> None:
 
 def _warm_up(engine: EngineConfig) -> None:
     """One small pipeline-free generate, so no measured run pays torch's first-call costs."""
-    from flashbeam.model.engine.request import Request
-
     engine_for(engine).generate([Request(id="w", messages=[{"role": "user", "content": "hi"}],
                                          max_tokens=2)])  # fmt: skip
     release_engines()

@@ -1,14 +1,18 @@
 """The typed configuration of one pipeline: what to read, what to ask, which engine, where to write.
 
-A job spec (YAML) is validated into these dataclasses; the Beam transforms take them as
-plain values, so they pickle to workers unchanged. Every field has a working default except the
-input and output locations.
+These dataclasses are the one definition of the pipeline's settings: their fields, defaults and
+bounds. A job spec (YAML, `flashbeam.jobs.spec`) is validated straight into them by pydantic,
+which reads the bounds from the `Annotated` fields and refuses unknown keys; the Beam transforms
+take them as plain values, so they pickle to workers unchanged. Every field has a working
+default except the input and output locations.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, with_config
 
 from flashbeam.schemas import RetryPolicy, load_schema
 from flashbeam.schemas.grounding import (
@@ -26,7 +30,11 @@ TaskKind = Literal["extract", "summarize", "classify", "generate"]
 MergeRule = Literal["first_non_null", "last_non_null", "most_common", "concat_unique", "min", "max"]
 MERGE_RULES: tuple[str, ...] = MergeRule.__args__  # type: ignore[attr-defined]
 
+# A job spec's sections refuse keys they do not know: a misspelt setting is not silently ignored.
+_SECTION = ConfigDict(extra="forbid")
 
+
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class InputConfig:
     """`path` is a file or glob (local or any Beam filesystem: gs://, s3://, hdfs://).
@@ -42,6 +50,7 @@ class InputConfig:
     id_field: str | None = None
 
 
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class ChunkingConfig:
     """Documents over `max_tokens` tokens are split into chunks of at most `max_tokens` tokens
@@ -52,15 +61,18 @@ class ChunkingConfig:
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 16:
-            raise ValueError(f"chunking.max_tokens must be >= 16 or None, got {self.max_tokens}")
+            raise ValueError(
+                f"task.chunking.max_tokens must be >= 16 or None, got {self.max_tokens}"
+            )
         limit = self.max_tokens // 2 if self.max_tokens else None
         if self.overlap_tokens < 0 or (limit is not None and self.overlap_tokens > limit):
             raise ValueError(
-                f"chunking.overlap_tokens must be between 0 and half of max_tokens ({limit}), "
+                f"task.chunking.overlap_tokens must be between 0 and half of max_tokens ({limit}), "
                 f"got {self.overlap_tokens}"
             )
 
 
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class ReduceConfig:
     """How the outputs of a chunked document's parts become one output.
@@ -90,30 +102,30 @@ class ReduceConfig:
     instructions: str | None = None
     rules: dict[str, MergeRule] = field(default_factory=dict)
     default_rule: MergeRule | None = None
-    rounds: int = 3
+    rounds: Annotated[int, Field(ge=1)] = 3
     on_part_error: Literal["fail", "skip"] = "fail"
     part_schema: Any = None
-    max_input_tokens: int | None = None
+    max_input_tokens: Annotated[int | None, Field(ge=1)] = None
     exclude: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.part_schema is not None:
-            part_schema = load_schema(self.part_schema, where="reduce.part_schema")
+            part_schema = load_schema(self.part_schema, where="task.reduce.part_schema")
             if not isinstance(self.part_schema, dict):
                 object.__setattr__(self, "part_schema", part_schema)
         if self.max_input_tokens is not None and self.max_input_tokens < 1:
             raise ValueError(
-                f"reduce.max_input_tokens must be >= 1, or None for chunking.max_tokens; "
+                f"task.reduce.max_input_tokens must be >= 1, or None for task.chunking.max_tokens; "
                 f"got {self.max_input_tokens}"
             )
         bad = {k: v for k, v in self.rules.items() if v not in MERGE_RULES}
         if bad or (self.default_rule is not None and self.default_rule not in MERGE_RULES):
             raise ValueError(
-                f"reduce rules {bad or self.default_rule} are not merge rules; use one of "
+                f"task.reduce.rules {bad or self.default_rule} are not merge rules; use one of "
                 f"{', '.join(MERGE_RULES)}"
             )
         if self.rounds < 1:
-            raise ValueError(f"reduce.rounds must be >= 1, got {self.rounds}")
+            raise ValueError(f"task.reduce.rounds must be >= 1, got {self.rounds}")
 
     def mode_for(self, kind: TaskKind, has_schema: bool) -> Literal["prompt", "merge"]:
         """The mode in effect: merging needs JSON outputs, so free text is always reduced by
@@ -125,6 +137,7 @@ class ReduceConfig:
         return "merge" if kind in ("extract", "classify") else "prompt"
 
 
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class TaskConfig:
     """What to ask about each document.
@@ -148,8 +161,8 @@ class TaskConfig:
     instructions: str | None = None
     document_template: str = "{document}"
     questions: tuple[str, ...] | None = None
-    max_tokens: int = 512
-    temperature: float = 0.0
+    max_tokens: Annotated[int, Field(ge=1)] = 512
+    temperature: Annotated[float, Field(ge=0)] = 0.0
     thinking: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     schema_in_prompt: bool = True
@@ -160,9 +173,9 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         if self.schema is not None and not isinstance(self.schema, dict):
-            object.__setattr__(self, "schema", load_schema(self.schema))
+            object.__setattr__(self, "schema", load_schema(self.schema, where="task.schema"))
         elif self.schema is not None:
-            load_schema(self.schema)  # raises SchemaError naming the problem
+            load_schema(self.schema, where="task.schema")  # raises SchemaError naming the problem
         if self.questions is not None:
             object.__setattr__(self, "questions", tuple(self.questions))
             if not self.questions:
@@ -332,6 +345,7 @@ class EngineConfig:
     devices: tuple[str, ...] | None = None
 
 
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class GroupingConfig:
     """Requests are keyed by the fingerprint of their `block_tokens`-aligned shared prompt
@@ -340,9 +354,9 @@ class GroupingConfig:
     `enabled=False` scatters requests instead (the benchmark's baseline)."""
 
     enabled: bool = True
-    block_tokens: int = 128
-    max_group_requests: int = 64
-    requests_per_call: int = 64
+    block_tokens: Annotated[int, Field(ge=1)] = 128
+    max_group_requests: Annotated[int, Field(ge=1)] = 64
+    requests_per_call: Annotated[int, Field(ge=1)] = 64
 
 
 @dataclass(frozen=True)

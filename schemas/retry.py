@@ -22,7 +22,9 @@ import zlib
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
+
+from pydantic import ConfigDict, Field, with_config
 
 from flashbeam.model.engine.request import Request, Result
 from flashbeam.schemas.loading import response_format_for
@@ -35,6 +37,7 @@ class Generates(Protocol):
     def generate(self, requests: list[Request]) -> list[Result]: ...
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True)
 class RetryPolicy:
     """How failed outputs are retried.
@@ -45,10 +48,10 @@ class RetryPolicy:
     `response_format` unconstrained (validation and retries still apply).
     """
 
-    max_attempts: int = 3
-    retry_temperatures: tuple[float, ...] = (0.7, 1.0)
-    length_growth: float = 2.0
-    max_tokens_cap: int = 8192
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    retry_temperatures: Annotated[tuple[float, ...], Field(min_length=1)] = (0.7, 1.0)
+    length_growth: Annotated[float, Field(ge=1)] = 2.0
+    max_tokens_cap: Annotated[int, Field(ge=1)] = 8192
     feedback: bool = False
     constrained: bool = True
 

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from flashbeam.model.checkpoint import packed
+from flashbeam.model.checkpoint.inventory import CheckpointError
+from flashbeam.model.checkpoint.reader import CONFIG_FILE, CheckpointReader
 from flashbeam.model.network.config import ModelConfig
 from flashbeam.model.network.parallel import (
     SINGLE,
@@ -24,13 +27,10 @@ from flashbeam.model.network.parallel import (
     local_name,
     placement,
 )
+from flashbeam.model.network.transformer import Transformer
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from flashbeam.model.network.transformer import Transformer
-from flashbeam.model.checkpoint.inventory import CheckpointError
-from flashbeam.model.checkpoint.reader import CONFIG_FILE, CheckpointReader
 
 TINY_DIR = Path(__file__).parents[1] / "tiny"
 
@@ -84,10 +84,6 @@ def load_model(
     weight is dequantized into `dtype`. Before loading onto a GPU, the weights' size is checked
     against its free memory (`CheckpointError` with the numbers when they do not fit).
     """
-    # Imported here: both import this module (the network through moe/attention -> quantized).
-    from flashbeam.model.checkpoint import packed
-    from flashbeam.model.network.transformer import Transformer
-
     directory = resolve_checkpoint(path)
     config = ModelConfig.from_file(directory / CONFIG_FILE)
     if kv_quant_sim is not None:

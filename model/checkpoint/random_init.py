@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from flashbeam.model.checkpoint.saving import save_checkpoint
 from flashbeam.model.network.config import ModelConfig
 from flashbeam.model.network.transformer import Transformer
 from flashbeam.model.text.tokenizer import train_tokenizer
@@ -55,8 +56,6 @@ def write_random_checkpoint(
     directory: str | Path, config: ModelConfig, seed: int = 0, quantize: str | None = None
 ) -> Path:
     """A complete checkpoint directory (config, weights, tokenizer.json) with random weights."""
-    from flashbeam.model.checkpoint.saving import save_checkpoint
-
     directory = Path(directory)
     save_checkpoint(random_model(config, seed), directory, quantize=quantize)
     train_tokenizer([_CORPUS] * 4, vocab_size=config.vocab_size).save(directory)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ import pytest
 from flashbeam.jobs.run import plan_job, runner_args
 from flashbeam.jobs.spec import JobError, RunnerSpec, load_job, parse_bytes
 from flashbeam.model.training import common
+from flashbeam.pipelines.config import ChunkingConfig, GroupingConfig
 from flashbeam.pipelines.handler import engine_for, release_engines
-from flashbeam.schemas import load_schema
+from flashbeam.schemas import RetryPolicy, load_schema
 
 from .conftest import DATA, JOBS
 
@@ -31,6 +33,14 @@ def error_of(path: Path, overrides=()) -> str:
     with pytest.raises(JobError) as info:
         plan_job(load_job(path, list(overrides)), dt.date(2026, 1, 2))
     return str(info.value)
+
+
+def problem_of(path: Path) -> str:
+    """The one problem of a spec that has one, after its `file:line:`."""
+    head, *problems = error_of(path).split("\n  ")
+    assert head == f"{path}: the job spec has 1 problem(s):", head
+    [problem] = problems
+    return re.sub(rf"^{re.escape(str(path))}:\d+: ", "", problem)
 
 
 # ---- the example jobs -----------------------------------------------------------------------
@@ -115,7 +125,7 @@ def test_set_overrides_parse_yaml_values_and_create_sections(tmp_path):
         ],
     )
     task = job.spec.task
-    assert (task.max_tokens, task.thinking, task.questions) == (64, True, ["a", "b"])
+    assert (task.max_tokens, task.thinking, task.questions) == (64, True, ("a", "b"))
     assert task.instructions == "Say: hi"
     assert job.spec.engine.cache_bytes == 512 << 20
     assert job.spec.runner.options == {"direct_num_workers": 2}
@@ -192,6 +202,20 @@ def test_unknown_field_names_file_line_path_and_suggestion(tmp_path):
     assert "did you mean 'max_tokens'?" in message and "fields here: kind, schema," in message
 
 
+def test_sections_are_the_pipeline_settings_and_refuse_what_they_do_not_know(tmp_path):
+    body = "task:\n  retry:\n    max_atempts: 2\ngrouping:\n  block_tokens: 0\n"
+    message = error_of(spec(tmp_path, MINIMAL + body))
+    assert "2 problem(s)" in message
+    assert ":6: task.retry.max_atempts: unknown field 'max_atempts'; did you mean " in message
+    assert "fields here: max_attempts, retry_temperatures, length_growth" in message
+    assert ":8: grouping.block_tokens: should be greater than or equal to 1 (got 0)" in message
+    body = "task:\n  retry:\n    retry_temperatures: [0.2]\n  chunking: {max_tokens: null}\n"
+    config = plan_job(load_job(spec(tmp_path, MINIMAL + body, "ok.yaml"))).config
+    assert config.task.retry == RetryPolicy(retry_temperatures=(0.2,))
+    assert config.task.chunking == ChunkingConfig(max_tokens=None)
+    assert config.grouping == GroupingConfig()
+
+
 def test_bad_type_and_bad_choice(tmp_path):
     path = spec(tmp_path, MINIMAL + "task:\n  max_tokens: lots\n  kind: translate\n")
     message = error_of(path)
@@ -221,8 +245,8 @@ def test_bad_yaml_and_duplicate_keys(tmp_path):
 def test_bad_schema_names_the_spec_field(tmp_path):
     (tmp_path / "bad.json").write_text('{"type": "strin"}')
     path = spec(tmp_path, MINIMAL + "task:\n  schema: bad.json\n")
-    message = error_of(path)
-    assert message.startswith(f"{path}: task.schema: {tmp_path / 'bad.json'}: invalid schema")
+    message = problem_of(path)
+    assert message.startswith(f"task.schema: {tmp_path / 'bad.json'}: invalid schema")
     assert "'strin' is not a JSON Schema type" in message
     missing = spec(tmp_path, MINIMAL + "task:\n  schema: nowhere.json\n", "missing.yaml")
     assert "is neither a file nor a built-in schema" in error_of(missing)
@@ -256,23 +280,23 @@ def test_reduce_part_schema_and_input_budget(tmp_path, monkeypatch):
 def test_reduce_part_schema_and_input_budget_errors(tmp_path):
     head = MINIMAL + "task:\n  kind: summarize\n  schema: summary\n  reduce:\n"
     missing = spec(tmp_path, head + "    part_schema: nowhere.json\n", "missing.yaml")
-    message = error_of(missing)
-    assert message.startswith(f"{missing}: task.reduce.part_schema: ")
+    message = problem_of(missing)
+    assert message.startswith("task.reduce.part_schema: ")
     assert f"{tmp_path / 'nowhere.json'}" in message and "neither a file nor a built-in" in message
     (tmp_path / "bad.json").write_text('{"type": "strin"}')
     bad = spec(tmp_path, head + "    part_schema: bad.json\n", "bad.yaml")
-    assert error_of(bad).startswith(
-        f"{bad}: task.reduce.part_schema: {tmp_path / 'bad.json'}: invalid schema"
+    assert problem_of(bad).startswith(
+        f"task.reduce.part_schema: {tmp_path / 'bad.json'}: invalid schema"
     )
     (tmp_path / "part.json").write_text(PART_SCHEMA)
     merge = spec(tmp_path, head + "    mode: merge\n    part_schema: part.json\n", "merge.yaml")
-    assert error_of(merge) == (
-        f"{merge}: task: task.reduce.part_schema does not work with merge mode (reduce.mode "
+    assert problem_of(merge) == (
+        "task.reduce.part_schema does not work with merge mode (reduce.mode "
         "'merge', kind 'summarize'): merging needs parts in the task schema; set reduce.mode "
         "to prompt, or remove part_schema"
     )
     free = spec(tmp_path, MINIMAL + "task:\n  reduce:\n    part_schema: part.json\n", "f.yaml")
-    assert error_of(free).startswith(f"{free}: task: task.reduce.part_schema needs task.schema")
+    assert problem_of(free).startswith("task.reduce.part_schema needs task.schema")
     zero = spec(tmp_path, head + "    max_input_tokens: 0\n", "zero.yaml")
     assert f"{zero}:8: task.reduce.max_input_tokens: should be greater than or equal to 1" in (
         error_of(zero)
@@ -283,7 +307,7 @@ def test_pipeline_checks_become_job_errors(tmp_path):
     path = spec(
         tmp_path, MINIMAL + "task:\n  chunking:\n    max_tokens: 64\n    overlap_tokens: 60\n"
     )
-    assert f"{path}: task.chunking: chunking.overlap_tokens must be between 0" in error_of(path)
+    assert problem_of(path).startswith("task.chunking.overlap_tokens must be between 0")
     path = spec(tmp_path, MINIMAL + "engine:\n  cache_bytes: lots\n", "size.yaml")
     assert "engine.cache_bytes: Value error, 'lots' is not a size" in error_of(path)
 
@@ -315,8 +339,8 @@ def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
     assert "total_amount" in grounded and "currency" in grounded
     invoice = JOBS / "schemas" / "invoice.json"
     path = spec(tmp_path, MINIMAL + f"task:\n  schema: {invoice}\n  grounded: [vendor, totl]\n")
-    message = error_of(path)
-    assert f"{path}: task: task.grounded: 'totl' is not a property of the task schema" in message
+    message = problem_of(path)
+    assert message.startswith("task.grounded: 'totl' is not a property of the task schema")
     assert "known: currency, customer" in message
     path = spec(tmp_path, MINIMAL + "task:\n  grounded: [vendor]\n", "free.yaml")
     assert "task.grounded needs task.schema" in error_of(path)
@@ -324,8 +348,8 @@ def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
     head = {"type": "string", "x-ground": "lines"}
     marked.write_text(json.dumps({"type": "object", "properties": {"head": head}}))
     path = spec(tmp_path, MINIMAL + f"task:\n  schema: {marked}\n  grounded: [head]\n", "m.yaml")
-    assert error_of(path) == (
-        f"{path}: task: task.grounded: 'head': \"x-ground\": 'lines' is not a grounding kind of "
+    assert problem_of(path) == (
+        "task.grounded: 'head': \"x-ground\": 'lines' is not a grounding kind of "
         "a string; use one of span, line, heading, currency"
     )
     marked.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer",
@@ -337,15 +361,15 @@ def test_grounded_fields_reach_the_task_and_bad_ones_name_the_fix(tmp_path):
     row = {"type": "object", "x-ground": "line", "properties": {"n": {"type": "number"}}}
     marked.write_text(json.dumps({"type": "object", "properties": {"rows": {"items": row}}}))
     path = spec(tmp_path, MINIMAL + f"task:\n  schema: {marked}\n  grounded: [rows.n]\n", "o.yaml")
-    assert error_of(path) == (
-        f"{path}: task: task.grounded: 'rows.n': \"x-ground\": 'line' on an object is not a "
+    assert problem_of(path) == (
+        "task.grounded: 'rows.n': \"x-ground\": 'line' on an object is not a "
         "grounding kind; use one of sentence, or mark its properties instead"
     )
     heads = {"type": "array", "x-ground": "sorted", "items": {"type": "string"}}
     marked.write_text(json.dumps({"type": "object", "properties": {"heads": heads}}))
     path = spec(tmp_path, MINIMAL + f"task:\n  schema: {marked}\n  grounded: [heads]\n", "a.yaml")
-    assert error_of(path) == (
-        f"{path}: task: task.grounded: 'heads': \"x-ground\": 'sorted' on an array is not a "
+    assert problem_of(path) == (
+        "task.grounded: 'heads': \"x-ground\": 'sorted' on an array is not a "
         "grounding kind; use one of ordered, or mark its items instead"
     )
 
@@ -365,8 +389,8 @@ def test_prompt_mode_reduce_rules_reach_the_task_and_bad_ones_name_the_fix(tmp_p
     body = (f"task:\n  kind: summarize\n  schema: {schema}\n  reduce:\n    mode: prompt\n"
             f"    exclude: {{people: writer}}\n")  # fmt: skip
     path = spec(tmp_path, MINIMAL + body, "exclude.yaml")
-    assert error_of(path) == (
-        f"{path}: task: task.reduce.exclude: 'writer' is not a top-level property of the task "
+    assert problem_of(path) == (
+        "task.reduce.exclude: 'writer' is not a top-level property of the task "
         "schema (known: title, report_type, author, report_date, section_count, people, figures, "
         "summary)"
     )

@@ -97,9 +97,9 @@ def test_reduce_config_rejects_unknown_rules():
 def test_part_schema_and_reduce_budget_settings():
     assert ReduceConfig().part_schema is None and ReduceConfig().max_input_tokens is None
     assert ReduceConfig(part_schema="summary").part_schema == load_schema("summary")
-    with pytest.raises(SchemaError, match=r"reduce.part_schema: invalid schema"):
+    with pytest.raises(SchemaError, match=r"task.reduce.part_schema: invalid schema"):
         ReduceConfig(part_schema={"type": "strin"})
-    with pytest.raises(ValueError, match="reduce.max_input_tokens must be >= 1"):
+    with pytest.raises(ValueError, match="task.reduce.max_input_tokens must be >= 1"):
         ReduceConfig(max_input_tokens=0)
     prompt = ReduceConfig(mode="prompt", part_schema=INVOICE)
     task = TaskConfig(kind="extract", schema={"type": "object"}, reduce=prompt)
