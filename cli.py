@@ -30,6 +30,8 @@ from flashbeam.jobs import EXIT_FAILED, EXIT_OK, EXIT_SETUP
 def _bench_engine(args: argparse.Namespace) -> dict:
     from flashbeam.model.engine.bench import bench_engine, bench_engine_callers
 
+    if args.tensor_parallel or args.config or args.layers:
+        return _bench_throughput(args)
     if args.callers:
         return bench_engine_callers(
             callers=args.callers,
@@ -51,6 +53,39 @@ def _bench_engine(args: argparse.Namespace) -> dict:
         max_batch_tokens=args.max_batch_tokens,
         reference=not args.no_reference,
     )
+
+
+def _bench_throughput(args: argparse.Namespace) -> dict:
+    from flashbeam.jobs.spec import parse_bytes
+    from flashbeam.model.engine.bench_throughput import (
+        OFFICIAL,
+        BenchRefused,
+        ThroughputSetup,
+        bench_throughput,
+    )
+
+    try:
+        concurrency = tuple(int(c) for c in args.concurrency.split(","))
+    except ValueError:
+        raise BenchRefused(
+            f"--concurrency {args.concurrency!r}: give counts like 1,16,256"
+        ) from None
+    setup = ThroughputSetup(
+        config=args.config or OFFICIAL,
+        layers=args.layers,
+        tensor_parallel=args.tensor_parallel or 1,
+        concurrency=concurrency,
+        input_tokens=args.input_tokens,
+        output_tokens=args.output_tokens,
+        device=args.device,
+        dtype=args.dtype,
+        experts=args.experts,
+        checkpoint_dir=args.checkpoint_dir,
+        keep_quantized=args.keep_quantized,
+        max_batch_tokens=args.max_batch_tokens,
+        reserve_bytes=parse_bytes(args.reserve),
+    )
+    return bench_throughput(setup)
 
 
 def _bench_prefix_cache(args: argparse.Namespace) -> dict:
@@ -134,6 +169,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-size", type=int, default=64, help="with --callers")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--repeats", type=int, default=None, help="with --callers: runs per mode (3)")
+    _add_throughput_arguments(p)
     p.set_defaults(bench=_bench_engine)
 
     p = targets.add_parser("prefix-cache", help="documents x questions, cache on vs off")
@@ -186,9 +222,41 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(bench=_bench_pipeline)
 
 
+def _add_throughput_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group(
+        "throughput at the official dimensions (any of --tensor-parallel, --config, --layers)",
+        "Random weights in the official layout (FP8 linears, FP4 experts); prefill, decode and "
+        "total tokens/s per GPU at each concurrency. --max-batch-tokens applies too (default "
+        "16384).",
+    )
+    group.add_argument("--tensor-parallel", type=int, default=None, help="GPUs of the engine")
+    group.add_argument("--config", default=None, help='"official" (default), a tiny preset or '
+                       "a config.json")  # fmt: skip
+    group.add_argument("--layers", type=int, default=None, help="only the first L layers")
+    group.add_argument("--concurrency", default="1,16,256", help="requests at once, per run")
+    group.add_argument("--input-tokens", type=int, default=8192, help="prompt length")
+    group.add_argument("--output-tokens", type=int, default=1024, help="new tokens per request")
+    group.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
+    group.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    group.add_argument("--experts", default="fp4", choices=["fp4", "fp8"], help="expert format")
+    group.add_argument(
+        "--checkpoint-dir", default=None, help="write the checkpoint here (reused if it matches)"
+    )
+    group.add_argument(
+        "--keep-quantized", action=argparse.BooleanOptionalAction, default=None,
+        help="hold FP8/FP4 weights packed (default: on CUDA only)",
+    )  # fmt: skip
+    group.add_argument("--reserve", default="4GiB", help="activations and allocator slack")
+
+
 def _run_bench(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from flashbeam.model.engine.bench_throughput import BenchRefused
+
     run: Callable[[argparse.Namespace], dict | None] = args.bench
-    result = run(args)
+    try:
+        result = run(args)
+    except BenchRefused as e:
+        return _fail(_consoles()[1], str(e), EXIT_SETUP)
     if result is not None:
         print(json.dumps(result, indent=2))
     return EXIT_OK

@@ -22,21 +22,28 @@ _CORPUS = (
 )
 
 
+def random_dense(
+    name: str, shape: tuple[int, ...], gen: torch.Generator, std: float | None = None
+) -> torch.Tensor:
+    """Seeded fp32 values for official tensor `name` on the generator's device: matrices
+    ~ N(0, 1/fan_in) (or `std`), norms and scales at 1, mHC, sinks, biases and ape small."""
+    leaf = name.rsplit(".", 1)[-1]
+    if name.endswith("norm.weight") or leaf.endswith("_scale"):
+        return torch.ones(shape, device=gen.device)
+    noise = torch.randn(shape, generator=gen, device=gen.device)
+    if leaf.endswith("_base") or leaf in ("bias", "attn_sink", "ape"):
+        return noise * 0.1
+    return noise * (std if std is not None else 1 / math.sqrt(shape[-1]))
+
+
 def init_weights(model: Transformer, seed: int = 0, std: float | None = None) -> Transformer:
-    """Fill every parameter from a seeded generator: matrices ~ N(0, 1/fan_in) (or `std`),
-    norms at 1, mHC and router small, hash tables a random distinct expert set per token."""
+    """Fill every parameter from a seeded generator (`random_dense`), hash tables with a random
+    distinct expert set per token."""
     gen = torch.Generator().manual_seed(seed)
     cfg = model.config
     with torch.no_grad():
         for name, p in model.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if name.endswith("norm.weight") or leaf.endswith("_scale"):
-                p.fill_(1.0)
-            elif leaf.endswith("_base") or leaf in ("bias", "attn_sink") or leaf == "ape":
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-            else:
-                scale = std if std is not None else 1 / math.sqrt(p.shape[-1])
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+            p.copy_(random_dense(name, tuple(p.shape), gen, std))
         for block in model.layers:
             gate = block.ffn.gate
             if gate.hashed:
@@ -58,5 +65,10 @@ def write_random_checkpoint(
     """A complete checkpoint directory (config, weights, tokenizer.json) with random weights."""
     directory = Path(directory)
     save_checkpoint(random_model(config, seed), directory, quantize=quantize)
-    train_tokenizer([_CORPUS] * 4, vocab_size=config.vocab_size).save(directory)
+    save_random_tokenizer(directory, config.vocab_size)
     return directory
+
+
+def save_random_tokenizer(directory: Path, vocab_size: int) -> None:
+    """A byte-level BPE of at most `vocab_size` tokens, trained on a few lines of office text."""
+    train_tokenizer([_CORPUS] * 4, vocab_size=vocab_size).save(directory)

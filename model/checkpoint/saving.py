@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,7 +74,7 @@ def save_checkpoint(
         groups = list(_renamed_groups(groups, layout_named(layout)))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_shards(groups, directory, max_shard_bytes)
+    write_shards(groups, directory, max_shard_bytes)
     quant = dict(FP8_QUANTIZATION_CONFIG) if quantize else None
     expert_dtype = {"fp8": "fp8", "fp8+fp4": "fp4"}.get(quantize or "")
     saved = config.replace(quantization=quant, expert_dtype=expert_dtype)
@@ -135,32 +135,48 @@ def _renamed_groups(
         }
 
 
-def _write_shards(
-    groups: list[dict[str, torch.Tensor]], directory: Path, max_shard_bytes: int
+def write_shards(
+    groups: Iterable[dict[str, torch.Tensor]], directory: Path, max_shard_bytes: int
 ) -> None:
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    total = 0
-    for g in groups:
-        nbytes = sum(t.numel() * t.element_size() for t in g.values())
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1].update({k: v.contiguous() for k, v in g.items()})
-        size += nbytes
-        total += nbytes
+    """Write tensor groups (a weight with its scale stays in one file) as `model.safetensors`,
+    or as `model-0000k-of-0000n` shards plus an index when they exceed `max_shard_bytes`.
+
+    Each shard is written as soon as it is full, so a lazy `groups` holds at most one shard in
+    memory: a checkpoint larger than the host's memory can be written. Earlier model files in
+    `directory` are removed first."""
     for old in [directory / INDEX_FILE, directory / SINGLE_FILE]:
         old.unlink(missing_ok=True)
-    for old in directory.glob("model-*-of-*.safetensors"):
+    for old in [*directory.glob("model-*-of-*.safetensors"), *directory.glob("*.partial")]:
         old.unlink()
     meta = {"format": "pt"}
-    if len(shards) == 1:
-        save_file(shards[0], str(directory / SINGLE_FILE), metadata=meta)
+    written: list[tuple[Path, list[str]]] = []
+    shard: dict[str, torch.Tensor] = {}
+    size = total = 0
+    for g in groups:
+        nbytes = sum(t.numel() * t.element_size() for t in g.values())
+        if shard and size + nbytes > max_shard_bytes:
+            written.append(_write_partial(shard, directory, len(written), meta))
+            shard, size = {}, 0
+        shard.update({k: v.contiguous() for k, v in g.items()})
+        size += nbytes
+        total += nbytes
+    if not written:
+        save_file(shard, str(directory / SINGLE_FILE), metadata=meta)
         return
+    written.append(_write_partial(shard, directory, len(written), meta))
     weight_map = {}
-    for k, shard in enumerate(shards, 1):
-        file = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(directory / file), metadata=meta)
-        weight_map.update({name: file for name in shard})
+    for k, (partial, names) in enumerate(written, 1):
+        file = f"model-{k:05d}-of-{len(written):05d}.safetensors"
+        partial.rename(directory / file)
+        weight_map.update(dict.fromkeys(names, file))
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _write_partial(
+    shard: dict[str, torch.Tensor], directory: Path, k: int, meta: dict[str, str]
+) -> tuple[Path, list[str]]:
+    """One full shard under a provisional name (the count of shards is not known yet)."""
+    path = directory / f"model-{k + 1:05d}.safetensors.partial"
+    save_file(shard, str(path), metadata=meta)
+    return path, list(shard)

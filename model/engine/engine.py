@@ -106,10 +106,12 @@ class Engine:
         kv_quant_sim: bool | None = None,
         tensor_parallel: int = 1,
         devices: list[str] | None = None,
+        keep_quantized: bool | None = None,
         **options,
     ) -> Engine:
         """Load a checkpoint directory (or "tiny", the embedded default) with its tokenizer;
-        `kv_quant_sim` as in `load_model`, the rest are the Engine's options.
+        `kv_quant_sim` and `keep_quantized` as in `load_model`, the rest are the Engine's
+        options.
 
         `tensor_parallel=N` spreads the model over N ranks (`model.parallel`): this process is
         rank 0 and starts N-1 helper processes itself, each loading only its share, on
@@ -122,9 +124,12 @@ class Engine:
         if torch.device(ranks[0]).type == "cuda":
             require_fit(directory, ranks, dtype, options.get("cache_bytes", 1 << 30))
         if tensor_parallel == 1:
-            model = load_model(directory, device=ranks[0], dtype=dtype, kv_quant_sim=kv_quant_sim)
+            model = load_model(
+                directory, ranks[0], dtype, keep_quantized=keep_quantized, kv_quant_sim=kv_quant_sim
+            )
             return cls(model, tokenizer, name=str(path), **options)
-        runner = ParallelRunner.start(ShardSpec(directory, ranks, dtype, kv_quant_sim))
+        shards = ShardSpec(directory, ranks, dtype, kv_quant_sim, keep_quantized)
+        runner = ParallelRunner.start(shards)
         try:
             return cls(runner.model, tokenizer, name=str(path), runner=runner, **options)
         except BaseException:

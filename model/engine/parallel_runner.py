@@ -43,12 +43,14 @@ class ShardSpec:
     devices: tuple[str, ...]
     dtype: torch.dtype
     kv_quant_sim: bool | None
+    keep_quantized: bool | None = None
 
     def load(self, rank: int, world: int):
         return load_model(
             self.directory,
             device=self.devices[rank],
             dtype=self.dtype,
+            keep_quantized=self.keep_quantized,
             kv_quant_sim=self.kv_quant_sim,
             tp=TensorParallel(rank, world),
         )
