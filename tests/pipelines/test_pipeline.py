@@ -51,12 +51,14 @@ def _assert_invariant(report, results, errors, expected_items):
 
 def test_jsonl_two_questions_with_bad_lines(tmp_path, engine_config, tiny_schema, jsonl,
                                             parquet_rows):  # fmt: skip
+    # Documents long enough that their questions wait for the shared prefix to be computed
+    # once, rather than both prefilling it in the same step (the engine's `min_wait_tokens`).
     jsonl(
         tmp_path / "in" / "docs.jsonl",
         [
-            {"text": "Invoice INV-1 from Acme, total 12 USD."},
+            {"text": "Invoice INV-1 from Acme, total 12 USD. Payment within 30 days. " * 6},
             "{broken",
-            {"text": "Receipt for coffee, 3 EUR."},
+            {"text": "Receipt for coffee and bagels at the corner cafe, 3 EUR. " * 6},
             {"title": "no text"},
         ],
     )
