@@ -1,14 +1,15 @@
 """The `flashbeam` command: run, validate, show and eval jobs; benchmarks.
 
-    flashbeam run JOB.yaml [--set key.path=value ...] [--date YYYY-MM-DD] [-- <beam options>]
+    flashbeam run JOB.yaml [--set key.path=value ...] [--date YYYY-MM-DD] [--fresh]
+                  [-- <beam options>]
     flashbeam validate JOB.yaml [--set ...]
     flashbeam show RESULT.parquet|OUTPUT_DIR [--errors]
     flashbeam eval JOB.yaml [--gold GOLD.jsonl] [--no-sets]
-    flashbeam bench <engine|prefix-cache|schemas|pipeline|kernels> ...
+    flashbeam bench <engine|prefix-cache|schemas|pipeline|kernels|resume> ...
 
-Exit codes: 0 every row valid; 3 the job completed with error rows; 2 a bad spec or setup
-(nothing ran); 1 the run failed (the previous output was left as it was) or its counts
-did not reconcile.
+Exit codes: 0 every row valid; 3 the job completed with error rows; 2 a bad spec or setup, or
+another run is writing the output (nothing ran); 1 the run failed (the previous output was left
+as it was) or its counts did not reconcile.
 """
 
 from __future__ import annotations
@@ -146,6 +147,14 @@ def _bench_pipeline(args: argparse.Namespace) -> dict:
     )
 
 
+def _bench_resume(args: argparse.Namespace) -> dict:
+    from flashbeam.jobs.bench import JOB, bench_resume
+
+    return bench_resume(
+        documents=args.documents, kill_at=args.kill_at, job=args.job or JOB, overrides=args.set
+    )
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="run a benchmark; prints one JSON object")
     targets = bench.add_subparsers(dest="target", required=True)
@@ -220,6 +229,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-size", type=int, default=64, help="the engine's running batch")
     p.add_argument("--repeats", type=int, default=1, help="runs per mode, medians reported")
     p.set_defaults(bench=_bench_pipeline)
+
+    p = targets.add_parser(
+        "resume", help="a job killed part way, then run again: re-run / clean time, staging left"
+    )
+    p.add_argument("--documents", type=int, default=384)
+    p.add_argument("--kill-at", type=float, default=0.6, help="fraction of the clean run's time")
+    p.add_argument("--job", default=None, help="the job (default: jobs/extract_invoices.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(bench=_bench_resume)
 
 
 def _add_throughput_arguments(p: argparse.ArgumentParser) -> None:
@@ -363,6 +381,12 @@ def _add_jobs(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preview", type=int, default=10, metavar="N", help="print the first N result rows"
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="compute everything again: ignore (and discard) the finished results that earlier "
+        "runs of this job and date left after a crash or failure",
+    )
     p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("validate", help="check a job (spec, schema, model, input); no inference")
@@ -412,8 +436,9 @@ def _plan(args: argparse.Namespace, beam_args: list[str], overrides: tuple[str, 
     return plan
 
 
-def _execute(args: argparse.Namespace, plan, err):
-    """Run the plan, with a live progress bar on `err` when the workers are in this process."""
+def _execute(args: argparse.Namespace, plan, err, fresh: bool = False):
+    """Run the plan, with a live progress bar on `err` when the workers are in this process;
+    `fresh` ignores the finished results of earlier runs."""
     from flashbeam.jobs.progress import LiveProgress
     from flashbeam.jobs.run import run_job
 
@@ -423,7 +448,7 @@ def _execute(args: argparse.Namespace, plan, err):
         progress = LiveProgress(err, label)
     else:
         err.print(f"running {label} on {plan.runner} ...", markup=False, highlight=False)
-    return run_job(plan, check_model=not args.skip_model_check, progress=progress)
+    return run_job(plan, check_model=not args.skip_model_check, progress=progress, fresh=fresh)
 
 
 def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -435,13 +460,15 @@ def _cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     out, err = _consoles()
     try:
         plan = _plan(args, beam_args)
-        outcome = _execute(args, plan, err)
+        outcome = _execute(args, plan, err, fresh=args.fresh)
     except JobError as e:
         return _fail(err, str(e), EXIT_SETUP)
     except RunFailed as e:
-        message = f"{e}\nnothing was written; the previous output is unchanged"
+        message = f"{e}\nthe previous output is unchanged"
         return _fail(err, message, EXIT_FAILED)
     manifest = outcome.manifest
+    for notice in outcome.notices:
+        err.print(notice, markup=False, highlight=False)
     out.print(summary_table(manifest, outcome.exit_code))
     results = [f for f in manifest["files"] if f["table"] == "results" and f["rows"]]
     if args.preview > 0 and results:
@@ -570,7 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flashbeam",
         description="Long-context LLM batch jobs on Apache Beam with an embedded V4-Flash engine.",
-        epilog="Exit codes: 0 all rows valid, 3 completed with error rows, 2 bad spec or setup, "
+        epilog="Exit codes: 0 all rows valid, 3 completed with error rows, 2 bad spec or setup "
+        "(or another run is writing the output), "
         "1 the run failed or its counts did not reconcile.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's log messages")

@@ -1,5 +1,9 @@
 """`manifest.json`: what one run read, wrote and used, and what it would have cost on the API.
 
+`requests`, `tokens` and the cost are what this run computed; `rows_reused` and
+`requests_reused` say how much came from the finished results of an earlier run of the same job
+and date instead (those rows carry the usage they had when they were computed).
+
 The counts come from two places and must agree: the pipeline's counters (`items_in`) and the
 Parquet files themselves (rows per file, read from their footers). `reconciled` says they do:
 
@@ -85,6 +89,9 @@ def build_manifest(
             "retries": metrics.retries,
             "invalid_outputs": metrics.invalid_outputs,
             "engine_errors": metrics.engine_errors,
+            "oom_splits": metrics.oom_splits,
+            "rows_reused": metrics.rows_reused,
+            "requests_reused": metrics.requests_reused,
         },
         "reconciled": metrics.items_in == results + errors
         and (metrics.results_out, metrics.errors_out) == (results, errors),

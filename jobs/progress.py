@@ -17,12 +17,20 @@ from rich.table import Table
 
 from flashbeam.pipelines import add_listener, remove_listener
 
-_WATCHED = ("items_in", "results_out", "errors_out", "prompt_tokens", "cached_tokens",
-            "completion_tokens")  # fmt: skip
+_WATCHED = ("items_in", "results_out", "errors_out", "rows_reused", "prompt_tokens",
+            "cached_tokens", "completion_tokens")  # fmt: skip
 
 
 class LiveProgress:
-    """items done/total, tokens/s, cache hit % and errors, updated on every counter change."""
+    """Items done/total, rows reused from an earlier run, tokens/s, cache hit %, errors and the
+    time left, updated on every counter change. Every figure is a function of the pipeline's
+    Beam counters (`pipelines.metrics`), which other runners show in their own UI:
+
+        done = results_out + errors_out      total = items_in (once the input is read)
+        tokens/s = (prompt_tokens + completion_tokens) / elapsed   (computed tokens only)
+        ETA = (total - done) / ((done - rows_reused) / elapsed)
+
+    Reused rows arrive early and cost nothing, so they are left out of the rate."""
 
     def __init__(self, console: Console, label: str, total: int | None = None):
         self.console = console
@@ -59,7 +67,20 @@ class LiveProgress:
         tokens = (c["prompt_tokens"] + c["completion_tokens"]) / elapsed
         hit = c["cached_tokens"] / c["prompt_tokens"] if c["prompt_tokens"] else 0.0
         errors = f"[red]{c['errors_out']} errors[/red]" if c["errors_out"] else "0 errors"
-        return f"{tokens:,.0f} tok/s  cache {hit:.0%}  {errors}"
+        reused = f"{c['rows_reused']} reused  " if c["rows_reused"] else ""
+        eta = self.eta_s(elapsed)
+        left = "ETA --:--" if eta is None else f"ETA {_clock(eta)}"
+        return f"{reused}{tokens:,.0f} tok/s  cache {hit:.0%}  {errors}  {left}"
+
+    def eta_s(self, elapsed: float) -> float | None:
+        """Seconds left at the rate of the rows computed so far; None before the first one."""
+        c = self.counts
+        done = c["results_out"] + c["errors_out"]
+        computed = done - c["rows_reused"]
+        total = max(self.total or 0, c["items_in"])
+        if computed <= 0 or not total:
+            return None
+        return max(total - done, 0) * elapsed / computed
 
     def _on_count(self, name: str, n: int) -> None:
         if name not in self.counts:
@@ -76,6 +97,12 @@ class LiveProgress:
             total = max(self.total or 0, self.counts["items_in"], done) or None
             stats = self.stats()
         self._progress.update(self._task, completed=done, total=total, stats=stats)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def summary_table(manifest: dict[str, Any], exit_code: int) -> Table:
@@ -95,11 +122,18 @@ def summary_table(manifest: dict[str, Any], exit_code: int) -> Table:
         "records", f"{counts['records_in']} in -> {counts['results']} results, "
         f"{counts['errors']} errors"
     )  # fmt: skip
+    if counts["rows_reused"] or counts["requests_reused"]:
+        table.add_row(
+            "reused", f"{counts['rows_reused']} rows ({counts['requests_reused']} requests) "
+            "from the finished results of an earlier run"
+        )  # fmt: skip
     if counts["chunks"]:
         table.add_row("chunks", str(counts["chunks"]))
     table.add_row(
         "requests", f"{counts['requests']} ({counts['retries']} retries, "
-        f"{counts['invalid_outputs']} invalid, {counts['engine_errors']} engine errors)"
+        f"{counts['invalid_outputs']} invalid, {counts['engine_errors']} engine errors"
+        + (f", {counts['oom_splits']} batches split after running out of memory"
+           if counts["oom_splits"] else "") + ")"
     )  # fmt: skip
     table.add_row(
         "tokens",

@@ -39,6 +39,9 @@ from flashbeam.pipelines import (
 from flashbeam.pipelines.validate import constraint_report
 
 from . import EXIT_ERROR_ROWS, EXIT_FAILED, EXIT_OK
+from .claim import OutputClaim, claim_outputs
+from .faults import check_output, describe_failure, finished_kept, output_fault
+from .lock import OutputBusy
 from .manifest import OutputFile, build_manifest, manifest_bytes
 from .parquet_files import parquet_rows
 from .partition import Partition, is_local
@@ -88,6 +91,7 @@ class JobOutcome:
     plan: Plan
     report: RunReport
     manifest: dict[str, Any]
+    notices: list[str] = dataclasses.field(default_factory=list)  # what was taken over, reused
 
     @property
     def exit_code(self) -> int:
@@ -222,8 +226,10 @@ def check_plan(plan: Plan, check_model: bool = True) -> list[str]:
     except (ValueError, OSError) as e:
         raise JobError(f"{source}: {e}") from None
     for partition in plan.partitions:
-        if is_local(partition.path) and FileSystems.exists(partition.staging):
-            raise JobError(f"{source}: staging directory {partition.staging} already exists")
+        try:
+            check_output(partition, "output.path" if partition is plan.results else "output.errors")
+        except ValueError as e:
+            raise JobError(f"{source}: {e}") from None
     return files
 
 
@@ -281,29 +287,51 @@ def expected_items(plan: Plan, records: int | None) -> int | None:
 # ---- running --------------------------------------------------------------------------------
 
 
-def run_job(plan: Plan, check_model: bool = True, progress: LiveProgress | None = None):
+def run_job(
+    plan: Plan,
+    check_model: bool = True,
+    progress: LiveProgress | None = None,
+    fresh: bool = False,
+) -> JobOutcome:
     """Run the plan into staging and finalize the partition; returns a JobOutcome.
 
-    Raises JobError before anything is written, RunFailed when the pipeline fails (the staging
-    directory is removed and the previous partition is left as it was)."""
+    The outputs are locked for the run (one writer per output), what dead runs left is removed,
+    and the engine outcomes that earlier runs of this job and date made durable are reused
+    unless `fresh`. Raises JobError before anything is written (a live run holds an output, or
+    it cannot be written), RunFailed when the run fails: its staging is removed, the previous
+    partition is left as it was, and the finished outcomes are kept for the next run."""
     input_files = check_plan(plan, check_model)
     if progress is not None:
         progress.total = expected_items(plan, count_records(plan, input_files))
-    started = dt.datetime.now(dt.timezone.utc)
-    for partition in plan.partitions:
-        partition.prepare()
     try:
-        try:
-            if progress is not None:
-                with progress:
-                    report = run_pipeline(plan.config, plan.beam_args, check_model=False)
-            else:
-                report = run_pipeline(plan.config, plan.beam_args, check_model=False)
-        except Exception as e:
-            raise RunFailed(f"the pipeline failed: {type(e).__name__}: {e}") from e
+        claim = claim_outputs(plan.partitions, plan.results, fresh)
+    except OutputBusy as e:
+        raise JobError(f"{plan.job.source}: {e}") from None
+    except OSError as e:
+        fault = output_fault(e) or f"{type(e).__name__}: {e}"
+        raise JobError(f"{plan.job.source}: output {plan.results.path}: {fault}") from None
+    try:
+        return _run_claimed(plan, claim, input_files, progress)
+    finally:
+        claim.release()
+
+
+def _run_claimed(
+    plan: Plan, claim: OutputClaim, input_files: list[str], progress: LiveProgress | None
+) -> JobOutcome:
+    started = dt.datetime.now(dt.timezone.utc)
+    config = dataclasses.replace(plan.config, resume=claim.resume)
+    try:
+        for partition in plan.partitions:
+            partition.prepare()
+        if progress is not None:
+            with progress:
+                report = run_pipeline(config, plan.beam_args, check_model=False)
+        else:
+            report = run_pipeline(config, plan.beam_args, check_model=False)
         if report.state != "DONE":
             raise RunFailed(f"the pipeline ended in state {report.state}, not DONE")
-        files = _output_files(plan)
+        claim.check()
         manifest = build_manifest(
             job=plan.job.name,
             spec_path=str(plan.job.source),
@@ -311,7 +339,7 @@ def run_job(plan: Plan, check_model: bool = True, progress: LiveProgress | None 
             started=started,
             duration_s=report.duration_s,
             metrics=report.metrics,
-            files=files,
+            files=_output_files(plan),
             locations={
                 "results": plan.results.path,
                 "errors": (plan.errors or plan.results).path,
@@ -325,11 +353,15 @@ def run_job(plan: Plan, check_model: bool = True, progress: LiveProgress | None 
         if plan.errors is not None:
             plan.errors.commit(None)
         plan.results.commit(manifest_bytes(manifest))
+    except Exception as e:
+        for partition in plan.partitions:
+            partition.abort()
+        raise RunFailed(describe_failure(e) + finished_kept(plan.results)) from e
     except BaseException:
         for partition in plan.partitions:
             partition.abort()
         raise
-    return JobOutcome(plan, report, manifest)
+    return JobOutcome(plan, report, manifest, claim.notices())
 
 
 def _output_files(plan: Plan) -> list[OutputFile]:

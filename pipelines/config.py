@@ -154,6 +154,8 @@ class TaskConfig:
     `constraint` is "auto" (each schema gets the tightest grammar the engine accepts: exact,
     relaxed or none; outputs are validated against the full schema either way) or "exact" (a
     schema the grammar cannot enforce whole is refused up front).
+    `timeout_s` is each request's deadline, its retries included (None: none): a request past
+    it ends as an error row and the rest of the job goes on.
     """
 
     kind: TaskKind = "extract"
@@ -170,6 +172,7 @@ class TaskConfig:
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     grounded: tuple[str, ...] = ()
     constraint: Literal["auto", "exact"] = "auto"
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.schema is not None and not isinstance(self.schema, dict):
@@ -182,6 +185,8 @@ class TaskConfig:
                 raise ValueError("task.questions is empty; leave it out for the default question")
         if self.max_tokens < 1:
             raise ValueError(f"task.max_tokens must be >= 1, got {self.max_tokens}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError(f"task.timeout_s must be > 0 seconds or None, got {self.timeout_s}")
         self._check_part_schema()
         self._check_prompt_rules()
         self._check_exclude()
@@ -375,9 +380,21 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ResumeConfig:
+    """Where the engine's finished outcomes are made durable as the job goes (`store`), the
+    files an earlier run left there to reuse (listed before the run starts), and this run's id
+    (its files' names). See `pipelines.resume`."""
+
+    store: str
+    files: tuple[str, ...] = ()
+    run_id: str = "run"
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     input: InputConfig
     output: OutputConfig
     task: TaskConfig = field(default_factory=TaskConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    resume: ResumeConfig | None = None  # None: nothing is kept or reused

@@ -12,7 +12,9 @@ of other bundles keep the batch full.
       results = requests | RunInference(EngineModelHandler(EngineConfig(model="/ckpt")))
 
 - `PromptGroupHandler`: groups of `PromptRequest`s that share a prefix in, their validated
-  `RequestOutcome`s out; one engine call takes whole groups. `RunEngine` uses it.
+  `RequestOutcome`s out; one engine call takes whole groups. `RunEngine` uses it. Its requests
+  reach the engine through a `ContainedEngine` (`engine_faults`): the task's deadline, and a
+  batch that runs out of memory split and retried.
 
 `EngineConfig.share_across_processes` is not offered: on a GPU worker run one SDK process per
 GPU instead (see docs/runners.md on Dataflow), so the one process holds the one engine.
@@ -21,7 +23,7 @@ GPU instead (see docs/runners.md on Dataflow), so the one process holds the one 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -31,7 +33,8 @@ from flashbeam.model.engine.engine import Engine
 from flashbeam.model.engine.request import Request, Result
 
 from .config import EngineConfig, TaskConfig
-from .metrics import NAMESPACE
+from .engine_faults import ContainedEngine
+from .metrics import NAMESPACE, count
 from .records import PromptRequest, RequestOutcome
 from .validate import run_prompts
 
@@ -132,8 +135,20 @@ class PromptGroupHandler(EngineModelHandler):
         model: Engine,
         inference_args: dict[str, Any] | None = None,
     ) -> list[list[RequestOutcome]]:
+        return self.run_groups(batch)
+
+    def run_groups(
+        self,
+        batch: Sequence[list[PromptRequest]],
+        on_outcome: Callable[[RequestOutcome], None] | None = None,
+    ) -> list[list[RequestOutcome]]:
+        """The groups' outcomes, group by group; `on_outcome` hears each as soon as it is final
+        (see `run_prompts`). The process's engine is taken afresh (`engine_for`), so a batch
+        after a fatal error runs on a new one."""
         flat = [prompt for group in batch for prompt in group]
-        outcomes = run_prompts(model, flat, self.task, self.config.model)
+        engine = ContainedEngine(self.config, engine_for, self.task.timeout_s)
+        outcomes = run_prompts(engine, flat, self.task, self.config.model, on_outcome)
+        count("oom_splits", engine.splits)
         grouped, at = [], 0
         for group in batch:
             grouped.append(outcomes[at : at + len(group)])

@@ -39,6 +39,9 @@ class PipelineMetrics:
     cached_tokens: int = 0  # prompt tokens served from the prefix cache
     completion_tokens: int = 0
     engine_calls: int = 0  # requests handed to the engine, retries included
+    oom_splits: int = 0  # engine batches cut in half and retried after running out of memory
+    requests_reused: int = 0  # requests answered by an earlier run's finished outcomes
+    rows_reused: int = 0  # rows (results and errors) made of reused outcomes only
 
     @property
     def cache_hit_ratio(self) -> float:

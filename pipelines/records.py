@@ -69,6 +69,8 @@ class ItemStats:
     chunk_count: int = 1
     parts_failed: int = 0
     constraint: str | None = None
+    requests: int = 0  # engine requests behind the item (parts and reduce rounds)
+    requests_reused: int = 0  # of which an earlier run's finished outcomes were reused
 
     def add(self, other: ItemStats) -> None:
         add_usage(self.usage, other.usage)
@@ -76,6 +78,8 @@ class ItemStats:
         self.latency_s += other.latency_s
         self.parts_failed += other.parts_failed
         self.constraint = loosest(self.constraint, other.constraint)
+        self.requests += other.requests
+        self.requests_reused += other.requests_reused
 
 
 def loosest(a: str | None, b: str | None) -> str | None:
@@ -134,6 +138,7 @@ class RequestOutcome:
     `usage` and `latency_s` sum over all attempts (latency: wall time of the engine calls the
     request took part in). `value` is the parsed JSON (schema jobs); `text` the final output.
     `constraint` is the level the grammar enforced the schema at (None for free text).
+    `reused`: an earlier run's finished outcome, not computed by this run (`pipelines.resume`).
     """
 
     prompt: PromptRequest
@@ -148,6 +153,7 @@ class RequestOutcome:
     latency_s: float
     model: str
     constraint: str | None = None
+    reused: bool = False
 
     @property
     def failed(self) -> bool:
@@ -163,6 +169,8 @@ class RequestOutcome:
             latency_s=self.latency_s,
             chunk_count=self.prompt.chunk_count,
             constraint=self.constraint,
+            requests=1,
+            requests_reused=int(self.reused),
         )
 
 

@@ -111,12 +111,12 @@ def check_config(config: PipelineConfig, check_model: bool = True) -> ResultTabl
 def build_pipeline(pipeline: beam.Pipeline, config: PipelineConfig) -> None:
     """Add the job's steps to `pipeline`: read -> shard -> prompts -> engine -> reduce -> write."""
     table = ResultTable(config.task, config.output.metadata_prefix)
-    task, engine, grouping = config.task, config.engine, config.grouping
+    task, engine, grouping, resume = config.task, config.engine, config.grouping, config.resume
     documents, read_errors = pipeline | "Read documents" >> ReadDocuments(config.input)
     chunks = documents | "Shard documents" >> ShardDocuments(engine.model, task.chunking)
     prompts, prompt_errors = chunks | "Build prompts" >> BuildPrompts(task)
-    outcomes = prompts | "Run engine" >> RunEngine(engine, task, grouping)
-    items, reduce_errors = outcomes | "Reduce parts" >> ReduceParts(task, engine, grouping)
+    outcomes = prompts | "Run engine" >> RunEngine(engine, task, grouping, resume)
+    items, reduce_errors = outcomes | "Reduce parts" >> ReduceParts(task, engine, grouping, resume)
     write_errors = items | "Write results" >> WriteResults(config.output, table)
     _ = (
         (read_errors, prompt_errors, reduce_errors, write_errors)

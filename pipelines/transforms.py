@@ -27,17 +27,17 @@ from apache_beam.ml.inference.base import RunInference
 from flashbeam.model.text.chat import ChatFormatError
 from flashbeam.schemas import ArrowConversionError
 
-from . import parquet_shards, readers, reduce
+from . import parquet_shards, readers, reduce, resume
 from .config import (
     ChunkingConfig,
     EngineConfig,
     GroupingConfig,
     InputConfig,
     OutputConfig,
+    ResumeConfig,
     TaskConfig,
 )
 from .grouping import prefix_keys, scatter_key, split_group
-from .handler import PromptGroupHandler
 from .metrics import count
 from .prompts import check_template, document_requests, questions_for
 from .records import Chunk, Document, ErrorRow, ItemResult, PromptRequest
@@ -218,20 +218,35 @@ class _KeyByPrefix(beam.DoFn):
 
 class RunEngine(beam.PTransform):
     """PromptRequests -> RequestOutcomes: grouped by prefix, generated, validated against the
-    task's schema and retried, through Beam's RunInference with a PromptGroupHandler."""
+    task's schema and retried, through Beam's RunInference with a PromptGroupHandler. With
+    `resume`, finished outcomes are kept as each batch ends and those an earlier run kept are
+    reused instead of computed (`pipelines.resume`)."""
 
-    def __init__(self, engine: EngineConfig, task: TaskConfig, grouping: GroupingConfig):
+    def __init__(
+        self,
+        engine: EngineConfig,
+        task: TaskConfig,
+        grouping: GroupingConfig,
+        resume: ResumeConfig | None = None,
+    ):
         super().__init__()
-        self.engine, self.task, self.grouping = engine, task, grouping
+        self.engine, self.task, self.grouping, self.resume = engine, task, grouping, resume
 
     def expand(self, prompts):
-        handler = PromptGroupHandler(self.engine, self.task, self.grouping.requests_per_call)
-        return (
+        handler = resume.handler_for(self.engine, self.task, self.grouping, self.resume)
+        reused = None
+        if self.resume is not None and self.resume.files:
+            finished = resume.ReuseFinished(self.resume, self.engine, self.task)
+            reused, prompts = prompts | "Reuse finished" >> finished
+        computed = (
             prompts
             | "Group by prefix" >> GroupByPrefix(self.engine.model, self.grouping)
             | "Generate and validate" >> RunInference(handler)
             | "Ungroup" >> beam.FlatMap(lambda outcomes: outcomes)
         )
+        if reused is None:
+            return computed
+        return (computed, reused) | "With reused" >> beam.Flatten()
 
 
 # ---- reduce ------------------------------------------------------------------------------------
@@ -241,9 +256,15 @@ class ReduceParts(beam.PTransform):
     """RequestOutcomes -> (ItemResults, ErrorRows): one per item. Outcomes of whole documents
     pass through; the parts of split documents are merged, or reduced by prompt in rounds."""
 
-    def __init__(self, task: TaskConfig, engine: EngineConfig, grouping: GroupingConfig):
+    def __init__(
+        self,
+        task: TaskConfig,
+        engine: EngineConfig,
+        grouping: GroupingConfig,
+        resume: ResumeConfig | None = None,
+    ):
         super().__init__()
-        self.task, self.engine, self.grouping = task, engine, grouping
+        self.task, self.engine, self.grouping, self.resume = task, engine, grouping, resume
 
     def expand(self, outcomes):
         whole, parts = outcomes | "Final or part" >> SplitFinal()
@@ -260,7 +281,7 @@ class ReduceParts(beam.PTransform):
             states = collected | "States" >> beam.Filter(
                 lambda x: isinstance(x, reduce.ReduceState)
             )
-            rounds = _ReduceRounds(self.task, self.engine, self.grouping)
+            rounds = _ReduceRounds(self.task, self.engine, self.grouping, self.resume)
             finished.append(states | "Reduce rounds" >> rounds)
         return (
             finished
@@ -291,9 +312,15 @@ class _CollectParts(beam.DoFn):
 class _ReduceRounds(beam.PTransform):
     """ReduceStates -> ItemResults and ErrorRows, over up to `task.reduce.rounds` rounds."""
 
-    def __init__(self, task: TaskConfig, engine: EngineConfig, grouping: GroupingConfig):
+    def __init__(
+        self,
+        task: TaskConfig,
+        engine: EngineConfig,
+        grouping: GroupingConfig,
+        resume: ResumeConfig | None,
+    ):
         super().__init__()
-        self.task, self.engine, self.grouping = task, engine, grouping
+        self.task, self.engine, self.grouping, self.resume = task, engine, grouping, resume
 
     def expand(self, states):
         done = []
@@ -303,7 +330,7 @@ class _ReduceRounds(beam.PTransform):
                 _PlanRound(self.task, self.engine.model, level, last=level == rounds)
             )
             outcomes = requests | f"Run round {level}" >> RunEngine(
-                self.engine, self.task, self.grouping
+                self.engine, self.task, self.grouping, self.resume
             )
             final, partial = outcomes | f"Final in round {level}" >> SplitFinal()
             done.append(
@@ -377,6 +404,7 @@ class _ResultRows(beam.DoFn):
             yield _conversion_error(item, e)
             return
         count("results_out")
+        resume.count_row(item.stats)
         yield row
 
 
@@ -412,6 +440,7 @@ class WriteErrors(beam.PTransform):
 
 def _counted_error_row(error: ErrorRow) -> dict[str, Any]:
     count("errors_out")
+    resume.count_row(error.stats)
     return error_row(error)
 
 

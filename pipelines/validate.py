@@ -18,13 +18,13 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any, Protocol
 
 from flashbeam.model.engine.request import Request, Result, Usage
 from flashbeam.schemas import SchemaError, generate_validated, ground_schema, response_format_for
 from flashbeam.schemas.levels import constraint_summary, schema_constraint
-from flashbeam.schemas.retry import send
+from flashbeam.schemas.retry import ValidatedResult, send
 
 from .config import TaskConfig
 from .metrics import count
@@ -103,16 +103,22 @@ def _engine_failure(request: Request, error: BaseException) -> Result:
 
 
 def run_prompts(
-    engine: Generates, prompts: list[PromptRequest], task: TaskConfig, model: str
+    engine: Generates,
+    prompts: list[PromptRequest],
+    task: TaskConfig,
+    model: str,
+    on_outcome: Callable[[RequestOutcome], None] | None = None,
 ) -> list[RequestOutcome]:
     """One RequestOutcome per prompt, in order; never raises for a bad request or output.
-    Prompts held to different schemas run at the same time, each set in its own thread."""
+    Prompts held to different schemas run at the same time, each set in its own thread.
+    `on_outcome(outcome)` is called as soon as a prompt's outcome is final, from the thread
+    that runs its schema's prompts (so the caller can keep it before the others are done)."""
     meter = UsageMeter(engine)
     outcomes: list[RequestOutcome | None] = [None] * len(prompts)
-    runs = []
+    runs: list[tuple[Runner, list[int]]] = []
     for key, (schema, indices) in _by_schema(prompts, task).items():
         if key is _BAD_SCHEMA:
-            run = _schema_errors
+            run = _bad_schema
         elif key is None:
             run = _free_text
         else:
@@ -120,8 +126,18 @@ def run_prompts(
         runs.append((run, indices))
 
     def finish(run: Runner, indices: list[int]) -> None:
-        for i, outcome in zip(indices, run(meter, [prompts[i] for i in indices], model)):
-            outcomes[i] = outcome
+        reported: set[int] = set()
+
+        def report(j: int, outcome: RequestOutcome) -> None:
+            reported.add(j)
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+        batch = [prompts[i] for i in indices]
+        for j, outcome in enumerate(run(meter, batch, model, report)):
+            outcomes[indices[j]] = outcome
+            if j not in reported:
+                report(j, outcome)
 
     if len(runs) > 1:
         with ThreadPoolExecutor(len(runs), thread_name_prefix="flashbeam-schema") as pool:
@@ -144,7 +160,9 @@ def run_prompts(
 
 
 _BAD_SCHEMA = "\0bad"
-Runner = Callable[[UsageMeter, list[PromptRequest], str], list[RequestOutcome]]
+# A runner reports each outcome (its index in the batch) as soon as it is final, if it can.
+Report = Callable[[int, RequestOutcome], None]
+Runner = Callable[[UsageMeter, list[PromptRequest], str, Report], list[RequestOutcome]]
 
 
 def _by_schema(prompts: list[PromptRequest], task: TaskConfig) -> dict[Any, tuple[Any, list[int]]]:
@@ -177,33 +195,47 @@ def _request_schema(request: Request) -> Any:
 
 
 def _validated(schema: dict[str, Any], task: TaskConfig) -> Runner:
-    def run(meter: UsageMeter, batch: list[PromptRequest], model: str) -> list[RequestOutcome]:
+    def run(
+        meter: UsageMeter, batch: list[PromptRequest], model: str, report: Report
+    ) -> list[RequestOutcome]:
         requests = [grounded_request(p, schema, task.grounded, task.constraint) for p in batch]
+        built: list[RequestOutcome | None] = [None] * len(batch)
+
+        def final(i: int, checked: ValidatedResult) -> None:
+            built[i] = _checked_outcome(batch[i], checked, meter, model)
+            report(i, built[i])
+
         try:
             checked = generate_validated(
-                meter, requests, schema, task.retry, constraint=task.constraint
+                meter, requests, schema, task.retry, constraint=task.constraint, on_final=final
             )
         except SchemaError as e:
             return _schema_errors(meter, batch, model, str(e))
         return [
-            RequestOutcome(
-                prompt=p,
-                valid=v.valid,
-                attempts=v.attempts,
-                errors=list(v.errors),
-                value=v.value,
-                text=v.result.text if v.result else "",
-                reasoning_content=v.result.reasoning_content if v.result else None,
-                finish_reason=v.result.finish_reason if v.result else "error",
-                usage=meter.usage[p.request.id],
-                latency_s=meter.latency[p.request.id],
-                model=model,
-                constraint=v.constraint,
-            )
-            for p, v in zip(batch, checked)
+            built[i] or _checked_outcome(p, v, meter, model)
+            for i, (p, v) in enumerate(zip(batch, checked))
         ]
 
     return run
+
+
+def _checked_outcome(
+    prompt: PromptRequest, v: ValidatedResult, meter: UsageMeter, model: str
+) -> RequestOutcome:
+    return RequestOutcome(
+        prompt=prompt,
+        valid=v.valid,
+        attempts=v.attempts,
+        errors=list(v.errors),
+        value=v.value,
+        text=v.result.text if v.result else "",
+        reasoning_content=v.result.reasoning_content if v.result else None,
+        finish_reason=v.result.finish_reason if v.result else "error",
+        usage=meter.usage[prompt.request.id],
+        latency_s=meter.latency[prompt.request.id],
+        model=model,
+        constraint=v.constraint,
+    )
 
 
 def grounded_request(
@@ -219,10 +251,16 @@ def grounded_request(
     return dataclasses.replace(prompt.request, response_format=response_format)
 
 
-def _free_text(meter: UsageMeter, batch: list[PromptRequest], model: str) -> list[RequestOutcome]:
-    results = [future.result() for future in send(meter, [p.request for p in batch])]
-    return [
-        RequestOutcome(
+def _free_text(
+    meter: UsageMeter, batch: list[PromptRequest], model: str, report: Report
+) -> list[RequestOutcome]:
+    futures = send(meter, [p.request for p in batch])
+    position = {future: j for j, future in enumerate(futures)}
+    outcomes: list[RequestOutcome | None] = [None] * len(batch)
+    for future in as_completed(futures):
+        j = position[future]
+        r, p = future.result(), batch[j]
+        outcomes[j] = RequestOutcome(
             prompt=p,
             valid=r.finish_reason == "stop",
             attempts=1,
@@ -235,8 +273,14 @@ def _free_text(meter: UsageMeter, batch: list[PromptRequest], model: str) -> lis
             latency_s=meter.latency[p.request.id],
             model=model,
         )
-        for p, r in zip(batch, results)
-    ]
+        report(j, outcomes[j])
+    return outcomes  # type: ignore[return-value]
+
+
+def _bad_schema(
+    meter: UsageMeter, batch: list[PromptRequest], model: str, report: Report
+) -> list[RequestOutcome]:
+    return _schema_errors(meter, batch, model)
 
 
 def _schema_errors(

@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
@@ -82,10 +82,12 @@ def generate_validated(
     policy: RetryPolicy | None = None,
     *,
     constraint: str = "auto",
+    on_final: Callable[[int, ValidatedResult], None] | None = None,
 ) -> list[ValidatedResult]:
     """Run `requests` on `engine`, validate each output against `schema` (any source
     `load_schema` accepts) and retry failures; one ValidatedResult per request, in order.
-    Requests without a response_format get the schema's, asking for `constraint`."""
+    Requests without a response_format get the schema's, asking for `constraint`.
+    `on_final(i, outcome)` is called, in this thread, as soon as request i's outcome is final."""
     policy = policy or RetryPolicy()
     validator = SchemaValidator(schema)
     response_format = response_format_for(validator.schema, constraint)
@@ -109,13 +111,14 @@ def generate_validated(
             i = running.pop(future)
             result = future.result()
             outcomes[i] = _evaluate(validator, result, attempts[i])
-            if outcomes[i].valid or result.finish_reason == "error":
-                continue
-            if attempts[i] < policy.max_attempts:
+            final = outcomes[i].valid or result.finish_reason == "error"
+            if not final and attempts[i] < policy.max_attempts:
                 current[i] = _next_request(
                     requests[i], current[i], outcomes[i], attempts[i] + 1, policy
                 )
                 ready.append(i)
+            elif on_final is not None:
+                on_final(i, outcomes[i])
     return outcomes  # type: ignore[return-value]
 
 

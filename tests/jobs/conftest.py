@@ -1,11 +1,12 @@
 """Shared fixtures: a random-weight tiny checkpoint, small copies of the example jobs' inputs,
-and a helper that runs the `flashbeam` command in this process."""
+a helper that runs the `flashbeam` command in this process, and checks of an output partition."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from flashbeam.cli import main
@@ -15,6 +16,12 @@ from flashbeam.model.network.config import tiny_config
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"
 DATA = JOBS / "data"
+TINY_SCHEMA = (
+    'task.schema={"type": "object", "properties": {"ok": {"type": "boolean"}}, '
+    '"required": ["ok"], "additionalProperties": false}'
+)
+# The example jobs ground fields of their own schemas, which the tiny one lacks.
+NOT_GROUNDED = "task.grounded=[]"
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +65,29 @@ def flashbeam(capsys, monkeypatch, tmp_path):
         return code, out, err
 
     return run
+
+
+def manifest_of(partition: Path) -> dict:
+    return json.loads((partition / "manifest.json").read_text())
+
+
+def rows_of(partition: Path, table: str) -> list[dict]:
+    rows = []
+    for path in sorted(partition.glob(f"{table}-*.parquet")):
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def assert_reconciles(partition: Path) -> dict:
+    """The manifest's counts equal the rows in the files, and every item is in one of them."""
+    m = manifest_of(partition)
+    results, errors = rows_of(partition, "results"), rows_of(partition, "errors")
+    assert m["reconciled"] is True
+    assert (m["counts"]["results"], m["counts"]["errors"]) == (len(results), len(errors))
+    assert m["counts"]["items_in"] == len(results) + len(errors)
+    listed = {f["name"]: f["rows"] for f in m["files"]}
+    assert listed == {p.name: pq.ParquetFile(p).metadata.num_rows
+                      for p in partition.glob("*.parquet")}  # fmt: skip
+    assert (partition / "_SUCCESS").exists()
+    assert not [p for p in partition.parent.iterdir() if p.name.startswith(".")]  # no staging
+    return m

@@ -1,20 +1,30 @@
 """An in-memory object store registered with Beam as `memfs://`: no directories, no rename,
-like gs:// or s3://, so the partition code's object-store path can be tested locally."""
+like gs:// or s3://, so the partition code's object-store path can be tested locally.
+
+`FULL` holds path fragments under which the store is full: a write there fails as a full disk
+does (OSError ENOSPC), so a test can fill the disk where and when it means to."""
 
 from __future__ import annotations
 
+import errno
 import io
 import time
 
 from apache_beam.io.filesystem import BeamIOError, FileMetadata, FileSystem
 
 BLOBS: dict[str, bytes] = {}
+FULL: set[str] = set()
 
 
 class _Writer(io.BytesIO):
     def __init__(self, path: str):
         super().__init__()
         self.path = path
+
+    def write(self, data) -> int:
+        if any(fragment in self.path for fragment in FULL):
+            raise OSError(errno.ENOSPC, "No space left on device", self.path)
+        return super().write(data)
 
     def close(self) -> None:
         if not self.closed:

@@ -7,52 +7,29 @@ import json
 import os
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from flashbeam.model import tiny_config
 from flashbeam.model.checkpoint.random_init import write_random_checkpoint
 
-from .conftest import JOBS, sample_rows, write_jsonl
-
-TINY_SCHEMA = (
-    'task.schema={"type": "object", "properties": {"ok": {"type": "boolean"}}, '
-    '"required": ["ok"], "additionalProperties": false}'
+from .conftest import (
+    JOBS,
+    NOT_GROUNDED,
+    TINY_SCHEMA,
+    assert_reconciles,
+    manifest_of,
+    rows_of,
+    sample_rows,
+    write_jsonl,
 )
-# The example jobs ground (and merge) fields of their own schemas, which the tiny ones lack.
-NOT_GROUNDED = "task.grounded=[]"
+
+# The example jobs merge fields of their own schemas, which the tiny ones lack.
 NO_MERGE_RULES = "task.reduce.rules={}"
 NO_EXCLUDE = "task.reduce.exclude={}"  # the tiny task schema has no people to exclude from
 TINY_PART_SCHEMA = (
     'task.reduce.part_schema={"type": "object", "properties": {"n": {"type": "integer", '
     '"minimum": 0, "maximum": 9}}, "required": ["n"], "additionalProperties": false}'
 )
-
-
-def manifest_of(partition: Path) -> dict:
-    return json.loads((partition / "manifest.json").read_text())
-
-
-def rows_of(partition: Path, table: str) -> list[dict]:
-    rows = []
-    for path in sorted(partition.glob(f"{table}-*.parquet")):
-        rows.extend(pq.read_table(path).to_pylist())
-    return rows
-
-
-def assert_reconciles(partition: Path) -> dict:
-    """The manifest's counts equal the rows in the files, and every item is in one of them."""
-    m = manifest_of(partition)
-    results, errors = rows_of(partition, "results"), rows_of(partition, "errors")
-    assert m["reconciled"] is True
-    assert (m["counts"]["results"], m["counts"]["errors"]) == (len(results), len(errors))
-    assert m["counts"]["items_in"] == len(results) + len(errors)
-    listed = {f["name"]: f["rows"] for f in m["files"]}
-    assert listed == {p.name: pq.ParquetFile(p).metadata.num_rows
-                      for p in partition.glob("*.parquet")}  # fmt: skip
-    assert (partition / "_SUCCESS").exists()
-    assert not [p for p in partition.parent.iterdir() if p.name.startswith(".")]  # no staging
-    return m
 
 
 def test_extract_invoices_with_a_bad_line_exits_3(flashbeam, checkpoint, docs, tmp_path):

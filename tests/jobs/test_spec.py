@@ -53,7 +53,7 @@ def test_example_jobs_load_and_plan(name, tmp_path, monkeypatch):
     assert plan.job.name == name
     assert Path(plan.input_path).is_file() and Path(plan.input_path).parent == DATA
     assert plan.results.path == f"out/{name}/2026-01-02"
-    assert plan.config.output.results.startswith(f"out/{name}/.2026-01-02.staging-")
+    assert plan.config.output.results.startswith(f"out/{name}/.2026-01-02.staging/run-")
     assert plan.config.engine.model == "tiny" and plan.config.engine.torch_threads == 1
     assert plan.in_process and plan.runner == "DirectRunner"
 
@@ -149,7 +149,7 @@ def test_date_and_name_templates(tmp_path):
     path = spec(tmp_path, MINIMAL + "output:\n  path: x/{name}/{date}\n  errors: e/{date}\n")
     plan = plan_job(load_job(path), dt.date(2025, 12, 31))
     assert (plan.results.path, plan.errors.path) == ("x/t/2025-12-31", "e/2025-12-31")
-    assert plan.config.output.errors.startswith("e/.2025-12-31.staging-")
+    assert plan.config.output.errors.startswith("e/.2025-12-31.staging/run-")
     bad = spec(tmp_path, MINIMAL + "output:\n  path: x/{hour}\n", "bad.yaml")
     assert error_of(bad) == (
         f"{bad}: output.path 'x/{{hour}}' uses {{hour}}; only {{date}} and {{name}} are filled "

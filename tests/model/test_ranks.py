@@ -86,7 +86,7 @@ def test_helpers_exit_when_rank_zero_is_killed(tmp_path):
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
-        pids = [int((tmp_path / f"pid.{r}").read_text()) for r in (1, 2)]
+        pids = [_read_pid(tmp_path / f"pid.{r}") for r in (1, 2)]
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -94,6 +94,14 @@ def test_helpers_exit_when_rank_zero_is_killed(tmp_path):
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.2)
     assert not any(_alive(p) for p in pids)
+
+
+def _read_pid(path, timeout_s: float = 30) -> int:
+    """A helper's pid, once it has written it (helpers start their entry after `ready`)."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return int(path.read_text())
 
 
 def _alive(pid: int) -> bool:

@@ -3,6 +3,7 @@ row against the DirectRunner; one engine per worker process; a worker killed mid
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -30,8 +31,10 @@ from flashbeam.pipelines import (
     TaskConfig,
     run_pipeline,
 )
+from flashbeam.pipelines.config import ResumeConfig
 from flashbeam.pipelines.dask_runner import DaskRunnerError, _BagGraph, start_local_cluster
 from flashbeam.pipelines.handler import engine_loads
+from flashbeam.pipelines.resume import list_finished
 
 from .conftest import TINY_SCHEMA, read_rows, write_jsonl
 
@@ -296,6 +299,34 @@ def test_a_worker_killed_mid_job(tmp_path, cluster, checkpoint):
         cluster.unregister_worker_plugin("killer")
     assert {p.name: p.read_bytes() for p in partition.iterdir()} == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["2026-01-31"]
+
+
+@pytest.mark.slow
+def test_a_rerun_on_dask_reuses_what_the_workers_kept(
+    tmp_path, cluster, engine_config, tiny_schema
+):
+    """Outcomes made durable by the workers of one run are reused by the workers of the next:
+    nothing is computed again and the rows are the same."""
+    write_jsonl(
+        tmp_path / "in" / "docs.jsonl",
+        [{"id": f"d{i}", "text": f"Invoice {i} from Acme, {i}0 EUR."} for i in range(4)],
+    )
+    task = TaskConfig(kind="extract", schema=tiny_schema, instructions="Extract.", max_tokens=8,
+                      schema_in_prompt=False, chunking=ChunkingConfig(max_tokens=None))  # fmt: skip
+    source = InputConfig(str(tmp_path / "in" / "docs.jsonl"), id_field="id")
+    store = str(tmp_path / "finished")
+    first = dataclasses.replace(_config(tmp_path, "first", source, task, engine_config),
+                                resume=ResumeConfig(store, (), "first"))  # fmt: skip
+    first_report = run_pipeline(first, _on(cluster))
+    assert first_report.metrics.requests == 4 and len(list_finished(store)) >= 1
+    again = dataclasses.replace(
+        _config(tmp_path, "again", source, task, engine_config),
+        resume=ResumeConfig(store, tuple(list_finished(store)), "again"),
+    )
+    report = run_pipeline(again, _on(cluster))
+    assert (report.metrics.requests, report.metrics.requests_reused) == (0, 4)
+    assert report.metrics.rows_reused == report.metrics.results_out == 4
+    assert read_rows(again.output.results) == read_rows(first.output.results)
 
 
 def _address(cluster: Client) -> dict:

@@ -107,6 +107,31 @@ def test_run_prompts_free_text_and_bad_response_format():
     assert outcomes[1].valid and outcomes[1].text == "hi" and outcomes[1].attempts == 1
 
 
+def test_run_prompts_reports_each_outcome_once_whatever_its_schema():
+    """A bad response_format, JSON objects and free text run side by side; `on_outcome`
+    hears every prompt's final outcome exactly once: the one run_prompts returns."""
+    task = TaskConfig(kind="generate")
+
+    def doc(doc_id, response_format):
+        params = {"response_format": response_format} if response_format else {}
+        messages = [{"role": "user", "content": doc_id}]
+        document = Document(Origin(doc_id, "b.jsonl", 1), messages=messages, params=params)
+        return document_requests(Chunk(document, 0, 1, "", 0, 0), task)
+
+    prompts = doc("bad", {"type": "json_schema"}) + doc("obj", {"type": "json_object"})
+    prompts += doc("free", None) + doc("obj2", {"type": "json_object"})
+    heard = []
+    outcomes = run_prompts(_BrokenOn("none"), prompts, task, "m", heard.append)
+    assert sorted(id(o) for o in heard) == sorted(id(o) for o in outcomes)
+    # "hi" is free text, and no JSON object however often it is retried.
+    assert [(o.valid, o.attempts) for o in outcomes] == [
+        (False, 0),
+        (False, 3),
+        (True, 1),
+        (False, 3),
+    ]
+
+
 class _Replies:
     """An engine double that answers every request with `text` and records the schema each
     request was held to."""

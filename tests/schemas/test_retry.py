@@ -50,6 +50,25 @@ def test_valid_outputs_need_one_call():
     assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == SCHEMA
 
 
+def test_each_outcome_is_reported_once_as_soon_as_it_is_final():
+    """A valid output, an engine error and a request out of attempts are final; a retried
+    attempt is not. `on_final` hears each request once, the first ones before the last call."""
+    engine = ScriptedEngine(
+        {"ok": [(GOOD, "stop")], "err": [("", "error")],
+         "late": [(BAD_FORMAT, "stop"), (GOOD, "stop")], "never": [(BAD_FORMAT, "stop")] * 2}
+    )  # fmt: skip
+    heard = []
+
+    def final(i, outcome):
+        heard.append((i, outcome, len(engine.calls)))
+
+    requests = [Request(id=i) for i in ("ok", "err", "late", "never")]
+    out = generate_validated(engine, requests, SCHEMA, RetryPolicy(max_attempts=2), on_final=final)
+    assert sorted(i for i, _, _ in heard) == [0, 1, 2, 3]
+    assert all(r is out[i] for i, r, _ in heard)
+    assert {i: calls for i, _, calls in heard} == {0: 1, 1: 1, 2: 2, 3: 2}
+
+
 def test_format_failures_are_retried_in_one_batch_with_new_seed_and_hotter_temperature():
     engine = ScriptedEngine(
         {"a": [(BAD_FORMAT, "stop"), (GOOD, "stop")], "b": [(GOOD, "stop")],

@@ -25,6 +25,8 @@ def echo(group, payload):
 
 def report_pid(group, path):
     """Write this helper's pid to `path`, then serve commands like `echo`."""
-    with open(f"{path}.{group.rank}", "w") as f:
+    # Written whole, then renamed: a reader never sees the file half written.
+    with open(f"{path}.{group.rank}.partial", "w") as f:
         f.write(str(os.getpid()))
+    os.replace(f"{path}.{group.rank}.partial", f"{path}.{group.rank}")
     echo(group, None)
