@@ -57,13 +57,13 @@ def _bench_engine(args: argparse.Namespace) -> dict:
 
 
 def _bench_throughput(args: argparse.Namespace) -> dict:
-    from flashbeam.jobs.spec import parse_bytes
     from flashbeam.model.engine.bench_throughput import (
         OFFICIAL,
         BenchRefused,
         ThroughputSetup,
         bench_throughput,
     )
+    from flashbeam.pipelines.config import parse_bytes
 
     try:
         concurrency = tuple(int(c) for c in args.concurrency.split(","))
@@ -309,9 +309,9 @@ def _cmd_plan(args: argparse.Namespace, beam_args: list[str]) -> int:
     import torch
     from rich.table import Table
 
-    from flashbeam.jobs.spec import parse_bytes
     from flashbeam.model.checkpoint.fit import model_to_plan, plan_fit
     from flashbeam.model.network.config import ConfigError
+    from flashbeam.pipelines.config import parse_bytes
 
     out, err = _consoles()
     try:

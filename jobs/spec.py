@@ -11,12 +11,11 @@ line. Output paths are where you are: relative `output.path` / `output.errors` r
 the working directory.
 
 Every error is a `JobError` whose message names the file (and line), the field path and the fix.
-The sections that are pipeline settings as written (`input`, `task` with its `retry`,
-`chunking` and `reduce`, `grouping`) are the `flashbeam.pipelines.config` dataclasses
-themselves, validated by pydantic. The others say where and how a run happens in the words of a
-job file (path templates, the `model` and `engine` sections of one `EngineConfig`, hosted-API
-prices); their pipeline fields take their defaults from the dataclasses, so the spec and the
-pipeline never disagree about them.
+Every pipeline setting is defined once, in `flashbeam.pipelines.config`, with its type, bounds
+and default. The sections that are pipeline settings as written (`input`, `task` with its
+`retry`, `chunking` and `reduce`, `grouping`) are those dataclasses themselves, validated by
+pydantic; `model` and `engine` (two sections of one `EngineConfig`) and `output` (path
+templates, then the Parquet settings of `OutputConfig`) are made from their fields.
 """
 
 from __future__ import annotations
@@ -28,10 +27,10 @@ import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from flashbeam.pipelines.config import (
     EngineConfig,
@@ -47,66 +46,58 @@ class JobError(ValueError):
 
 
 def _default(cls: type, name: str) -> Any:
-    """A pipeline dataclass field's default, so the spec repeats none of them."""
+    """A pipeline dataclass field's default."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return f.default
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_UNITS.update({"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40})
-
-
-def parse_bytes(value: Any) -> Any:
-    """1073741824, "1GiB", "512 MiB", "2GB" -> bytes; anything else is left for pydantic."""
-    if isinstance(value, str):
-        m = _SIZE.match(value)
-        if not m:
-            raise ValueError(f"{value!r} is not a size; write bytes (1048576) or 512MiB, 2GiB, 1GB")
-        return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
-    return value
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ModelSpec(_Section):
-    path: str = Field(_default(EngineConfig, "model"), description='"tiny" or a checkpoint dir')
-    device: str = _default(EngineConfig, "device")
-    dtype: Literal["float32", "bfloat16", "float16"] = _default(EngineConfig, "dtype")
-    # Round cached KV as the official runtime stores it; null: as the checkpoint's config says.
-    kv_quant_sim: bool | None = _default(EngineConfig, "kv_quant_sim")
+def _section_of(
+    cls: type,
+    name: str,
+    only: tuple[str, ...] | None = None,
+    exclude: tuple[str, ...] = (),
+    keys: dict[str, str] | None = None,
+    defaults: dict[str, Any] | None = None,
+    before: dict[str, tuple[Any, Any]] | None = None,
+) -> type[BaseModel]:
+    """A spec section made from a pipeline dataclass: its fields with their types, bounds and
+    defaults (`only` or all but `exclude`; `keys` renames fields to the words of a job file,
+    `defaults` states where a job's default differs), after the job-only fields of `before`."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    members: dict[str, Any] = dict(before or {})
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or (only is not None and f.name not in only):
+            continue
+        key = (keys or {}).get(f.name, f.name)
+        members[key] = (hints[f.name], (defaults or {}).get(key, _default(cls, f.name)))
+    return create_model(name, __base__=_Section, **members)
 
 
-class EngineSpec(_Section):
-    max_batch_tokens: int = Field(_default(EngineConfig, "max_batch_tokens"), ge=1)
-    max_batch_size: int = Field(_default(EngineConfig, "max_batch_size"), ge=1)
-    cache_bytes: int = Field(_default(EngineConfig, "cache_bytes"), ge=0)
-    max_pending: int = Field(_default(EngineConfig, "max_pending"), ge=1)
-    # One torch thread unless the job says otherwise: Beam runs several bundles at once.
-    torch_threads: int | None = Field(1, ge=1)
-    # Ranks (GPUs) of one worker's engine, and their devices (default cuda:0..N-1).
-    tensor_parallel: int = Field(_default(EngineConfig, "tensor_parallel"), ge=1)
-    devices: tuple[str, ...] | None = _default(EngineConfig, "devices")
+_MODEL_FIELDS = ("model", "device", "dtype", "kv_quant_sim")
 
-    _sizes = field_validator("cache_bytes", mode="before")(parse_bytes)
+# `model:` which checkpoint, where, in which precision; `kv_quant_sim` null: as its config says.
+ModelSpec = _section_of(EngineConfig, "ModelSpec", only=_MODEL_FIELDS, keys={"model": "path"})
 
+# `engine:` the rest of the engine's settings. One torch thread unless the job says otherwise:
+# Beam runs several bundles at once.
+EngineSpec = _section_of(
+    EngineConfig, "EngineSpec", exclude=_MODEL_FIELDS, defaults={"torch_threads": 1}
+)
 
-class OutputSpec(_Section):
-    path: str = "out/{name}/{date}"
-    errors: str | None = None  # a separate directory for the errors files (default: `path`)
-    num_shards: int = Field(_default(OutputConfig, "num_shards"), ge=0)
-    row_group_bytes: int = Field(_default(OutputConfig, "row_group_bytes"), ge=1)
-    record_batch_rows: int = Field(_default(OutputConfig, "record_batch_rows"), ge=1)
-    codec: Literal["snappy", "gzip", "zstd", "lz4", "brotli", "none"] = _default(
-        OutputConfig, "codec"
-    )
-    metadata_prefix: str = _default(OutputConfig, "metadata_prefix")
-
-    _sizes = field_validator("row_group_bytes", mode="before")(parse_bytes)
+# `output:` where the partition goes (templates with {name} and {date}), then the Parquet files'
+# settings. `errors`: a separate directory for the errors files (null: `path`).
+OutputSpec = _section_of(
+    OutputConfig,
+    "OutputSpec",
+    exclude=("results", "errors"),
+    before={"path": (str, "out/{name}/{date}"), "errors": (str | None, None)},
+)
 
 
 OptionValue = str | int | float | bool | list[str | int | float]

@@ -9,10 +9,11 @@ default except the input and output locations.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, with_config
+from pydantic import BeforeValidator, ConfigDict, Field, with_config
 
 from flashbeam.schemas import RetryPolicy, load_schema
 from flashbeam.schemas.grounding import (
@@ -29,6 +30,25 @@ InputFormat = Literal["jsonl", "parquet", "text", "openai_batch"]
 TaskKind = Literal["extract", "summarize", "classify", "generate"]
 MergeRule = Literal["first_non_null", "last_non_null", "most_common", "concat_unique", "min", "max"]
 MERGE_RULES: tuple[str, ...] = MergeRule.__args__  # type: ignore[attr-defined]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40})
+
+
+def parse_bytes(value: Any) -> Any:
+    """1073741824, "1GiB", "512 MiB", "2GB" -> bytes; anything else is left for pydantic."""
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if not m:
+            raise ValueError(f"{value!r} is not a size; write bytes (1048576) or 512MiB, 2GiB, 1GB")
+        return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    return value
+
+
+# A size in bytes; a job spec may write it 512MiB, 2GiB, 1GB.
+Bytes = Annotated[int, BeforeValidator(parse_bytes)]
+Codec = Literal["snappy", "gzip", "zstd", "lz4", "brotli", "none"]
 
 # A job spec's sections refuse keys they do not know: a misspelt setting is not silently ignored.
 _SECTION = ConfigDict(extra="forbid")
@@ -339,14 +359,14 @@ class EngineConfig:
 
     model: str = "tiny"
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     kv_quant_sim: bool | None = None
-    max_batch_tokens: int = 2048
-    max_batch_size: int = 64
-    cache_bytes: int = 1 << 30
-    max_pending: int = 1024
-    torch_threads: int | None = None
-    tensor_parallel: int = 1
+    max_batch_tokens: Annotated[int, Field(ge=1)] = 2048
+    max_batch_size: Annotated[int, Field(ge=1)] = 64
+    cache_bytes: Annotated[Bytes, Field(ge=0)] = 1 << 30
+    max_pending: Annotated[int, Field(ge=1)] = 1024
+    torch_threads: Annotated[int | None, Field(ge=1)] = None
+    tensor_parallel: Annotated[int, Field(ge=1)] = 1
     devices: tuple[str, ...] | None = None
 
 
@@ -372,10 +392,10 @@ class OutputConfig:
 
     results: str
     errors: str
-    num_shards: int = 0
-    row_group_bytes: int = 64 << 20
-    record_batch_rows: int = 1000
-    codec: str = "snappy"
+    num_shards: Annotated[int, Field(ge=0)] = 0
+    row_group_bytes: Annotated[Bytes, Field(ge=1)] = 64 << 20
+    record_batch_rows: Annotated[int, Field(ge=1)] = 1000
+    codec: Codec = "snappy"
     metadata_prefix: str = ""
 
 

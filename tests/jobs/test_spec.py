@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from flashbeam.jobs.run import plan_job, runner_args
-from flashbeam.jobs.spec import JobError, RunnerSpec, load_job, parse_bytes
+from flashbeam.jobs.spec import JobError, RunnerSpec, load_job
 from flashbeam.model.training import common
-from flashbeam.pipelines.config import ChunkingConfig, GroupingConfig
+from flashbeam.pipelines.config import ChunkingConfig, GroupingConfig, parse_bytes
 from flashbeam.pipelines.handler import engine_for, release_engines
 from flashbeam.schemas import RetryPolicy, load_schema
 
