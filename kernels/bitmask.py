@@ -62,5 +62,6 @@ def _bitmask_kernel(
         other=0,
     )
     allowed = ((word >> (offs % 32)) & 1) != 0
-    neg_inf = tl.full((BLOCK,), float("-inf"), dtype=logits_ptr.dtype.element_ty)
+    # Made in fp32 and cast: Triton's CPU interpreter cannot make a bf16 constant directly.
+    neg_inf = tl.full((BLOCK,), float("-inf"), dtype=tl.float32).to(logits_ptr.dtype.element_ty)
     tl.store(logits_ptr + row * stride_lb + offs * stride_lv, neg_inf, mask=in_vocab & ~allowed)
