@@ -13,7 +13,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -26,19 +26,6 @@ from flashbeam.model.checkpoint.formats import (
     fp4_scale_shape,
     fp8_scale_shape,
 )
-from flashbeam.model.checkpoint.layouts import (
-    LAYOUTS,
-    Layout,
-    stored_name,
-)
-from flashbeam.model.network.config import ModelConfig
-from flashbeam.model.network.parallel import (
-    REPLICATED,
-    Placement,
-)
-
-if TYPE_CHECKING:
-    pass
 from flashbeam.model.checkpoint.inventory import (
     CheckpointError,
     _is_index,
@@ -46,6 +33,13 @@ from flashbeam.model.checkpoint.inventory import (
     dense_dtype,
     expected_tensors,
 )
+from flashbeam.model.checkpoint.layouts import (
+    LAYOUTS,
+    Layout,
+    stored_name,
+)
+from flashbeam.model.network.config import ModelConfig
+from flashbeam.model.network.parallel import REPLICATED, Placement, placement, split_of
 
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -399,3 +393,37 @@ def _stacked_entries(
         official: CheckpointEntry(official, t, pick=(expert, part * rows, (part + 1) * rows))
         for official, expert, part in held
     }
+
+
+@dataclass(frozen=True)
+class SplitReads:
+    """Bytes read from a checkpoint: `whole` per tensor, and what each of the ranks reads of
+    the tensors split across them (`split`), each rank opening the files itself."""
+
+    whole: dict[str, int]
+    split: frozenset[str]
+    per_rank: list[int]
+
+    @property
+    def split_bytes(self) -> int:
+        return sum(self.whole[n] for n in self.split)
+
+
+def split_reads(directory: str | Path, config: ModelConfig, world: int) -> SplitReads:
+    """Read every tensor whole once, then each rank's slices of the split ones."""
+    whole = {}
+    with CheckpointReader(directory, config) as reader:
+        for name in reader.entries:
+            reader.bytes_read = 0
+            reader.read(name)
+            whole[name] = reader.bytes_read
+    split = frozenset(n for n in whole if split_of(n, config) or ".ffn.experts." in n)
+    per_rank = []
+    for rank in range(world):
+        with CheckpointReader(directory, config) as reader:
+            for name in split:
+                part = placement(name, config, rank, world)
+                if part.kind != "absent":
+                    reader.read(name, part)
+            per_rank.append(reader.bytes_read)
+    return SplitReads(whole, split, per_rank)

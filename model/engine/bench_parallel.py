@@ -17,11 +17,11 @@ import torch
 
 from flashbeam.model.checkpoint.loading import load_model, resolve_checkpoint
 from flashbeam.model.checkpoint.random_init import write_random_checkpoint
-from flashbeam.model.checkpoint.reader import CheckpointReader
+from flashbeam.model.checkpoint.reader import split_reads
 from flashbeam.model.engine.ranks import STOP, RankGroup
 from flashbeam.model.network.config import ModelConfig, tiny_config
 from flashbeam.model.network.decode import DecodeBatch
-from flashbeam.model.network.parallel import TensorParallel, placement, split_of
+from flashbeam.model.network.parallel import TensorParallel
 
 
 def _held_bytes(model: torch.nn.Module) -> int:
@@ -31,23 +31,9 @@ def _held_bytes(model: torch.nn.Module) -> int:
 
 def _weights(directory, config: ModelConfig, world: int) -> dict[str, Any]:
     """Bytes each rank of `world` reads for the split tensors and keeps, against the ideal."""
-    whole = {}
-    with CheckpointReader(directory, config) as reader:
-        for name in reader.entries:
-            reader.bytes_read = 0
-            reader.read(name)
-            whole[name] = reader.bytes_read
-    split = {n for n in whole if split_of(n, config) or ".ffn.experts." in n}
-    split_total = sum(whole[n] for n in split)
+    measured = split_reads(directory, config, world)
+    whole, reads, split_total = measured.whole, measured.per_rank, measured.split_bytes
     replicated = sum(whole.values()) - split_total
-    reads = []
-    for rank in range(world):
-        with CheckpointReader(directory, config) as reader:
-            for name in split:
-                part = placement(name, config, rank, world)
-                if part.kind != "absent":
-                    reader.read(name, part)
-            reads.append(reader.bytes_read)
     ideal = split_total / world
     return {
         "checkpoint_bytes": sum(whole.values()),

@@ -9,9 +9,9 @@ from flashbeam.model import save_checkpoint, tiny_config
 from flashbeam.model.checkpoint.inventory import CheckpointError
 from flashbeam.model.checkpoint.loading import load_model
 from flashbeam.model.checkpoint.random_init import random_model
-from flashbeam.model.checkpoint.reader import CheckpointReader
+from flashbeam.model.checkpoint.reader import split_reads
 from flashbeam.model.engine.ranks import RankGroup
-from flashbeam.model.network.parallel import TensorParallel, placement, split_of
+from flashbeam.model.network.parallel import TensorParallel
 
 # Splits that keep the FP8 checkpoint's 128-row blocks whole at 2 and 4 ranks.
 ALIGNED = dict(head_dim=128, o_groups=4, o_lora_rank=128, index_n_heads=4, index_head_dim=128)
@@ -28,21 +28,10 @@ def checkpoint(tmp_path_factory):
 @pytest.mark.parametrize("world", [2, 4])
 def test_ranks_read_only_their_share(checkpoint, world):
     config = tiny_config("tiny", **ALIGNED)
-    whole = {}
-    with CheckpointReader(checkpoint, config) as reader:
-        for name in reader.entries:
-            reader.bytes_read = 0
-            reader.read(name)
-            whole[name] = reader.bytes_read
-    parallel = {n for n in whole if split_of(n, config) or ".ffn.experts." in n}
-    share = sum(whole[n] for n in parallel) / world
-    for rank in range(world):
-        with CheckpointReader(checkpoint, config) as reader:
-            for name in parallel:
-                part = placement(name, config, rank, world)
-                if part.kind != "absent":
-                    reader.read(name, part)
-            assert reader.bytes_read <= 1.1 * share
+    measured = split_reads(checkpoint, config, world)
+    assert len(measured.per_rank) == world
+    for read in measured.per_rank:
+        assert read <= 1.1 * measured.split_bytes / world
 
 
 @pytest.fixture(scope="module", params=[2, 4])
