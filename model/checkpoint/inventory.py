@@ -5,15 +5,11 @@ each is stored when quantized, and the dtype it loads as.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 
 from flashbeam.model.network.config import ModelConfig
-
-if TYPE_CHECKING:
-    pass
-
 
 Quantize = Literal["fp8", "fp8+fp4"] | None
 

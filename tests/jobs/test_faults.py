@@ -64,7 +64,7 @@ def read_only(monkeypatch):
 def test_an_output_folder_that_cannot_be_written_is_refused(
     flashbeam, checkpoint, docs, tmp_path, read_only
 ):
-    folder = tmp_path / "shared"
+    folder = tmp_path / "outputs"
     previous = folder / "2026-01-02"
     previous.mkdir(parents=True)
     (previous / SUCCESS).write_bytes(b"")
