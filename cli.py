@@ -89,6 +89,21 @@ def _bench_throughput(args: argparse.Namespace) -> dict:
     return bench_throughput(setup)
 
 
+def _bench_decode_graphs(args: argparse.Namespace) -> dict:
+    from flashbeam.model.engine.bench_graphs import bench_decode_graphs
+
+    return bench_decode_graphs(
+        batches=tuple(int(b) for b in args.batch.split(",")),
+        steps=args.steps,
+        prompt_len=args.prompt_len,
+        preset=args.preset,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        dtype=args.dtype,
+        threads=args.threads,
+    )
+
+
 def _bench_prefix_cache(args: argparse.Namespace) -> dict:
     from flashbeam.model.engine.bench import bench_prefix_cache
 
@@ -180,6 +195,19 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=None, help="with --callers: runs per mode (3)")
     _add_throughput_arguments(p)
     p.set_defaults(bench=_bench_engine)
+
+    p = targets.add_parser(
+        "decode-graphs", help="decode tokens/s with CUDA graphs vs eager, per batch size"
+    )
+    p.add_argument("--batch", default="1,8,64", help="batch sizes, comma-separated")
+    p.add_argument("--steps", type=int, default=64, help="timed decode steps per batch size")
+    p.add_argument("--prompt-len", type=int, default=256)
+    p.add_argument("--preset", default="tiny", help="random weights of this preset")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint instead of random weights")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.set_defaults(bench=_bench_decode_graphs)
 
     p = targets.add_parser("prefix-cache", help="documents x questions, cache on vs off")
     p.add_argument("--documents", type=int, default=8)

@@ -6,17 +6,21 @@
 # A dry run on the CPU, to check the script itself: CONFIG=tiny DEVICE=cpu LAYERS=2
 # CONCURRENCY=1,2 INPUT_TOKENS=32 OUTPUT_TOKENS=4 SKIP_TESTS=1 PYTHON=.venv/bin/python bash ...
 #
-# 1. the CUDA tests (TESTS: tests/kernels, tests/model/test_quantized.py), bounded by TEST_TIMEOUT;
+# 1. the CUDA tests (TESTS: tests/kernels, tests/model/test_quantized.py,
+#    tests/model/test_decode_graphs.py), bounded by TEST_TIMEOUT;
 # 2. `flashbeam bench engine --config CONFIG --layers LAYERS --tensor-parallel 1` once per
 #    concurrency in CONCURRENCY, each bounded by its own timeout, all on one random checkpoint in
 #    the official FP8/FP4 layout that the first run writes under WORK and the others reuse;
-# 3. $OUT/gpu_throughput.json: the machine, the tests' outcome and every run's result (or why it
+# 3. `flashbeam bench decode-graphs` at batch GRAPH_BATCHES, on random tiny weights and on the
+#    same checkpoint's layers: decode tokens/s with CUDA graphs vs eager ($OUT/graphs-*.json);
+# 4. $OUT/gpu_throughput.json: the machine, the tests' outcome and every run's result (or why it
 #    has none). Logs: $OUT/tests.log, $OUT/bench.log; each run's JSON: $OUT/throughput-cC.json.
 #
 # Settings (environment variables, defaults in brackets): OUT [./out], WORK
 # [/tmp/flashbeam-gpubench], PYTHON [python3], CONFIG [official], DEVICE [cuda], LAYERS [4], CONCURRENCY [1,16,256],
 # INPUT_TOKENS [8192], OUTPUT_TOKENS [1024], MAX_BATCH_TOKENS [16384], TESTS [tests/kernels
-# tests/model/test_quantized.py], TEST_TIMEOUT [150],
+# tests/model/test_quantized.py tests/model/test_decode_graphs.py], TEST_TIMEOUT [150],
+# GRAPH_BATCHES [1,8,64], GRAPH_TIMEOUT [90 per model],
 # BENCH_TIMEOUT [120 s per concurrency; the first also writes the checkpoint, +WRITE_TIMEOUT
 # [90]], SKIP_TESTS [0], KEEP_CHECKPOINT [0], WHEELS [.whl: wheels of missing packages].
 set -u
@@ -32,7 +36,9 @@ CONCURRENCY=${CONCURRENCY:-1,16,256}
 INPUT_TOKENS=${INPUT_TOKENS:-8192}
 OUTPUT_TOKENS=${OUTPUT_TOKENS:-1024}
 MAX_BATCH_TOKENS=${MAX_BATCH_TOKENS:-16384}
-TESTS=${TESTS:-tests/kernels tests/model/test_quantized.py}
+TESTS=${TESTS:-tests/kernels tests/model/test_quantized.py tests/model/test_decode_graphs.py}
+GRAPH_BATCHES=${GRAPH_BATCHES:-1,8,64}
+GRAPH_TIMEOUT=${GRAPH_TIMEOUT:-90}
 TEST_TIMEOUT=${TEST_TIMEOUT:-150}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-120}
 WRITE_TIMEOUT=${WRITE_TIMEOUT:-90}
@@ -89,6 +95,20 @@ for c in ${CONCURRENCY//,/ }; do
     cat "$WORK/steps/c$c.step.json"
 done
 
+for model in tiny checkpoint; do
+    args=(--preset tiny)
+    if [ $model = checkpoint ]; then
+        [ -d "$WORK/checkpoint" ] || continue
+        args=(--checkpoint "$WORK/checkpoint")
+    fi
+    echo "== decode with CUDA graphs vs eager, $model, batch $GRAPH_BATCHES (limit $GRAPH_TIMEOUT s)"
+    if step "graphs-$model" "$GRAPH_TIMEOUT" "$OUT/bench.log" "$PYTHON" -m flashbeam bench \
+        decode-graphs --device "$DEVICE" --batch "$GRAPH_BATCHES" "${args[@]}"; then
+        cp "$WORK/steps/graphs-$model.out" "$OUT/graphs-$model.json"
+    fi
+    cat "$WORK/steps/graphs-$model.step.json"
+done
+
 "$PYTHON" - "$WORK/steps" "$OUT" "$CONCURRENCY" <<'EOF'
 import json, subprocess, sys
 from pathlib import Path
@@ -139,6 +159,10 @@ summary.pop("checkpoint", None)
 summary.pop("load_s", None)
 summary["concurrency"] = [int(c) for c in concurrency]
 summary["results"] = runs
+summary["decode_graphs"] = {
+    model: read(out / f"graphs-{model}.json") or read(steps / f"graphs-{model}.step.json")
+    for model in ("tiny", "checkpoint")
+}
 (out / "gpu_throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
 print(json.dumps(summary, indent=2))
 EOF

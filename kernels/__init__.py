@@ -81,12 +81,15 @@ def indexer_topk(
     key_end: torch.Tensor,
     k: int,
     reduce_scores: ReduceScores | None = None,
+    max_count: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k pool keys in `[key_start[n], key_end[n])` by `sum_h w[n,h] relu(q[n,h] . key)` ->
     (int32 indices `[N, k]`, -1 padded; fp32 scores `[N, k]`, -inf padded). `reduce_scores`
-    (in place, on each block of scores before its top-k) adds the other ranks' heads."""
+    (in place, on each block of scores before its top-k) adds the other ranks' heads.
+    `max_count` (>= every range's length) fixes the work's shapes, so nothing is read back
+    from the device: the call can be captured in a CUDA graph."""
     impl = indexer_topk_triton if uses_triton(q) else indexer_topk_reference
-    return impl(q, weights, keys, key_start, key_end, k, reduce_scores)
+    return impl(q, weights, keys, key_start, key_end, k, reduce_scores, max_count)
 
 
 def fused_moe(

@@ -12,7 +12,8 @@ Design (Triton path): one kernel scores query x key-tile blocks into an fp32 buf
 4 bytes per (query, key) against the 2*Di = 256 bytes of key each score reads, i.e. < 2% extra
 traffic, and torch's radix-select top-k is fast for k = 512; an in-kernel top-512 would need a
 sort network over k + tile elements per tile, far more code for that 2%. The buffer is bounded
-by running the queries in chunks. Cost: reading `W` (one host sync per call).
+by running the queries in chunks. Cost: reading `W` (one host sync per call), unless the caller
+bounds it (`max_count`, e.g. the capacity of a decode batch), which CUDA graphs need.
 """
 
 from __future__ import annotations
@@ -59,14 +60,20 @@ def _check(
 
 
 def select_topk(
-    scores: torch.Tensor, key_start: torch.Tensor, count: torch.Tensor, k: int
+    scores: torch.Tensor,
+    key_start: torch.Tensor,
+    count: torch.Tensor,
+    k: int,
+    sync_free: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of score rows `[N, W]` whose first `count[n]` columns are visible (the rest -inf):
     absolute indices `key_start + column` (-1 padded) and scores (-inf padded), width k.
-    Equal scores rank the lower index first."""
+    Equal scores rank the lower index first. `sync_free` picks the same columns without
+    reading anything back from the device (for CUDA graphs)."""
     n, w = scores.shape
     kk = min(k, w)
-    vals, cols = _best_columns(scores, kk)
+    best = _best_columns_sync_free if sync_free else _best_columns
+    vals, cols = best(scores, kk)
     valid = torch.arange(kk, device=scores.device)[None, :] < count[:, None]
     idx = torch.where(valid, cols + key_start.long()[:, None], -1)
     vals = torch.where(valid, vals, float("-inf"))
@@ -98,6 +105,19 @@ def _best_columns(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     return vals, cols
 
 
+def _best_columns_sync_free(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_best_columns` as one top-k over an int64 key per column: the score's bits mapped to an
+    order-preserving int32 in the high half, the reversed column in the low half, so a tie goes
+    to the earlier column with no second pass (whose rows are only known on the host)."""
+    if k == 0:
+        return scores[:, :0], scores.new_zeros(scores.shape[0], 0, dtype=torch.long)
+    bits = (scores.float() + 0.0).view(torch.int32)  # + 0.0: -0.0 and 0.0 tie, as they compare
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).long()
+    cols = torch.arange(scores.shape[1], device=scores.device)
+    _, best = (ordered * (1 << 32) + ((1 << 32) - 1 - cols)).topk(k, dim=1)
+    return scores.gather(1, best), best
+
+
 def indexer_topk_reference(
     q: torch.Tensor,
     weights: torch.Tensor,
@@ -106,12 +126,13 @@ def indexer_topk_reference(
     key_end: torch.Tensor,
     k: int,
     reduce_scores: ReduceScores | None = None,
+    max_count: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain torch, fp32 scores; queries run in blocks so the gathered keys stay bounded."""
     _check(q, weights, keys, key_start, key_end, k)
     n = q.shape[0]
     count = (key_end.long() - key_start.long()).clamp(min=0)
-    w = int(count.max()) if n else 0
+    w = _widest(count, max_count)
     scores = torch.full((n, w), float("-inf"), device=q.device)
     starts, runs = torch.unique_consecutive(key_start.long(), return_counts=True)
     if n and len(runs) * 8 <= n:  # long runs of queries over one key range (prefill): GEMMs
@@ -120,7 +141,14 @@ def indexer_topk_reference(
         _score_gathered(q, weights, keys, key_start, count, scores)
     if reduce_scores is not None:
         reduce_scores(scores)
-    return select_topk(scores, key_start, count, k)
+    return select_topk(scores, key_start, count, k, sync_free=max_count is not None)
+
+
+def _widest(count: torch.Tensor, max_count: int | None) -> int:
+    """The score buffer's width: the caller's bound on the counts, else the widest count."""
+    if max_count is not None:
+        return max_count
+    return int(count.max()) if count.numel() else 0
 
 
 def _score_runs(q, weights, keys, starts, runs, count, scores) -> None:
@@ -179,6 +207,7 @@ def indexer_topk_triton(
     key_end: torch.Tensor,
     k: int,
     reduce_scores: ReduceScores | None = None,
+    max_count: int | None = None,
     tiles_per_program: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton scoring (one program per query and run of `tiles_per_program` 64-key tiles,
@@ -189,9 +218,10 @@ def indexer_topk_triton(
         raise TypeError(f"q and keys must share a dtype, got {q.dtype} and {keys.dtype}")
     n, hi, di = q.shape
     count = (key_end.long() - key_start.long()).clamp(min=0)
-    w = int(count.max()) if n else 0
+    w = _widest(count, max_count)
+    sync_free = max_count is not None
     if w == 0:
-        return select_topk(torch.empty(n, 0, device=q.device), key_start, count, k)
+        return select_topk(torch.empty(n, 0, device=q.device), key_start, count, k, sync_free)
     start = key_start.to(torch.int64).contiguous()
     count32 = count.to(torch.int32)
     weights = weights.float()
@@ -216,7 +246,7 @@ def indexer_topk_triton(
         )  # fmt: skip
         if reduce_scores is not None:
             reduce_scores(scores)
-        idx, val = select_topk(scores, start[s:e], count[s:e], k)
+        idx, val = select_topk(scores, start[s:e], count[s:e], k, sync_free)
         idx_parts.append(idx)
         val_parts.append(val)
     return torch.cat(idx_parts), torch.cat(val_parts)

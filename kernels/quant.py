@@ -28,9 +28,14 @@ FP4_VALUES = FP4_MAGNITUDES + tuple(-v for v in FP4_MAGNITUDES)  # code 8..15 = 
 E4M3_MAX = 448.0  # the largest e4m3 magnitude
 E2M1_MAX = 6.0  # the largest e2m1 magnitude
 # Midpoints between neighbouring e2m1 magnitudes, for round-to-nearest.
-_FP4_MIDPOINTS = torch.tensor(
-    [(a + b) / 2 for a, b in zip(FP4_MAGNITUDES[:-1], FP4_MAGNITUDES[1:])], dtype=torch.float32
-)
+_FP4_MIDPOINTS = tuple((a + b) / 2 for a, b in zip(FP4_MAGNITUDES[:-1], FP4_MAGNITUDES[1:]))
+
+
+@functools.lru_cache(maxsize=64)
+def device_table(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """`values` as an fp32 tensor on `device`, made once per device: a copy from the host on
+    every call would be a synchronising transfer, which a CUDA graph cannot record."""
+    return torch.tensor(values, dtype=torch.float32, device=device)
 
 
 def pow2_exponent(amax: torch.Tensor, limit: float) -> torch.Tensor:
@@ -44,7 +49,7 @@ def pow2_exponent(amax: torch.Tensor, limit: float) -> torch.Tensor:
 def nearest_e2m1(v: torch.Tensor) -> torch.Tensor:
     """Index into FP4_MAGNITUDES of the magnitude nearest |v| (v within ±6); ties go to the even
     code."""
-    mids = _FP4_MIDPOINTS.to(v.device)
+    mids = device_table(_FP4_MIDPOINTS, v.device)
     a = v.abs()
     idx = torch.bucketize(a, mids)  # a == mids[i] lands on i (the lower neighbour)
     tie = (idx < len(mids)) & (a == mids[idx.clamp(max=len(mids) - 1)])
@@ -103,7 +108,7 @@ def unpack_fp4(
     per-32-input e8m0 `scale` `[..., out, in/32]` when given."""
     if packed.dtype not in (torch.int8, torch.uint8):
         raise TypeError(f"packed FP4 weight must be int8 or uint8, got {packed.dtype}")
-    table = torch.tensor(FP4_VALUES, dtype=torch.float32, device=packed.device)
+    table = device_table(FP4_VALUES, packed.device)
     b = packed.view(torch.uint8).long()
     codes = torch.stack((b & 0xF, b >> 4), dim=-1).flatten(-2)  # low nibble = even column
     values = table[codes]

@@ -354,7 +354,8 @@ class EngineConfig:
     `kv_quant_sim` (None: as the checkpoint's config says) rounds cached KV as the official
     runtime does (`ModelConfig.kv_quant_sim`). `tensor_parallel` > 1 spreads the model over
     that many ranks of the worker (`devices`, one per rank; default cuda:0..N-1 on a GPU
-    worker): the engine starts the helper processes itself.
+    worker): the engine starts the helper processes itself. `cuda_graphs` replays decode steps
+    from CUDA graphs (one CUDA device, `tensor_parallel` 1).
     """
 
     model: str = "tiny"
@@ -368,6 +369,15 @@ class EngineConfig:
     torch_threads: Annotated[int | None, Field(ge=1)] = None
     tensor_parallel: Annotated[int, Field(ge=1)] = 1
     devices: tuple[str, ...] | None = None
+    cuda_graphs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cuda_graphs and (not self.device.startswith("cuda") or self.tensor_parallel > 1):
+            raise ValueError(
+                "cuda_graphs needs one CUDA device (model.device cuda, engine.tensor_parallel "
+                f"1), got device {self.device!r} and tensor_parallel {self.tensor_parallel}; "
+                "set engine.cuda_graphs: false"
+            )
 
 
 @with_config(_SECTION)

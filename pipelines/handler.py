@@ -69,6 +69,7 @@ def engine_for(config: EngineConfig) -> Engine:
                 max_pending=config.max_pending,
                 tensor_parallel=config.tensor_parallel,
                 devices=list(config.devices) if config.devices is not None else None,
+                cuda_graphs=config.cuda_graphs,
             )
             _engines[config] = engine
             _loads += 1

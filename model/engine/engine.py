@@ -32,6 +32,7 @@ import torch
 
 from flashbeam.model.checkpoint.fit import require_fit
 from flashbeam.model.checkpoint.loading import load_model, resolve_checkpoint
+from flashbeam.model.engine.decode_graphs import graph_sizes
 from flashbeam.model.engine.intake import Intake
 from flashbeam.model.engine.loop import EngineError, EngineFull, EngineLoop, EngineProgress, Tally
 from flashbeam.model.engine.output import result_of
@@ -69,11 +70,20 @@ class Engine:
         name: str = "model",
         max_pending: int = 1024,
         runner: ModelRunner | ParallelRunner | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         """`model` runs on one device; or give the `runner` of a tensor-parallel group (see
-        `Engine.load(..., tensor_parallel=N)`) and its rank-0 `model`."""
+        `Engine.load(..., tensor_parallel=N)`) and its rank-0 `model`. `cuda_graphs` replays
+        decode steps from CUDA graphs captured for the batch sizes 1, 2, 4, ... up to
+        `max_batch_size` (`runner.decode_graphs`); it needs a model on one CUDA device."""
         if max_batch_tokens < 1 or max_batch_size < 1 or max_pending < 1:
             raise ValueError("max_batch_tokens, max_batch_size and max_pending must be >= 1")
+        if cuda_graphs and (runner is not None or model.device.type != "cuda"):
+            raise ValueError(
+                f"cuda_graphs needs the model on one CUDA device (it is on {model.device}"
+                f"{', with tensor parallel ranks' if runner is not None else ''}); "
+                "turn cuda_graphs off, or load on device='cuda' with tensor_parallel=1"
+            )
         self.tokenizer = tokenizer
         self.name = name
         self.max_batch_tokens = max_batch_tokens
@@ -82,7 +92,9 @@ class Engine:
         self.max_pending = max_pending
         config = model.config
         self.intake = Intake(tokenizer, config.vocab_size, config.max_position_embeddings)
-        self.runner = runner if runner is not None else ModelRunner(model)
+        if runner is None:
+            runner = ModelRunner(model, graph_sizes(max_batch_size) if cuda_graphs else None)
+        self.runner = runner
         self.scheduler = Scheduler(
             cache_bytes,
             max_batch_tokens,

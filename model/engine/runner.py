@@ -9,12 +9,18 @@ It owns every tensor the engine keeps between steps, keyed by ids the engine cho
 Its calls take sequence ids, token lists, chunk sizes and snapshot ids, and return logits and
 byte counts; it decides nothing (admission, eviction and sampling are the engine's), so every
 call can be replayed on another copy of the runner to the same effect.
+
+With `graph_sizes`, the generating sequences live in the arena of a `DecodeGraphs` instead of a
+packed `DecodeBatch`, and each decode step replays a CUDA graph (`decode_graphs`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
+from flashbeam.model.engine.decode_graphs import DecodeGraphs
 from flashbeam.model.engine.ranks import RankFailure
 from flashbeam.model.network.decode import DecodeBatch
 from flashbeam.model.network.state import SequenceState
@@ -26,8 +32,11 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryE
 
 
 class ModelRunner:
-    def __init__(self, model: Transformer) -> None:
+    def __init__(self, model: Transformer, graph_sizes: Sequence[int] | None = None) -> None:
+        """`graph_sizes`: decode from CUDA graphs captured for these batch sizes (on a CPU
+        model, the same static steps run eagerly)."""
         self.model: Transformer | None = model.eval()
+        self.graphs = DecodeGraphs(model, graph_sizes) if graph_sizes else None
         self._states: dict[int, SequenceState] = {}
         self._max_length: dict[int, int] = {}
         self._snapshots: dict[int, SequenceState] = {}
@@ -52,7 +61,7 @@ class ModelRunner:
             self._max_length.pop(seq_id, None)
         self._leaving.update(i for i in seq_ids if i in self._rows)
         if self._leaving and self._leaving.issuperset(self._rows):
-            self._batch, self._rows, self._leaving = None, [], set()
+            self._drop_batch()
 
     def drop_snapshots(self, snapshot_ids: list[int]) -> None:
         for snapshot_id in snapshot_ids:
@@ -73,7 +82,15 @@ class ModelRunner:
     def clear(self) -> None:
         """Free every state, the decode batch and the snapshots."""
         self._states, self._max_length, self._snapshots = {}, {}, {}
+        self._drop_batch()
+        if self.graphs is not None:
+            self.graphs.clear()
+
+    def _drop_batch(self) -> None:
+        """Forget the generating sequences' rows (the graphs' arena stays for the next ones)."""
         self._batch, self._rows, self._leaving = None, [], set()
+        if self.graphs is not None:
+            self.graphs.live = 0
 
     def close(self) -> None:
         """Free everything, the model included."""
@@ -138,29 +155,50 @@ class ModelRunner:
         time join the packed batch here. On failure the batch is dropped (its state is
         unusable): its sequences must be released."""
         try:
-            self._pack(seq_ids)
+            keep, joining = self._changes(seq_ids)
+            if self.graphs is not None:
+                self._pack_graphed(keep, joining)
+            else:
+                self._pack(keep, joining)
             row_of = {seq_id: row for row, seq_id in enumerate(self._rows)}
             ordered = [0] * len(self._rows)
             for seq_id, token in zip(seq_ids, tokens):
                 ordered[row_of[seq_id]] = token
-            ids = torch.tensor(ordered, device=self.model.device).unsqueeze(1)
-            logits = self.model.decode_step(ids, self._batch)
+            if self.graphs is not None:
+                logits = self.graphs.step(ordered)
+            else:
+                ids = torch.tensor(ordered, device=self.model.device).unsqueeze(1)
+                logits = self.model.decode_step(ids, self._batch)[:, -1]
         except BaseException:
-            self._batch, self._rows, self._leaving = None, [], set()
+            self._drop_batch()
             raise
-        return logits[[row_of[i] for i in seq_ids], -1]
+        return logits[[row_of[i] for i in seq_ids]]
 
-    def _pack(self, seq_ids: list[int]) -> None:
-        """Drop the rows of released sequences; append the states of those joining."""
+    def _changes(self, seq_ids: list[int]) -> tuple[list[int], list[int]]:
+        """(rows that stay, ascending; ids of the sequences joining the batch)."""
         keep = [row for row, seq_id in enumerate(self._rows) if seq_id not in self._leaving]
-        rows = [self._rows[row] for row in keep]
-        present = set(rows)
+        present = {self._rows[row] for row in keep}
         joining = [i for i in seq_ids if i not in present]
-        if len(rows) + len(joining) != len(seq_ids) or any(i not in self._states for i in joining):
+        if len(keep) + len(joining) != len(seq_ids) or any(i not in self._states for i in joining):
             raise ValueError(
-                f"decode must name every generating sequence once: batch rows {rows}, "
-                f"asked for {seq_ids}"
+                f"decode must name every generating sequence once: batch rows "
+                f"{sorted(present)}, asked for {seq_ids}"
             )
+        return keep, joining
+
+    def _pack_graphed(self, keep: list[int], joining: list[int]) -> None:
+        if len(keep) < len(self._rows):
+            self.graphs.keep(keep)
+        if joining:
+            states = [self._states.pop(i) for i in joining]
+            length = max(max(self._max_length[i], s.length + 1) for i, s in zip(joining, states))
+            self.graphs.append(states, length)
+        self._rows = [self._rows[row] for row in keep] + joining
+        self._leaving = set()
+
+    def _pack(self, keep: list[int], joining: list[int]) -> None:
+        """Drop the rows of released sequences; append the states of those joining."""
+        rows = [self._rows[row] for row in keep]
         parts = []
         if keep and len(keep) < len(self._rows):
             parts.append(self._batch.select(torch.tensor(keep, device=self.model.device)))

@@ -11,6 +11,12 @@ batched, in-place tensor operations instead of a few per sequence:
   halves of the last complete window.
 
 It computes the same function as `Transformer.forward_step` (tests compare the two).
+
+A *static* step (`StepShared(..., static=True)`) computes the same function without reading
+anything back from the device and with shapes fixed by the batch's capacity: every row pools a
+window and keeps it only where the window completed, the indexer scores every entry slot, and
+the ring is used whole. CUDA graphs capture it; it assumes the entry capacity already covers
+every row's growth (see `DecodeBatch.build(..., length=)`).
 """
 
 from __future__ import annotations
@@ -57,13 +63,18 @@ class CompressorBatch:
         count = torch.tensor([s.entries.shape[0] for s in states], device=first.device)
         return cls(entries, count, buf_kv, buf_gate, prev_kv, prev_gate)
 
-    def append(self, comp: Compressor, x: torch.Tensor, pos: torch.Tensor) -> None:
+    def append(
+        self, comp: Compressor, x: torch.Tensor, pos: torch.Tensor, static: bool = False
+    ) -> None:
         """Add one token per row (x [B,1,D] at positions pos [B]); pool the windows it completes."""
         rows = torch.arange(x.shape[0], device=x.device)
         kv, gate = comp.project(x[:, 0], pos)
         slot = pos % comp.ratio
         self.buf_kv[rows, slot] = kv
         self.buf_gate[rows, slot] = gate
+        if static:
+            self._pool_where_complete(comp, rows, slot == comp.ratio - 1, pos)
+            return
         done = torch.nonzero(slot == comp.ratio - 1).flatten()
         if done.numel() == 0:
             return
@@ -76,6 +87,25 @@ class CompressorBatch:
         if comp.overlap:
             self.prev_kv[done] = win_kv[..., : comp.dim]
             self.prev_gate[done] = win_gate[..., : comp.dim]
+
+    def _pool_where_complete(self, comp, rows, done, pos) -> None:
+        """Every row pools its window; only the rows whose window just completed keep the entry
+        (and move it to the overlap halves). The write index is clamped so that rows that only
+        pad a batch can never step past the capacity."""
+        prior = (self.prev_kv, self.prev_gate) if comp.overlap else None
+        new = comp.pool(self.buf_kv, self.buf_gate, prior, pos // comp.ratio, self.entries.dtype)
+        at = self.count.clamp(max=self.entries.shape[1] - 1)
+        self.entries[rows, at] = torch.where(done[:, None], new, self.entries[rows, at])
+        self.count.add_(done.to(self.count.dtype))
+        if comp.overlap:
+            keep = done[:, None, None]
+            self.prev_kv.copy_(torch.where(keep, self.buf_kv[..., : comp.dim], self.prev_kv))
+            self.prev_gate.copy_(torch.where(keep, self.buf_gate[..., : comp.dim], self.prev_gate))
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every state tensor, rows first, in a fixed order."""
+        optional = [t for t in (self.prev_kv, self.prev_gate) if t is not None]
+        return [self.entries, self.count, self.buf_kv, self.buf_gate, *optional]
 
     def _reserve(self, needed: int, exact: bool = False) -> None:
         """Room for `needed` entries per row (doubling, unless `exact`)."""
@@ -105,10 +135,17 @@ class DecodeBatch:
         return int(self.positions.shape[0])
 
     @classmethod
-    def build(cls, model, states: list[SequenceState], extra_tokens: int = 64) -> DecodeBatch:
-        """Pack per-sequence states; room for `extra_tokens` more tokens before regrowing."""
+    def build(
+        cls,
+        model,
+        states: list[SequenceState],
+        extra_tokens: int = 64,
+        length: int | None = None,
+    ) -> DecodeBatch:
+        """Pack per-sequence states; room for `extra_tokens` more tokens before regrowing, or
+        (`length`) entry capacity for sequences of up to `length` tokens."""
         device = model.device
-        longest = max(s.length for s in states) + extra_tokens
+        longest = length if length is not None else max(s.length for s in states) + extra_tokens
         layers = []
         for i, block in enumerate(model.layers):
             attn: Attention = block.attn
@@ -127,21 +164,34 @@ class DecodeBatch:
         positions = torch.tensor([s.length for s in states], device=device)
         return cls(positions, layers)
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every state tensor (each with the rows first), in a fixed order."""
+        out = [self.positions]
+        for layer in self.layers:
+            out.append(layer.window)
+            out += [
+                t for c in (layer.compressor, layer.indexer) if c is not None for t in c.tensors()
+            ]
+        return out
+
+    def map(self, fn) -> DecodeBatch:
+        """A batch of the same structure whose every tensor is `fn(tensor)`."""
+
+        def each(c: CompressorBatch | None) -> CompressorBatch | None:
+            if c is None:
+                return None
+            prev = (fn(c.prev_kv), fn(c.prev_gate)) if c.prev_kv is not None else (None, None)
+            return CompressorBatch(fn(c.entries), fn(c.count), fn(c.buf_kv), fn(c.buf_gate), *prev)
+
+        layers = [
+            LayerBatch(fn(l.window), each(l.compressor), each(l.indexer)) for l in self.layers
+        ]
+        return DecodeBatch(fn(self.positions), layers)
+
     def select(self, keep: torch.Tensor) -> DecodeBatch:
         """The rows `keep` (indices), in that order."""
 
-        def pick(c: CompressorBatch | None) -> CompressorBatch | None:
-            if c is None:
-                return None
-            prev = (c.prev_kv[keep], c.prev_gate[keep]) if c.prev_kv is not None else (None, None)
-            return CompressorBatch(
-                c.entries[keep], c.count[keep], c.buf_kv[keep], c.buf_gate[keep], *prev
-            )
-
-        layers = [
-            LayerBatch(l.window[keep], pick(l.compressor), pick(l.indexer)) for l in self.layers
-        ]
-        return DecodeBatch(self.positions[keep], layers)
+        return self.map(lambda t: t[keep])
 
     @staticmethod
     def concat(batches: list[DecodeBatch]) -> DecodeBatch:
@@ -188,8 +238,9 @@ class StepShared:
     """What every layer of one decode step would otherwise recompute from the positions: row
     numbers, rope angles per rope kind, and each window size's ring slots and their validity."""
 
-    def __init__(self, positions: torch.Tensor) -> None:
+    def __init__(self, positions: torch.Tensor, static: bool = False) -> None:
         self.pos = positions
+        self.static = static  # no reads from the device, shapes fixed by capacities
         self._memo: dict = {}
 
     def get(self, key, make):
@@ -216,6 +267,8 @@ class StepShared:
     def ring_in_use(self, window: int) -> int:
         """Ring slots that can hold keys this step: positions 0..p sit in slots 0..p until a
         row passes the window, so the slots past the longest row are empty (and masked)."""
+        if self.static:
+            return window
         return self.get(("in_use", window), lambda: min(window, int(self.pos.max()) + 1))
 
 
@@ -236,9 +289,9 @@ def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, shared
     picked = visible = None
     if layer.compressor is not None:
         comp = layer.compressor
-        comp.append(attn.compressor, x, pos)
+        comp.append(attn.compressor, x, pos, shared.static)
         if layer.indexer is not None:
-            picked = _indexer_picks(attn, x, qr, rope, layer.indexer, pos)
+            picked = _indexer_picks(attn, x, qr, rope, layer.indexer, pos, shared.static)
         else:  # HCA: every completed entry
             visible = torch.arange(comp.entries.shape[1], device=device) < comp.count[:, None]
     sink, scale = fp32(attn.attn_sink), attn.head_dim**-0.5
@@ -270,26 +323,29 @@ def decode_attention(attn: Attention, x: torch.Tensor, layer: LayerBatch, shared
     return attn.project_out(out.unsqueeze(1), rope)
 
 
-def _indexer_picks(attn, x, qr, rope, idx: CompressorBatch, pos) -> torch.Tensor:
-    """Top-k CSA entries per row (relative to the row; -1 = none)."""
-    idx.append(attn.indexer.compressor, x, pos)
+def _indexer_picks(
+    attn, x, qr, rope, idx: CompressorBatch, pos, static: bool = False
+) -> torch.Tensor:
+    """Top-k CSA entries per row (relative to the row; -1 = none). A static step scores every
+    entry slot (the unused ones score -inf) and keeps `index_topk` columns whatever the counts."""
+    idx.append(attn.indexer.compressor, x, pos, static)
     bsz, cap = idx.entries.shape[:2]
-    width = min(attn.config.index_topk, int(idx.count.max()))
+    filled = cap if static else int(idx.count.max())
+    width = min(attn.config.index_topk, filled)
     if width == 0:
         return torch.full((bsz, 1), -1, device=x.device)
     q, weights = attn.indexer.queries(x, qr, rope)
     if not kernels.uses_triton(q):  # score the padded batch in place, no key gather
         count = idx.count
-        keys = idx.entries[:, : int(count.max())]
-        scores = score_padded(q[:, 0], weights[:, 0], keys, count)
+        scores = score_padded(q[:, 0], weights[:, 0], idx.entries[:, :filled], count)
         if attn.indexer.reduce_scores is not None:
             attn.indexer.reduce_scores(scores)
-        picked, _ = select_topk(scores, torch.zeros_like(count), count, width)
+        picked, _ = select_topk(scores, torch.zeros_like(count), count, width, sync_free=static)
         return picked.long()
     start = torch.arange(bsz, device=x.device) * cap
     picked, _ = kernels.indexer_topk(
         q[:, 0], weights[:, 0], idx.entries.reshape(bsz * cap, -1), start, start + idx.count, width,
-        attn.indexer.reduce_scores,
+        attn.indexer.reduce_scores, max_count=cap if static else None,
     )  # fmt: skip
     picked = picked.long()
     return torch.where(picked >= 0, picked - start[:, None], -1)

@@ -14,6 +14,7 @@ from flashbeam.kernels.quant import (
     E2M1_MAX,
     E4M3_MAX,
     FP4_MAGNITUDES,
+    device_table,
     nearest_e2m1,
     pow2_exponent,
 )
@@ -51,7 +52,7 @@ def fp4_simulate(x: torch.Tensor, block: int = KV_FP4_BLOCK) -> torch.Tensor:
     simulation of the indexer's queries and keys."""
     scale = _block_multipliers(x, block, E2M1_MAX)
     v = (x.to(torch.float32) / scale).clamp(-E2M1_MAX, E2M1_MAX)
-    values = torch.tensor(FP4_MAGNITUDES, device=v.device)[nearest_e2m1(v)]
+    values = device_table(FP4_MAGNITUDES, v.device)[nearest_e2m1(v)]
     return cast(torch.where(v < 0, -values, values) * scale, x.dtype)
 
 

@@ -247,20 +247,27 @@ class Transformer(nn.Module):
             ]
         return streams, new_states, kept_states
 
-    def decode_step(self, input_ids: torch.Tensor, batch: DecodeBatch) -> torch.Tensor:
+    def decode_step(
+        self, input_ids: torch.Tensor, batch: DecodeBatch, static: bool = False
+    ) -> torch.Tensor:
         """One token per row ([B,1]) for the sequences packed in `batch`, which is updated in
-        place; returns next-token logits [B,1,V]."""
+        place; returns next-token logits [B,1,V]. `static`: the same function with nothing read
+        back from the device and every state tensor updated in place (`decode` module), as a
+        CUDA graph needs; the batch's entry capacity must cover the step."""
         pos = batch.positions
         x = self.embed_tokens(input_ids)
         streams = x.unsqueeze(-2).expand(*x.shape[:-1], self.config.hc_mult, x.shape[-1])
-        shared = StepShared(pos)
+        shared = StepShared(pos, static)
         for block, layer in zip(self.layers, batch.layers):
 
             def attend(h, attn=block.attn, layer=layer):
                 return decode_attention(attn, h, layer, shared)
 
             streams = block(streams, input_ids, attend)
-        batch.positions = pos + 1
+        if static:
+            batch.positions.add_(1)
+        else:
+            batch.positions = pos + 1
         return self.logits(streams)
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -310,6 +310,11 @@ def test_pipeline_checks_become_job_errors(tmp_path):
     assert problem_of(path).startswith("task.chunking.overlap_tokens must be between 0")
     path = spec(tmp_path, MINIMAL + "engine:\n  cache_bytes: lots\n", "size.yaml")
     assert "engine.cache_bytes: Value error, 'lots' is not a size" in error_of(path)
+    path = spec(tmp_path, MINIMAL + "engine:\n  cuda_graphs: true\n", "graphs.yaml")
+    assert "graphs.yaml: engine: cuda_graphs needs one CUDA device" in error_of(path)
+    assert "got device 'cpu'" in error_of(path) and "set engine.cuda_graphs: false" in error_of(
+        path
+    )
 
 
 def test_constraint_option_and_schema_files_that_ref_their_neighbours(tmp_path):
