@@ -43,20 +43,20 @@ def drive(runner, vocab):
             step += 1
 
     join(0, 60)
-    decode(3)
+    decode(2)
     join(1, 70)
     join(2, 160)  # longer than the arena so far: it grows
-    decode(5)
+    decode(4)
     runner.release([0])
     live.remove(0)
-    decode(4)
+    decode(2)
     for seq_id in (3, 4, 5):
         join(seq_id, 200)
-    decode(9)  # five rows: the size-8 step, three rows of padding
+    decode(6)  # five rows: the size-8 step, three rows of padding
     runner.release([1, 4])
     for seq_id in (1, 4):
         live.remove(seq_id)
-    decode(6)
+    decode(3)
     return out
 
 
