@@ -190,7 +190,6 @@ class DecodeBatch:
 
     def select(self, keep: torch.Tensor) -> DecodeBatch:
         """The rows `keep` (indices), in that order."""
-
         return self.map(lambda t: t[keep])
 
     @staticmethod
