@@ -7,9 +7,11 @@
 model directory and tokenizer, output column names) and raises with a message that says what
 to fix; `run_pipeline` calls it before building anything.
 
-Runners: any Beam runner; `--runner=dask` (or `DaskRunner`) runs on a dask.distributed cluster
-through flashbeam's adapter of Beam's Dask runner (`pipelines.dask_runner`), with
-`--dask_client_address=HOST:PORT` or `--dask_workers=N` (a local cluster for the run).
+Runners: any Beam runner. The DirectRunner (the default) runs on Beam's FnApiRunner without
+Beam's first attempt at the Prism runner (`pipelines.direct_runner`). `--runner=dask` (or
+`DaskRunner`) runs on a dask.distributed cluster through flashbeam's adapter of Beam's Dask
+runner (`pipelines.dask_runner`), with `--dask_client_address=HOST:PORT` or `--dask_workers=N`
+(a local cluster for the run).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from .config import PipelineConfig
+from .direct_runner import DIRECT_RUNNER, DIRECT_RUNNER_NAMES
 from .metrics import PipelineMetrics, read_metrics
 from .prompts import check_template
 from .readers import match_input
@@ -82,10 +85,13 @@ def check_runner(options: PipelineOptions) -> None:
 
 
 def resolve_runner(options: PipelineOptions) -> PipelineOptions:
-    """Point the Dask runner's names at flashbeam's Dask runner; other runners as given."""
+    """Point the Dask runner's and the DirectRunner's names at flashbeam's; other runners as
+    given."""
     standard = options.view_as(StandardOptions)
     if standard.runner in DASK_RUNNER_NAMES:
         standard.runner = DASK_RUNNER
+    elif standard.runner in DIRECT_RUNNER_NAMES:
+        standard.runner = DIRECT_RUNNER
     return options
 
 
@@ -118,11 +124,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: PipelineConfig) -> None:
     outcomes = prompts | "Run engine" >> RunEngine(engine, task, grouping, resume)
     items, reduce_errors = outcomes | "Reduce parts" >> ReduceParts(task, engine, grouping, resume)
     write_errors = items | "Write results" >> WriteResults(config.output, table)
-    _ = (
-        (read_errors, prompt_errors, reduce_errors, write_errors)
-        | "All errors" >> beam.Flatten()
-        | "Write errors" >> WriteErrors(config.output)
-    )
+    errors = (read_errors, prompt_errors, reduce_errors, write_errors)
+    _ = errors | "Write errors" >> WriteErrors(config.output)
 
 
 def run_pipeline(

@@ -152,3 +152,46 @@ def test_worker_threads_share_one_engine_loop_and_give_the_same_rows(
     # Requests came from several worker threads into one engine, stepped by its one thread.
     assert len(loads) == 1 and len(submitters) > 1 and len(steppers) == 1
     assert not submitters & steppers
+
+
+BEAMS_DIRECT_RUNNER = ["--runner=apache_beam.runners.direct.direct_runner.SwitchingDirectRunner"]
+
+
+@pytest.mark.slow
+def test_direct_runner_goes_straight_to_the_fn_api_runner_with_beams_rows(
+    tmp_path, engine_config, jsonl, parquet_rows, monkeypatch
+):
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.runners.portability.prism_runner import PrismRunner
+
+    from flashbeam.pipelines.direct_runner import DIRECT_RUNNER
+    from flashbeam.pipelines.handler import release_engines
+    from flashbeam.pipelines.run import resolve_runner
+
+    for args in ([], ["--runner=DirectRunner"], ["--runner=direct"]):
+        options = resolve_runner(PipelineOptions(args))
+        assert options.view_as(StandardOptions).runner == DIRECT_RUNNER
+    jsonl(tmp_path / "in" / "docs.jsonl", [{"text": "Invoice 1, paid."}, "{oops", {"text": "Ok."}])
+    task = TaskConfig(kind="generate", instructions="Summarize.", max_tokens=4)
+    input_config = InputConfig(str(tmp_path / "in" / "docs.jsonl"))
+    prism_runs = []
+    prism_run = PrismRunner.run_pipeline
+
+    def recording_prism_run(self, *args, **kwargs):
+        prism_runs.append(1)
+        return prism_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(PrismRunner, "run_pipeline", recording_prism_run)
+
+    def run(name, options):
+        config = _config(tmp_path, name, input_config, task, engine_config)
+        report = run_pipeline(config, options)
+        release_engines()  # the next run starts from a cold prefix cache too
+        rows = sorted((r["id"], r["text"]) for r in parquet_rows(config.output.results))
+        return report, rows, _ids(config, parquet_rows)[1]
+
+    ours, beams = run("ours", MULTI_THREADED), run("beams", MULTI_THREADED + BEAMS_DIRECT_RUNNER)
+    assert ours[0].state == "DONE" and ours[1:] == beams[1:] and len(ours[1]) == 2
+    assert ours[0].metrics == beams[0].metrics
+    # Beam's own DirectRunner tried Prism once first; ours did not.
+    assert len(prism_runs) == 1
