@@ -18,6 +18,7 @@ evaluates by recomputing their inputs. Parquet files are written by `WriteParque
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -425,7 +426,9 @@ def _conversion_error(item: ItemResult, error: ArrowConversionError) -> ErrorRow
 
 
 class WriteErrors(beam.PTransform):
-    """ErrorRows -> Parquet files `<output.errors>-SSSSS-of-NNNNN.parquet`."""
+    """ErrorRows -> Parquet files `<output.errors>-SSSSS-of-NNNNN.parquet`. Takes one
+    PCollection or a tuple of them (the errors of every step), which it writes without
+    flattening them first (see `WriteParquetShards`)."""
 
     def __init__(self, output: OutputConfig):
         super().__init__()
@@ -435,7 +438,8 @@ class WriteErrors(beam.PTransform):
         sink = WriteParquetShards(
             self.output.errors, ERRORS_SCHEMA, self.output, "id", "question_index"
         )
-        return errors | "To error rows" >> beam.Map(_counted_error_row) | "Write errors" >> sink
+        rows = _each(errors, "To error rows", lambda: beam.Map(_counted_error_row))
+        return rows | "Write errors" >> sink
 
 
 def _counted_error_row(error: ErrorRow) -> dict[str, Any]:
@@ -447,7 +451,12 @@ def _counted_error_row(error: ErrorRow) -> dict[str, Any]:
 class WriteParquetShards(beam.PTransform):
     """Row dicts -> `output.num_shards` Parquet files (0: one) `<prefix>-SSSSS-of-NNNNN.parquet`,
     every shard written even when empty; returns (path, rows) of each file. See parquet_shards:
-    a GroupByKey per shard, no side inputs, and a retried write rewrites the same file."""
+    a GroupByKey per shard, no side inputs, and a retried write rewrites the same file.
+
+    Takes one PCollection of rows or a tuple of them. A tuple is keyed by shard in each of its
+    producers' steps and flattened once, with the empty shards, before the GroupByKey: a
+    Flatten of its own ahead of this transform would be one more stage for the DirectRunner
+    (one more round of bundles on every worker thread)."""
 
     def __init__(
         self,
@@ -464,16 +473,27 @@ class WriteParquetShards(beam.PTransform):
     def expand(self, rows):
         shards = parquet_shards.shard_count(self.output)
         id_column = self.id_column
-        keyed = rows | "Key by shard" >> beam.Map(
-            lambda row: (parquet_shards.shard_of(str(row[id_column]), shards), row)
-        )
-        every = rows.pipeline | "Every shard" >> beam.Create([(i, None) for i in range(shards)])
+
+        def key_by_shard(row):  # unannotated: Beam would take annotations as type hints (coders)
+            return parquet_shards.shard_of(str(row[id_column]), shards), row
+
+        keyed = _each(rows, "Key by shard", lambda: beam.Map(key_by_shard))
+        pipeline = keyed[0].pipeline
+        every = pipeline | "Every shard" >> beam.Create([(i, None) for i in range(shards)])
         return (
-            (keyed, every)
+            (*keyed, every)
             | "With empty shards" >> beam.Flatten()
             | "Gather shards" >> beam.GroupByKey()
             | "Write shards" >> beam.ParDo(_WriteShard(self, shards))
         )
+
+
+def _each(pcolls, label: str, make: Callable[[], beam.PTransform]) -> tuple:
+    """A new `make()` applied to one PCollection, or to each of a tuple of them (labelled
+    `label 0`, `label 1`, ...); the outputs as a tuple."""
+    if isinstance(pcolls, beam.pvalue.PCollection):
+        return (pcolls | label >> make(),)
+    return tuple(pcoll | f"{label} {i}" >> make() for i, pcoll in enumerate(pcolls))
 
 
 class _WriteShard(beam.DoFn):
