@@ -15,8 +15,19 @@ together. `requests_per_call` far below the job's request count (16 of 256 by de
 prefix cache (`cache_bytes`, default 4 MiB: the states of about a dozen documents of the tiny
 model) that cannot hold every document model a worker that sees far more documents than fit one
 engine call or its memory: there, a document's questions are served from the cache reliably
-only when they reach the engine together. Wall times include Beam's start-up and writing the
-Parquet files. The three runs take turns `repeats` times; each mode reports its median run.
+only when they reach the engine together. The three runs take turns `repeats` times; each mode
+reports its median run.
+
+What each wall time includes, so that both sides pay for the same things:
+- engine: reading the input file, building the requests, loading the engine (weights and
+  tokenizer from the checkpoint) and generating;
+- pipeline, ungrouped: the whole `run_pipeline` call: Beam's construction and start-up, reading,
+  prompts, prefix keys, loading the engine in the worker, generating and validating, the reduce
+  step, writing the Parquet files and reading back the counters.
+Neither includes the process's first-use costs, which no later run pays again: before the timed
+runs, `_warm_up` makes one small generate (torch's first calls) and runs the job on its first
+document with the same Beam options (the first import and start of Beam's runner, which would
+otherwise fall on whichever pipeline mode runs first).
 
 With `runner="dask"` the grouped job runs twice instead, on the same input: on the DirectRunner
 (one worker) and on a dask.distributed LocalCluster of `workers` processes (one thread each),
@@ -137,7 +148,13 @@ def bench_pipeline(
             "threads": torch.get_num_threads(),
             "repeats": repeats,
         }
-        _warm_up(engine)
+        options = []
+        if worker_threads > 1 and runner == "direct":
+            options = [
+                f"--direct_num_workers={worker_threads}",
+                "--direct_running_mode=multi_threading",
+            ]
+        _warm_up(engine, config("warm-up", True), options, root)
         if runner == "dask":
             on_direct = _run_pipeline(config("direct", True), [])
             on_dask = _run_on_dask(config("dask", True), workers, root)
@@ -153,12 +170,6 @@ def bench_pipeline(
                 "dask": on_dask,
                 "dask_vs_direct": on_direct["wall_s"] / on_dask["wall_s"],
             }
-        options = []
-        if worker_threads > 1:
-            options = [
-                f"--direct_num_workers={worker_threads}",
-                "--direct_running_mode=multi_threading",
-            ]
         runs: dict[str, list[dict[str, Any]]] = {"engine": [], "grouped": [], "ungrouped": []}
         for i in range(repeats):
             runs["engine"].append(_run_engine_only(root / "docs.jsonl", task, engine))
@@ -190,14 +201,25 @@ def _write_documents(path: Path, n: int, tokens: int, tokenizer) -> None:
             f.write(json.dumps({"text": text[: offsets[tokens - 1][1]]}) + "\n")
 
 
-def _warm_up(engine: EngineConfig) -> None:
-    """One small pipeline-free generate, so no measured run pays torch's first-call costs."""
+def _warm_up(engine: EngineConfig, job: PipelineConfig, options: list[str], root: Path) -> None:
+    """One small generate and a one-document run of `job`, so that no measured run pays torch's
+    first-call costs or the first import and start of Beam's runner in this process."""
     engine_for(engine).generate([Request(id="w", messages=[{"role": "user", "content": "hi"}],
                                          max_tokens=2)])  # fmt: skip
+    release_engines()
+    first = root / "warm-up.jsonl"
+    with open(job.input.path, encoding="utf-8") as f:
+        first.write_text(f.readline(), encoding="utf-8")
+    run_pipeline(
+        dataclasses.replace(job, input=dataclasses.replace(job.input, path=str(first))), options
+    )
     release_engines()
 
 
 def _run_engine_only(path: Path, task: TaskConfig, engine: EngineConfig) -> dict[str, Any]:
+    """The pipeline's requests in one generate call; timed from reading the input to the last
+    result, engine load included, as the pipeline's run loads its engine in the worker."""
+    started = time.perf_counter()
     config = InputConfig(str(path))
     docs = [r for r in read_file(str(path), config, "") if isinstance(r, Document)]
     tokenizer = tokenizer_for(engine.model)
@@ -207,9 +229,7 @@ def _run_engine_only(path: Path, task: TaskConfig, engine: EngineConfig) -> dict
         for chunk in shard_document(doc, tokenizer, None, 0)
         for p in document_requests(chunk, task)
     ]
-    shared = engine_for(engine)
-    started = time.perf_counter()
-    results = shared.generate(requests)
+    results = engine_for(engine).generate(requests)
     wall = time.perf_counter() - started
     release_engines()
     prompt = sum(r.usage.prompt_tokens for r in results)
