@@ -75,7 +75,7 @@ class Engine:
         """`model` runs on one device; or give the `runner` of a tensor-parallel group (see
         `Engine.load(..., tensor_parallel=N)`) and its rank-0 `model`. `cuda_graphs` replays
         decode steps from CUDA graphs captured for the batch sizes 1, 2, 4, ... up to
-        `max_batch_size` (`runner.decode_graphs`); it needs a model on one CUDA device."""
+        `max_batch_size` (`decode_graphs`); it needs a model on one CUDA device."""
         if max_batch_tokens < 1 or max_batch_size < 1 or max_pending < 1:
             raise ValueError("max_batch_tokens, max_batch_size and max_pending must be >= 1")
         if cuda_graphs and (runner is not None or model.device.type != "cuda"):

@@ -187,6 +187,8 @@ class ModelRunner:
         return keep, joining
 
     def _pack_graphed(self, keep: list[int], joining: list[int]) -> None:
+        """`_pack` for the graphs' arena: the rows that stay move forward in place, and those
+        joining are copied in after them, with room for their longest growth."""
         if len(keep) < len(self._rows):
             self.graphs.keep(keep)
         if joining:
