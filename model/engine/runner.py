@@ -96,7 +96,7 @@ class ModelRunner:
         """Free everything, the model included."""
         self.clear()
         device = self.model.device if self.model is not None else None
-        self.model = None
+        self.model = self.graphs = None  # the graphs hold the model too
         if device is not None and device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -3,6 +3,9 @@ reads nothing back from the device, and the arena keeps every sequence's state t
 leaves, padding and growth. On CPU the static steps run eagerly over the same padded rows; the
 capture itself is checked on a GPU."""
 
+import gc
+import weakref
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -162,6 +165,20 @@ def test_an_engine_on_the_static_steps_gives_the_eager_engines_outputs(checkpoin
     assert [r.token_ids for r in got] == [r.token_ids for r in eager]
     assert runner.graphs.stats["eager_steps"] > 0
     static.close()
+
+
+def test_closing_an_engine_frees_the_arena_and_the_model(checkpoint):
+    model = load_model(checkpoint)
+    runner = ModelRunner(model, graph_sizes=[1, 2])
+    engine = Engine(model, load_tokenizer(checkpoint), max_batch_size=2, runner=runner)
+    engine.generate([Request(id="a", prompt_token_ids=prompt(20, 1), max_tokens=3)])
+    graphs, model = runner.graphs, weakref.ref(model)
+    assert graphs.rows > 0
+    engine.close()
+    assert graphs.rows == 0 and graphs.live == 0
+    del graphs
+    gc.collect()
+    assert model() is None
 
 
 def test_cuda_graphs_are_refused_where_they_cannot_run(checkpoint):
