@@ -4,8 +4,12 @@ Policy only: it decides, the runner computes. It keeps
 - `waiting`: submitted sequences in admission order, planned again whenever the set changes
   (`scheduling.plan_prefix_reuse` over the sequences still prefilling and those waiting), so
   requests that share a prefix, whoever submitted them, are admitted together and the prefix
-  is computed once. A sequence overtaken by `max_batch_size` later arrivals is overdue and goes
-  first, so a steady stream of new groups never starves it.
+  is computed once. A plan costs time in proportion to everything waiting, so while planned
+  sequences are left to admit, new arrivals wait at the end, unplanned and not admitted, until
+  `PLAN_INTERVAL_RATIO` times the last plan's duration has passed: requests that trickle in one
+  by one (a call larger than `max_pending` hands one over per finished request) cost a plan
+  per interval instead of one per step. A sequence overtaken by `max_batch_size` later
+  arrivals is overdue and goes first, so a steady stream of new groups never starves it.
 - `running`: admitted sequences, prefilling or generating, at most `max_batch_size`. A sequence
   is admitted while the running ones' unprefilled prompts leave budget in the step, and while
   the snapshots it is to take for waiting sequences fit the cache beside those pinned and being
@@ -25,12 +29,18 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from flashbeam.model.engine.prefix_cache import PrefixCache
 from flashbeam.model.engine.prefix_plan import plan_prefix_reuse
 from flashbeam.model.engine.sequence import Sequence
+
+# While planned sequences wait, arrivals are planned once this many times the last plan's
+# duration has passed since it: planning then takes at most about a tenth of the loop's time.
+PLAN_INTERVAL_RATIO = 10
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,7 @@ class Scheduler:
         snapshot_interval: int,
         state_bytes: Callable[[int], int] = lambda length: 0,
         min_wait_tokens: int = 64,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cache = PrefixCache(cache_bytes, on_drop=self._on_drop)
         self.state_bytes = state_bytes  # the bytes of a snapshot after that many tokens
@@ -87,6 +98,10 @@ class Scheduler:
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
         self._replan = False
+        self._clock = clock
+        self._unplanned = 0  # arrivals since the last plan: the last ones of `waiting`
+        self._planned_at, self._plan_seconds = -math.inf, 0.0
+        self.plans = 0
         self._snapshot_ids = itertools.count()
         self._dropped: list[int] = []
         # Prefixes waiting sequences plan to restore: how many plan to, and the pinned cache
@@ -102,7 +117,7 @@ class Scheduler:
     # ---- the sequences ---------------------------------------------------------------------
     def add(self, seqs: list[Sequence]) -> None:
         self.waiting.extend(seqs)
-        self._replan = True
+        self._unplanned += len(seqs)
 
     def remove(self, seq: Sequence) -> None:
         """Forget a sequence wherever it is (it finished, failed, was cancelled or timed out)."""
@@ -124,12 +139,13 @@ class Scheduler:
 
     def clear(self) -> None:
         self.waiting, self.running = [], []
+        self._unplanned = 0
         self._awaited, self._held = {}, {}
         self.cache.clear()
 
     # ---- one step ----------------------------------------------------------------------------
     def schedule(self) -> StepPlan:
-        if self._mark_overdue() or self._replan:
+        if self._mark_overdue() or self._replan or self._plan_arrivals():
             self._plan()
         admitted = self._admit_ready()
         decode = [s for s in self.running if not s.prefilling]
@@ -167,12 +183,23 @@ class Scheduler:
         return Chunk(seq, end - seq.computed, snapshots)
 
     # ---- planning ----------------------------------------------------------------------------
+    def _plan_arrivals(self) -> bool:
+        """Whether to plan the sequences that arrived since the last plan now: at once when no
+        planned sequence waits, else once the interval since the last plan has passed."""
+        if not self._unplanned:
+            return False
+        if self._unplanned >= len(self.waiting):
+            return True
+        return self._clock() - self._planned_at >= PLAN_INTERVAL_RATIO * self._plan_seconds
+
     def _plan(self) -> None:
         """Admission order of the waiting sequences and the snapshot positions of every
         sequence still prefilling: where prompts diverge, every `snapshot_interval` tokens (for
         later requests), and one token before the end (a repeat, e.g. a retry, reuses all but
         one token)."""
-        self._replan = False
+        started = self._clock()
+        self._replan, self._unplanned = False, 0
+        self.plans += 1
         prefilling = [s for s in self.running if s.prefilling]
         seqs = prefilling + self.waiting
         overdue = sorted(
@@ -203,6 +230,8 @@ class Scheduler:
                 awaited[key] = awaited.get(key, 0) + 1
         self.waiting = [seqs[i] for i in plan.order if i >= ahead]
         self._hold(awaited)
+        self._planned_at = self._clock()
+        self._plan_seconds = self._planned_at - started
 
     def _hold(self, awaited: dict[tuple[int, ...], int]) -> None:
         """Pin the cached prefixes that waiting sequences now plan to restore; unpin the rest."""
@@ -256,9 +285,11 @@ class Scheduler:
         computing = sum(self._to_restore(s) for s in self.running)
         budget = self.max_batch_tokens - sum(1 for s in self.running if not s.prefilling)
         backlog = sum(len(s.prompt) - s.computed for s in self.running)
-        for i, seq in enumerate(self.waiting):
+        planned = len(self.waiting) - self._unplanned
+        arrived = self.waiting[planned:]  # not planned yet: not admitted
+        for i, seq in enumerate(self.waiting[:planned]):
             if len(self.running) >= self.max_batch_size or backlog >= budget:
-                passed.extend(self.waiting[i:])
+                passed.extend(self.waiting[i:planned])
                 break
             needs = self._to_restore(seq)
             if self._must_wait(seq, passed) or (
@@ -270,7 +301,7 @@ class Scheduler:
             admitted.append(self._admit(seq))
             computing += needs
             backlog += len(seq.prompt) - seq.computed
-        self.waiting = passed
+        self.waiting = passed + arrived
         return admitted
 
     def _must_wait(self, seq: Sequence, passed: list[Sequence]) -> bool:

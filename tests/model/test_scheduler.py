@@ -122,3 +122,36 @@ def test_a_short_shared_prefix_is_not_waited_for():
             for i in range(3)]  # fmt: skip
     scheduler.add(seqs)
     assert len(scheduler.schedule().admitted) == 3  # each computes the template itself
+
+
+def test_arrivals_trickling_in_behind_planned_requests_are_planned_once_per_interval():
+    """A call larger than max_pending hands requests over one by one as others finish; planning
+    them one step at a time would re-plan everything waiting at every step."""
+    now = [0.0]
+
+    def clock():  # every reading 10 ms later: a plan takes 10 ms, the interval is 100 ms
+        now[0] += 0.01
+        return now[0]
+
+    scheduler = Scheduler(1 << 20, max_batch_tokens=4096, max_batch_size=2, snapshot_interval=64,
+                          clock=clock)  # fmt: skip
+    scheduler.add([seq(i, list(range(100 * i + 10, 100 * i + 50)), arrival=0) for i in range(6)])
+    run_prefill(scheduler, scheduler.schedule())
+    assert scheduler.plans == 1 and len(scheduler.running) == 2
+    doc = list(range(5000, 5080))
+    late = [seq(10 + i, doc + [i + 1], arrival=1 + i) for i in range(3)]
+    for s in late:  # arrive while planned requests still wait: not planned, not admitted yet
+        scheduler.add([s])
+        scheduler.remove(scheduler.running[0])
+        plan = scheduler.schedule()
+        run_prefill(scheduler, plan)
+        assert all(a.seq not in late for a in plan.admitted)
+    assert scheduler.plans == 1 and scheduler.waiting[-3:] == late
+    now[0] += 1.0  # the interval has passed: one plan takes all three
+    scheduler.schedule()
+    assert scheduler.plans == 2
+    assert [s.restore_length for s in late] == [0, 80, 80]  # the shared document, planned once
+    while scheduler.has_work:  # every request is admitted in the end
+        for s in list(scheduler.running):
+            scheduler.remove(s)
+        run_prefill(scheduler, scheduler.schedule())
