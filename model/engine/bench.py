@@ -22,7 +22,7 @@ from flashbeam.model.engine.request import Request
 from flashbeam.model.network.config import tiny_config
 
 
-def _prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+def random_prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
     gen = torch.Generator().manual_seed(seed)
     # Ids from 16 up: keep clear of the special tokens at the bottom of the vocabulary.
     return torch.randint(16, vocab, (n, length), generator=gen).tolist()
@@ -41,7 +41,7 @@ def bench_engine(
     if threads:
         torch.set_num_threads(threads)
     config = tiny_config(preset)
-    ids = _prompts(prompts, prompt_len, config.vocab_size, seed=1)
+    ids = random_prompts(prompts, prompt_len, config.vocab_size, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         write_random_checkpoint(tmp, config, seed=0)
         engine = Engine.load(
@@ -111,8 +111,8 @@ def bench_prefix_cache(
 ) -> dict[str, Any]:
     """D documents x Q questions (document first): cache on vs off."""
     config = tiny_config(preset)
-    docs = _prompts(documents, doc_len, config.vocab_size, seed=2)
-    qs = _prompts(documents * questions, question_len, config.vocab_size, seed=3)
+    docs = random_prompts(documents, doc_len, config.vocab_size, seed=2)
+    qs = random_prompts(documents * questions, question_len, config.vocab_size, seed=3)
     requests = [
         Request(
             id=f"d{d}q{q}",
@@ -181,8 +181,8 @@ def bench_engine_callers(
     if threads:
         torch.set_num_threads(threads)
     config = tiny_config(preset)
-    docs = _prompts(documents, doc_len, config.vocab_size, seed=2)
-    asks = _prompts(documents * questions, question_len, config.vocab_size, seed=3)
+    docs = random_prompts(documents, doc_len, config.vocab_size, seed=2)
+    asks = random_prompts(documents * questions, question_len, config.vocab_size, seed=3)
     requests = [
         Request(id=f"d{d}q{q}", prompt_token_ids=docs[d] + asks[d * questions + q],
                 max_tokens=new_tokens, ignore_eos=True)
@@ -200,7 +200,7 @@ def bench_engine_callers(
         for _ in range(repeats):
             for mode in modes:
                 with Engine.load(tmp, **options) as engine:
-                    warm = _prompts(2, 64, config.vocab_size, seed=4)
+                    warm = random_prompts(2, 64, config.vocab_size, seed=4)
                     engine.generate([Request(id=f"w{i}", prompt_token_ids=p, max_tokens=4)
                                      for i, p in enumerate(warm)])  # fmt: skip
                     runs[mode].append(_timed_callers(engine, mode, requests, calls, callers))

@@ -19,6 +19,7 @@ import torch
 
 from flashbeam.model.checkpoint.loading import load_model
 from flashbeam.model.checkpoint.random_init import write_random_checkpoint
+from flashbeam.model.engine.bench import random_prompts
 from flashbeam.model.engine.runner import ModelRunner
 from flashbeam.model.network.config import tiny_config
 from flashbeam.model.network.transformer import Transformer
@@ -79,13 +80,12 @@ def bench_decode_graphs(
 def _decode_rate(
     runner: ModelRunner, model: Transformer, batch: int, steps: int, prompt_len: int, warmup: int
 ) -> dict[str, Any]:
-    gen = torch.Generator().manual_seed(batch)
-    prompts = torch.randint(16, model.config.vocab_size, (batch, prompt_len), generator=gen)
+    prompts = random_prompts(batch, prompt_len, model.config.vocab_size, seed=batch)
     ids = list(range(batch))
     with torch.inference_mode():
         for i in ids:
             runner.add(i, None, max_length=prompt_len + warmup + steps + 1)
-        logits, _ = runner.prefill(ids, prompts.tolist(), [[] for _ in ids])
+        logits, _ = runner.prefill(ids, prompts, [[] for _ in ids])
         token = logits.argmax(-1)
         chosen = []
         for _ in range(warmup):

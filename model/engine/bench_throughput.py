@@ -38,6 +38,7 @@ from flashbeam.model.checkpoint.random_packed import (
     write_random_packed_checkpoint,
 )
 from flashbeam.model.checkpoint.reader import CONFIG_FILE, CheckpointReader
+from flashbeam.model.engine.bench import random_prompts
 from flashbeam.model.engine.engine import Engine
 from flashbeam.model.engine.loop import EngineProgress
 from flashbeam.model.engine.request import Request
@@ -299,9 +300,7 @@ def device_name(setup: ThroughputSetup) -> str:
 
 
 def _requests(vocab: int, length: int, count: int, max_tokens: int, seed: int) -> list[Request]:
-    gen = torch.Generator().manual_seed(seed)
-    # Ids from 16 up: keep clear of the special tokens at the bottom of the vocabulary.
-    ids = torch.randint(16, vocab, (count, length), generator=gen).tolist()
+    ids = random_prompts(count, length, vocab, seed)
     return [
         Request(id=f"s{seed}r{i}", prompt_token_ids=p, max_tokens=max_tokens, ignore_eos=True)
         for i, p in enumerate(ids)
